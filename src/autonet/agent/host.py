@@ -1,0 +1,211 @@
+"""What the agent does to its host: instances, routers, processes, reconciliation.
+
+`HostAgent` is the implementation behind the RPC servicer. It serialises kernel work per
+VPC router (instances of different VPCs are wired concurrently), keeps the instance
+table on disk, and on start reconciles: kernel objects carrying this host's tag that
+the table does not know are removed, and every known instance is repaired and its
+process adopted or restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from autonet.agent.state import InstanceRecord, InstanceTable
+from autonet.agent.supervisor import Spec, Supervised, process_start_time
+from autonet.dataplane import endpoint as ep
+from autonet.dataplane import netns
+from autonet.dataplane.netlink import Netlink
+
+log = logging.getLogger(__name__)
+
+
+class HostAgent:
+    def __init__(self, host: str, tag: str, state_dir: Path) -> None:
+        self.host = host
+        self.tag = tag
+        self.state_dir = state_dir
+        self.boot_id = uuid.uuid4().hex
+        self.table = InstanceTable(state_dir)
+        self.nl = Netlink()
+        self.processes: dict[str, Supervised] = {}
+        self._router_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._instance_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    # -- paths ---------------------------------------------------------------------------
+    def log_path(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def resolv_path(self, uid: str) -> Path:
+        return self.state_dir / "resolv" / f"{uid}.conf"
+
+    def owns_netns(self, name: str) -> bool:
+        return name.startswith((f"ani{self.tag}", f"anr{self.tag}"))
+
+    # -- endpoints -------------------------------------------------------------------------
+    def _endpoint_spec(self, record: InstanceRecord) -> ep.EndpointSpec:
+        e = record.endpoint
+        return ep.EndpointSpec(
+            netns=e["netns"],
+            router_netns=e["router_netns"],
+            router_ifname=e["router_ifname"],
+            mac=e["mac"],
+            router_mac=e["router_mac"],
+            ipv4=e.get("ipv4") or None,
+            ipv6=e.get("ipv6") or None,
+            mtu=int(e.get("mtu") or 1500),
+        )
+
+    async def ensure_endpoint(self, uid: str, name: str, endpoint: dict[str, Any]) -> InstanceRecord:
+        for key in ("netns", "router_netns"):
+            if not self.owns_netns(endpoint[key]):
+                raise ValueError(f"{key} {endpoint[key]!r} does not carry this host's tag {self.tag!r}")
+        async with self._instance_locks[uid]:
+            record = self.table.get(uid)
+            if record is None:
+                record = InstanceRecord(uid=uid, name=name, endpoint=endpoint)
+            else:
+                record.endpoint = endpoint
+            self.table.save(record)
+            await self._wire(record)
+            return record
+
+    async def _wire(self, record: InstanceRecord) -> None:
+        resolv = self.resolv_path(record.uid)
+        resolv.parent.mkdir(parents=True, exist_ok=True)
+        resolv.write_text(record.endpoint.get("resolv_conf") or "")
+        os.chmod(resolv, 0o644)
+        async with self._router_locks[record.router_netns]:
+            await ep.ensure_router(self.nl, record.router_netns)
+            await ep.ensure_endpoint(self.nl, self._endpoint_spec(record))
+
+    # -- processes -------------------------------------------------------------------------
+    async def ensure_process(self, uid: str, process: dict[str, Any]) -> Supervised:
+        async with self._instance_locks[uid]:
+            record = self.table.get(uid)
+            if record is None:
+                raise KeyError(f"instance {uid} is not wired on host {self.host}")
+            current = self.processes.get(uid)
+            if current is not None and record.process == process:
+                current.start()
+                return current
+            if current is not None:
+                await current.stop()
+            record.process = process
+            self.table.save(record)
+            return self._supervise(record)
+
+    def _supervise(self, record: InstanceRecord, adopt: bool = False) -> Supervised:
+        assert record.process is not None
+        spec = Spec(
+            netns=record.netns,
+            command=list(record.process["command"]),
+            user=record.process.get("user") or "nobody",
+            env=dict(record.process.get("env") or {}),
+            resolv_conf=str(self.resolv_path(record.uid)),
+            log_path=self.log_path(record.name),
+        )
+
+        def remember(proc: Supervised) -> None:
+            if self.table.get(record.uid) is record and (record.pid, record.restarts) != (proc.pid, proc.restarts):
+                record.pid, record.pid_start, record.restarts = proc.pid, proc.pid_start, proc.restarts
+                self.table.save(record)
+
+        proc = Supervised(record.name, spec, remember)
+        proc.restarts = record.restarts
+        self.processes[record.uid] = proc
+        if adopt:
+            proc.start(record.pid, record.pid_start)
+        else:
+            proc.start()
+        return proc
+
+    # -- deletion --------------------------------------------------------------------------
+    async def delete_instance(self, uid: str) -> InstanceRecord | None:
+        async with self._instance_locks[uid]:
+            record = self.table.get(uid)
+            proc = self.processes.pop(uid, None)
+            if proc is not None:
+                await proc.stop()
+            if record is None:
+                return None
+            self._kill_namespace_processes(record.netns)
+            async with self._router_locks[record.router_netns]:
+                await ep.delete_endpoint(
+                    self.nl, record.netns, record.router_netns, record.endpoint["router_ifname"]
+                )
+                self.table.remove(uid)
+                if record.router_netns not in self.table.routers():
+                    await ep.delete_router(self.nl, record.router_netns)
+            self.resolv_path(uid).unlink(missing_ok=True)
+        self._instance_locks.pop(uid, None)
+        return record
+
+    def _kill_namespace_processes(self, name: str) -> None:
+        """Processes left in a namespace we remove (e.g. from `exec`) go with it."""
+        for pid in netns.pids_in(name):
+            if pid != os.getpid():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    # -- reconciliation ----------------------------------------------------------------------
+    async def reconcile(self) -> dict[str, int]:
+        """Make the kernel match the instance table; returns counts of what was done."""
+        done = {"removed_netns": 0, "removed_links": 0, "repaired": 0, "adopted": 0, "restarted": 0}
+        wanted = {record.netns for record in self.table.records.values()} | self.table.routers()
+        for name in netns.list_names("an"):
+            if self.owns_netns(name) and name not in wanted:
+                log.info("reconcile: removing namespace %s that no instance owns", name)
+                self._kill_namespace_processes(name)
+                self.nl.forget(name)
+                netns.delete(name)
+                done["removed_netns"] += 1
+        for router in self.table.routers():
+            if not netns.exists(router):
+                continue
+            mine = {r.endpoint["router_ifname"] for r in self.table.records.values() if r.router_netns == router}
+            for link in await ep.router_links(self.nl, router):
+                if link not in mine:
+                    await ep.delete_link(self.nl, router, link)
+                    done["removed_links"] += 1
+        for record in list(self.table.records.values()):
+            await self._wire(record)
+            done["repaired"] += 1
+            if record.process is not None and record.uid not in self.processes:
+                alive = record.pid and process_start_time(record.pid) == record.pid_start != 0
+                self._supervise(record, adopt=bool(alive))
+                done["adopted" if alive else "restarted"] += 1
+        return done
+
+    def report(self) -> list[dict[str, Any]]:
+        rows = []
+        for record in self.table.records.values():
+            proc = self.processes.get(record.uid)
+            rows.append(
+                {
+                    "instance_uid": record.uid,
+                    "instance_name": record.name,
+                    "netns": record.netns,
+                    "wired": netns.exists(record.netns),
+                    "process": proc.state if proc else "none",
+                    "pid": proc.pid if proc else 0,
+                    "restarts": proc.restarts if proc else 0,
+                    "last_exit": proc.last_exit if proc else "",
+                }
+            )
+        return rows
+
+    async def close(self) -> None:
+        """Stop supervising (processes keep running and are adopted on the next start)."""
+        for proc in self.processes.values():
+            if proc._task is not None:
+                proc._task.cancel()
+        self.nl.close()

@@ -1,0 +1,1 @@
+"""Generated gRPC code for agent.proto (regenerate with `make proto`)."""

@@ -1,0 +1,151 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class BootstrapRequest(_message.Message):
+    __slots__ = ("host",)
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    def __init__(self, host: _Optional[str] = ...) -> None: ...
+
+class Endpoint(_message.Message):
+    __slots__ = ("instance_uid", "instance_name", "vpc_uid", "netns", "router_netns", "router_ifname", "mac", "router_mac", "ipv4", "ipv6", "mtu", "resolv_conf")
+    INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    VPC_UID_FIELD_NUMBER: _ClassVar[int]
+    NETNS_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_NETNS_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_IFNAME_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_MAC_FIELD_NUMBER: _ClassVar[int]
+    IPV4_FIELD_NUMBER: _ClassVar[int]
+    IPV6_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    RESOLV_CONF_FIELD_NUMBER: _ClassVar[int]
+    instance_uid: str
+    instance_name: str
+    vpc_uid: str
+    netns: str
+    router_netns: str
+    router_ifname: str
+    mac: str
+    router_mac: str
+    ipv4: str
+    ipv6: str
+    mtu: int
+    resolv_conf: str
+    def __init__(self, instance_uid: _Optional[str] = ..., instance_name: _Optional[str] = ..., vpc_uid: _Optional[str] = ..., netns: _Optional[str] = ..., router_netns: _Optional[str] = ..., router_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., router_mac: _Optional[str] = ..., ipv4: _Optional[str] = ..., ipv6: _Optional[str] = ..., mtu: _Optional[int] = ..., resolv_conf: _Optional[str] = ...) -> None: ...
+
+class Process(_message.Message):
+    __slots__ = ("instance_uid", "command", "user", "env")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    instance_uid: str
+    command: _containers.RepeatedScalarFieldContainer[str]
+    user: str
+    env: _containers.ScalarMap[str, str]
+    def __init__(self, instance_uid: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., user: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class InstanceRef(_message.Message):
+    __slots__ = ("instance_uid",)
+    INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    instance_uid: str
+    def __init__(self, instance_uid: _Optional[str] = ...) -> None: ...
+
+class InstanceReport(_message.Message):
+    __slots__ = ("instance_uid", "instance_name", "netns", "wired", "process", "pid", "restarts", "last_exit", "deleted")
+    INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    NETNS_FIELD_NUMBER: _ClassVar[int]
+    WIRED_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_EXIT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    instance_uid: str
+    instance_name: str
+    netns: str
+    wired: bool
+    process: str
+    pid: int
+    restarts: int
+    last_exit: str
+    deleted: bool
+    def __init__(self, instance_uid: _Optional[str] = ..., instance_name: _Optional[str] = ..., netns: _Optional[str] = ..., wired: _Optional[bool] = ..., process: _Optional[str] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., last_exit: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
+class ReportRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HostReport(_message.Message):
+    __slots__ = ("host", "boot_id", "instances", "routers")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    BOOT_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    ROUTERS_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    boot_id: str
+    instances: _containers.RepeatedCompositeFieldContainer[InstanceReport]
+    routers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, host: _Optional[str] = ..., boot_id: _Optional[str] = ..., instances: _Optional[_Iterable[_Union[InstanceReport, _Mapping]]] = ..., routers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExecRequest(_message.Message):
+    __slots__ = ("instance_uid", "command", "stdin", "env", "user", "timeout")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    instance_uid: str
+    command: _containers.RepeatedScalarFieldContainer[str]
+    stdin: bytes
+    env: _containers.ScalarMap[str, str]
+    user: str
+    timeout: float
+    def __init__(self, instance_uid: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., stdin: _Optional[bytes] = ..., env: _Optional[_Mapping[str, str]] = ..., user: _Optional[str] = ..., timeout: _Optional[float] = ...) -> None: ...
+
+class ExecChunk(_message.Message):
+    __slots__ = ("stdout", "stderr", "exit_code")
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+    def __init__(self, stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., exit_code: _Optional[int] = ...) -> None: ...
+
+class LogsRequest(_message.Message):
+    __slots__ = ("instance_uid", "tail_bytes")
+    INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    TAIL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    instance_uid: str
+    tail_bytes: int
+    def __init__(self, instance_uid: _Optional[str] = ..., tail_bytes: _Optional[int] = ...) -> None: ...
+
+class LogsReply(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...

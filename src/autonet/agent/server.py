@@ -1,0 +1,254 @@
+"""The agent daemon: gRPC server, registration and heartbeats to the controller.
+
+`autonet agent` runs `serve()`: it reconciles the host from its instance table, starts
+the gRPC server on the host's underlay address, and registers the host with the
+controller's API, then heartbeats. The agent works without the controller (its
+instances keep running and are repaired); the controller drives it through RPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+
+from autonet.agent.host import HostAgent
+from autonet.agent.plugins import AgentPluginAPI
+from autonet.agent.plugins import load as load_plugins
+from autonet.agent.rpc import agent_pb2 as pb
+from autonet.agent.rpc import agent_pb2_grpc as pb_grpc
+from autonet.agent.supervisor import agent_path_env
+from autonet.dataplane.nsexec import launcher_argv
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 2.0
+EXEC_CHUNK = 64 * 1024
+
+
+def _report(row: dict[str, Any]) -> pb.InstanceReport:
+    return pb.InstanceReport(**row)
+
+
+class AgentServicer(pb_grpc.AgentServicer):
+    def __init__(self, agent: HostAgent) -> None:
+        self.agent = agent
+
+    def _row(self, uid: str) -> pb.InstanceReport:
+        for row in self.agent.report():
+            if row["instance_uid"] == uid:
+                return _report(row)
+        return pb.InstanceReport(instance_uid=uid, deleted=True)
+
+    def _host_report(self) -> pb.HostReport:
+        return pb.HostReport(
+            host=self.agent.host,
+            boot_id=self.agent.boot_id,
+            instances=[_report(row) for row in self.agent.report()],
+            routers=sorted(self.agent.table.routers()),
+        )
+
+    async def Bootstrap(self, request: pb.BootstrapRequest, context: Any) -> pb.HostReport:
+        return self._host_report()
+
+    async def Report(self, request: pb.ReportRequest, context: Any) -> pb.HostReport:
+        return self._host_report()
+
+    async def EnsureEndpoint(self, request: pb.Endpoint, context: Any) -> pb.InstanceReport:
+        endpoint = {
+            field: getattr(request, field)
+            for field in (
+                "vpc_uid", "netns", "router_netns", "router_ifname", "mac", "router_mac",
+                "ipv4", "ipv6", "mtu", "resolv_conf",
+            )
+        }
+        try:
+            await self.agent.ensure_endpoint(request.instance_uid, request.instance_name, endpoint)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return self._row(request.instance_uid)
+
+    async def EnsureProcess(self, request: pb.Process, context: Any) -> pb.InstanceReport:
+        process = {"command": list(request.command), "user": request.user, "env": dict(request.env)}
+        try:
+            await self.agent.ensure_process(request.instance_uid, process)
+        except KeyError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0]))
+        return self._row(request.instance_uid)
+
+    async def DeleteInstance(self, request: pb.InstanceRef, context: Any) -> pb.InstanceReport:
+        await self.agent.delete_instance(request.instance_uid)
+        return pb.InstanceReport(instance_uid=request.instance_uid, deleted=True)
+
+    async def Logs(self, request: pb.LogsRequest, context: Any) -> pb.LogsReply:
+        record = self.agent.table.get(request.instance_uid)
+        if record is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such instance on this host")
+        path = self.agent.log_path(record.name)
+        if not path.exists():
+            return pb.LogsReply(data=b"")
+        size = path.stat().st_size
+        tail = request.tail_bytes or size
+        with open(path, "rb") as handle:
+            handle.seek(max(0, size - tail))
+            return pb.LogsReply(data=handle.read())
+
+    async def Exec(self, request: pb.ExecRequest, context: Any) -> Any:
+        record = self.agent.table.get(request.instance_uid)
+        if record is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such instance on this host")
+        user = request.user or (record.process or {}).get("user") or "nobody"
+        env = dict((record.process or {}).get("env") or {})
+        env.update(request.env)
+        proc = await asyncio.create_subprocess_exec(
+            *launcher_argv(record.netns, list(request.command), user, str(self.agent.resolv_path(record.uid))),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=agent_path_env(env),
+            start_new_session=True,
+        )
+        queue: asyncio.Queue[pb.ExecChunk | None] = asyncio.Queue()
+
+        async def pump(stream: asyncio.StreamReader | None, field: str) -> None:
+            assert stream is not None
+            while chunk := await stream.read(EXEC_CHUNK):
+                await queue.put(pb.ExecChunk(**{field: chunk}))
+            await queue.put(None)
+
+        async def feed() -> None:
+            assert proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                if request.stdin:
+                    proc.stdin.write(request.stdin)
+                    await proc.stdin.drain()
+                proc.stdin.close()
+
+        tasks = [
+            asyncio.create_task(pump(proc.stdout, "stdout")),
+            asyncio.create_task(pump(proc.stderr, "stderr")),
+            asyncio.create_task(feed()),
+        ]
+        try:
+            open_streams = 2
+            while open_streams:
+                item = await queue.get()
+                if item is None:
+                    open_streams -= 1
+                else:
+                    yield item
+            code = await asyncio.wait_for(proc.wait(), request.timeout or None)
+            yield pb.ExecChunk(exit_code=code if code >= 0 else 128 - code)
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+            for task in tasks:
+                task.cancel()
+
+
+async def underlay_mtu(agent: HostAgent, address: str) -> int:
+    """MTU of the interface holding our underlay address (1500 if it cannot be told)."""
+    ipr = await agent.nl.host()
+    async for msg in await ipr.get_addr():
+        if msg.get_attr("IFA_ADDRESS") == address:
+            async for link in await ipr.get_links(msg["index"]):
+                return int(link.get_attr("IFLA_MTU"))
+    return 1500
+
+
+def _http_target(controller: str) -> tuple[str, httpx.AsyncHTTPTransport | None]:
+    if controller.startswith("unix:"):
+        return "http://controller", httpx.AsyncHTTPTransport(uds=controller.removeprefix("unix:"))
+    return controller.rstrip("/"), None
+
+
+async def heartbeat_loop(agent: HostAgent, controller: str, registration: dict[str, Any]) -> None:
+    base, transport = _http_target(controller)
+    async with httpx.AsyncClient(base_url=base, transport=transport, timeout=5.0) as client:
+        registered = False
+        while True:
+            try:
+                if not registered:
+                    reply = await client.post("/api/v1/hosts/register", json=registration)
+                    reply.raise_for_status()
+                    registered = True
+                    log.info("registered with the controller at %s", controller)
+                reply = await client.post(
+                    f"/api/v1/hosts/{agent.host}/heartbeat",
+                    json={"boot_id": agent.boot_id, "instances": len(agent.table.records)},
+                )
+                if reply.status_code == 404:
+                    registered = False
+                    continue
+                reply.raise_for_status()
+            except httpx.HTTPError as exc:
+                if registered:
+                    log.warning("controller unreachable at %s: %s", controller, exc)
+                registered = False
+            # Until registered, knock often: the controller may be starting next to us.
+            await asyncio.sleep(HEARTBEAT_SECONDS if registered else 0.2)
+
+
+async def serve(
+    host: str,
+    cluster: str,
+    listen: str,
+    underlay: str,
+    state_dir: Path,
+    controller: str | None,
+    capacity: int | None = None,
+) -> None:
+    from autonet.model.naming import host_tag
+
+    tag = host_tag(cluster, host)
+    agent = HostAgent(host, tag, state_dir)
+    done = await agent.reconcile()
+    log.info("agent %s (tag %s) reconciled: %s", host, tag, done)
+
+    plugin_api = AgentPluginAPI(host=host, state_dir=str(state_dir), host_agent=agent)
+    plugins = load_plugins(plugin_api)
+
+    server = grpc.aio.server()
+    pb_grpc.add_AgentServicer_to_server(AgentServicer(agent), server)
+    for register in plugin_api.services:
+        register(server)
+    server.add_insecure_port(listen)
+    await server.start()
+    for hook in plugin_api.start_hooks:
+        await hook()
+    log.info("agent %s serving gRPC on %s (plugins: %s)", host, listen, plugins or "none")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = []
+    if controller:
+        registration = {
+            "name": host,
+            "underlay": underlay,
+            "rpc": listen,
+            "tag": tag,
+            "capacity": capacity,
+            "boot_id": agent.boot_id,
+            "mtu": await underlay_mtu(agent, underlay),
+            "hostname": socket.gethostname(),
+        }
+        tasks.append(asyncio.create_task(heartbeat_loop(agent, controller, registration)))
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    for hook in plugin_api.stop_hooks:
+        await hook()
+    await server.stop(1.0)
+    await agent.close()

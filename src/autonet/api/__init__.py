@@ -1,0 +1,1 @@
+"""The REST API (FastAPI, OpenAPI at /docs) and the controller daemon that serves it."""

@@ -1,0 +1,323 @@
+"""The controller's REST API: apply (all-or-nothing), get, delete, watch, scale, exec, logs.
+
+Every error is JSON `{"error": "<one line>"}` with a 4xx status, so that the CLI can
+print it as is. Writes go through the store's compare-and-swap transactions: an apply
+either commits every object of the manifest or none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from autonet.agent.rpc import agent_pb2 as pb
+from autonet.control.context import Context
+from autonet.control.outcomes import Fail, Retry
+from autonet.control.registry import PluginAPI
+from autonet.model import manifest
+from autonet.model.errors import ValidationError
+from autonet.model.kinds import INIT, TERMINATING, KindInfo
+from autonet.model.objects import Object, now
+from autonet.store import Conflict, Put
+
+API = "/api/v1"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Documents(BaseModel):
+    documents: list[dict[str, Any]]
+
+
+class ScaleRequest(BaseModel):
+    replicas: int = Field(ge=0, le=10_000)
+
+
+class ExecBody(BaseModel):
+    command: list[str] = Field(min_length=1)
+    stdin: str = ""  # base64
+    user: str = ""
+    timeout: float = 0.0
+
+
+class Registration(BaseModel):
+    name: str
+    underlay: str
+    rpc: str
+    tag: str
+    capacity: int | None = None
+    boot_id: str
+    mtu: int = 1500
+    hostname: str = ""
+
+
+class Heartbeat(BaseModel):
+    boot_id: str
+    instances: int = 0
+
+
+def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
+    app = FastAPI(
+        title="autonet",
+        version="0.1.0",
+        description="The autonet controller API: objects, their pipeline states, instances.",
+    )
+    apply_lock = asyncio.Lock()
+    kinds = plugins.kinds
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(ValidationError)
+    async def validation_error(request: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=422)
+
+    def resolve(word: str) -> KindInfo:
+        try:
+            return kinds.resolve(word)
+        except ValidationError as exc:
+            raise ApiError(404, str(exc)) from None
+
+    async def user_objects() -> list[Object]:
+        found: list[Object] = []
+        for info in kinds.all():
+            found.extend(await ctx.list(info.name))
+        return found
+
+    async def decorate(objs: list[Object]) -> list[dict[str, Any]]:
+        """Derived, read-only figures that a user expects next to the stored status."""
+        kinds_present = {o.kind for o in objs}
+        instances = await ctx.list("Instance") if kinds_present & {"Automaton", "Host"} else []
+        out = []
+        for obj in objs:
+            data = obj.model_dump(mode="json")
+            if obj.kind == "Automaton":
+                mine = [i for i in instances if i.spec["automaton"] == obj.name]
+                data["status"]["ready"] = sum(1 for i in mine if i.state == "Provisioned")
+                data["status"]["instances"] = len(mine)
+            elif obj.kind == "Host":
+                data["status"]["instances"] = sum(
+                    1 for i in instances if i.status.get("host") == obj.name and not i.metadata.deleting
+                )
+            out.append(data)
+        return out
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True, "revision": await ctx.store.revision(), "plugins": plugins.plugins}
+
+    @app.get(f"{API}/kinds")
+    async def list_kinds() -> list[dict[str, Any]]:
+        return [
+            {
+                "kind": k.name,
+                "plural": k.plural,
+                "states": [s.state for s in k.pipeline],
+                "done": sorted(k.done),
+                "user_managed": k.user_managed,
+            }
+            for k in kinds.all()
+        ]
+
+    @app.post(f"{API}/apply")
+    async def apply(body: Documents) -> dict[str, Any]:
+        async with apply_lock:
+            existing = {(o.kind, o.name): o for o in await user_objects()}
+            objs = manifest.validate(body.documents, kinds, existing.values(), plugins.validators)
+            ops = []
+            results = []
+            for obj in objs:
+                old = existing.get((obj.kind, obj.name))
+                first = kinds[obj.kind].first_state()
+                if old is None:
+                    obj.status = {"state": first, "reason": ""}
+                    ops.append(Put(obj.kind, obj.name, obj.to_data(), 0))
+                    action = "created"
+                elif old.spec != obj.spec:
+                    obj = obj.with_status(state=first, reason="")
+                    ops.append(Put(obj.kind, obj.name, obj.to_data(), old.metadata.revision))
+                    action = "configured"
+                else:
+                    action = "unchanged"
+                results.append({"kind": obj.kind, "name": obj.name, "action": action})
+            try:
+                await ctx.store.commit(ops)
+            except Conflict:
+                raise ApiError(409, "a concurrent change touched these objects; apply again") from None
+            return {"results": results, "revision": await ctx.store.revision()}
+
+    async def mark_deleting(obj: Object) -> None:
+        if obj.metadata.deleting:
+            return
+        gone = obj.model_copy(deep=True)
+        gone.metadata.deleting = True
+        gone.status["state"] = TERMINATING
+        gone.status["reason"] = ""
+        await ctx.store.commit([Put(obj.kind, obj.name, gone.to_data(), obj.metadata.revision)])
+
+    @app.post(f"{API}/delete")
+    async def delete_many(body: Documents) -> dict[str, Any]:
+        results = []
+        targets = []
+        for index, doc in enumerate(body.documents):
+            if "kind" not in doc or "name" not in doc:
+                raise ApiError(422, f"document {index + 1}: kind and name are required")
+            info = resolve(str(doc["kind"]))
+            targets.append((info, str(doc["name"])))
+        for info, name in targets:
+            obj = await ctx.get(info.name, name)
+            if obj is None:
+                results.append({"kind": info.name, "name": name, "action": "not found"})
+                continue
+            await mark_deleting(obj)
+            results.append({"kind": info.name, "name": name, "action": "deleting"})
+        return {"results": results}
+
+    @app.delete(API + "/objects/{kind}/{name}")
+    async def delete_one(kind: str, name: str) -> dict[str, Any]:
+        info = resolve(kind)
+        if not info.user_managed and info.name != "Instance":
+            raise ApiError(422, f"{info.name} objects are managed by autonet and cannot be deleted")
+        obj = await ctx.get(info.name, name)
+        if obj is None:
+            raise ApiError(404, f'{info.name} "{name}" not found')
+        await mark_deleting(obj)
+        return {"results": [{"kind": info.name, "name": name, "action": "deleting"}]}
+
+    @app.get(API + "/objects/{kind}")
+    async def list_objects(kind: str) -> list[dict[str, Any]]:
+        info = resolve(kind)
+        return await decorate(await ctx.list(info.name))
+
+    @app.get(API + "/objects/{kind}/{name}")
+    async def get_object(kind: str, name: str) -> dict[str, Any]:
+        info = resolve(kind)
+        obj = await ctx.get(info.name, name)
+        if obj is None:
+            raise ApiError(404, f'{info.name} "{name}" not found')
+        return (await decorate([obj]))[0]
+
+    @app.get(f"{API}/watch")
+    async def watch(revision: int = 0, kind: str | None = None) -> StreamingResponse:
+        kind_names = [resolve(kind).name] if kind else None
+
+        async def stream() -> AsyncIterator[bytes]:
+            async for event in ctx.store.watch(revision, kind_names):
+                line = {"type": event.type, "revision": event.record.revision, "object": event.record.data}
+                yield (json.dumps(line) + "\n").encode()
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+    @app.post(API + "/automatons/{name}/scale")
+    async def scale(name: str, body: ScaleRequest) -> dict[str, Any]:
+        async with apply_lock:
+            obj = await ctx.get("Automaton", name)
+            if obj is None or obj.metadata.deleting:
+                raise ApiError(404, f'Automaton "{name}" not found')
+            if obj.spec.get("replicas") != body.replicas:
+                obj.spec["replicas"] = body.replicas
+                obj = obj.with_status(state=INIT, reason="")
+                await ctx.store.commit([Put(obj.kind, obj.name, obj.to_data(), obj.metadata.revision)])
+            return {"automaton": name, "replicas": body.replicas}
+
+    async def placed_instance(name: str) -> Object:
+        inst = await ctx.get("Instance", name)
+        if inst is None:
+            raise ApiError(404, f'Instance "{name}" not found')
+        if not inst.status.get("host") or inst.state in ("Init", "Scheduled", "Addressed"):
+            raise ApiError(409, f'Instance "{name}" is not wired yet (state {inst.state})')
+        return inst
+
+    async def agent_of(inst: Object) -> Any:
+        try:
+            return await ctx.agent_for(inst.status["host"])
+        except (Retry, Fail) as exc:
+            raise ApiError(503, str(exc)) from None
+
+    @app.post(API + "/instances/{name}/exec")
+    async def exec_in(name: str, body: ExecBody) -> StreamingResponse:
+        inst = await placed_instance(name)
+        agent = await agent_of(inst)
+        request = pb.ExecRequest(
+            instance_uid=inst.uid,
+            command=body.command,
+            stdin=base64.b64decode(body.stdin),
+            user=body.user,
+            timeout=body.timeout,
+        )
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in agent.exec(request):
+                    which = chunk.WhichOneof("payload")
+                    if which == "exit_code":
+                        line: dict[str, Any] = {"exit": chunk.exit_code}
+                    else:
+                        line = {which: base64.b64encode(getattr(chunk, which)).decode()}
+                    yield (json.dumps(line) + "\n").encode()
+            except Exception as exc:  # the stream has started: report in-band
+                yield (json.dumps({"error": f"exec failed: {exc}"}) + "\n").encode()
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+    @app.get(API + "/instances/{name}/logs")
+    async def logs(name: str, tail: int = 0) -> PlainTextResponse:
+        inst = await placed_instance(name)
+        agent = await agent_of(inst)
+        try:
+            reply = await agent.call("Logs", pb.LogsRequest(instance_uid=inst.uid, tail_bytes=tail))
+        except (Retry, Fail) as exc:
+            raise ApiError(503, str(exc)) from None
+        return PlainTextResponse(reply.data.decode(errors="replace"))
+
+    @app.post(f"{API}/hosts/register")
+    async def register_host(body: Registration) -> dict[str, Any]:
+        spec = {"underlay": body.underlay, "rpc": body.rpc, "tag": body.tag}
+        if body.capacity is not None:
+            spec["capacity"] = body.capacity
+        spec = kinds["Host"].validate_spec(body.name, spec)
+        for _ in range(10):
+            old = await ctx.get("Host", body.name)
+            host = old.model_copy(deep=True) if old else Object(kind="Host", name=body.name)
+            host.spec = spec
+            host.status.update(
+                state=INIT, reason="", boot_id=body.boot_id, mtu=body.mtu, last_seen=now(), hostname=body.hostname
+            )
+            try:
+                await ctx.store.commit([Put("Host", body.name, host.to_data(), old.metadata.revision if old else 0)])
+                return {"host": body.name, "state": INIT}
+            except Conflict:
+                continue
+        raise ApiError(409, "host registration raced; try again")
+
+    @app.post(API + "/hosts/{name}/heartbeat")
+    async def heartbeat(name: str, body: Heartbeat) -> dict[str, Any]:
+        for _ in range(10):
+            host = await ctx.get("Host", name)
+            if host is None:
+                raise ApiError(404, f'Host "{name}" is not registered')
+            changes: dict[str, Any] = {"last_seen": now()}
+            if host.status.get("boot_id") != body.boot_id:
+                changes.update(state=INIT, boot_id=body.boot_id)
+            updated = host.with_status(**changes)
+            try:
+                await ctx.store.commit([Put("Host", name, updated.to_data(), host.metadata.revision)])
+                return {"host": name, "state": updated.state}
+            except Conflict:
+                continue
+        raise ApiError(409, "heartbeat raced; try again")
+
+    return app

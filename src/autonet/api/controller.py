@@ -1,0 +1,85 @@
+"""The controller daemon: the pipeline runner and the REST API in one asyncio process.
+
+`autonet controller --store sqlite:///... --listen unix:/path/api.sock --listen tcp:HOST:PORT`.
+The API is served on every listen address by one uvicorn server; the runner resumes
+every object from the state the store holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+
+import uvicorn
+
+from autonet.api.app import create_app
+from autonet.control.context import Context
+from autonet.control.registry import PluginAPI, load_plugins
+from autonet.control.runner import Runner
+from autonet.store import open_store
+
+log = logging.getLogger(__name__)
+
+
+def bind(listen: str) -> socket.socket:
+    """A listening socket for `unix:/path` or `tcp:host:port` (IPv6 hosts in brackets)."""
+    if listen.startswith("unix:"):
+        path = listen.removeprefix("unix:")
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        os.chmod(path, 0o660)
+    elif listen.startswith("tcp:"):
+        host, _, port = listen.removeprefix("tcp:").rpartition(":")
+        host = host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port)))
+    else:
+        raise ValueError(f"listen address {listen!r}: expected unix:/path or tcp:host:port")
+    sock.listen(512)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(store_url: str, listens: list[str]) -> None:
+    store = open_store(store_url)
+    plugins = load_plugins(PluginAPI())
+    ctx = Context(store=store, kinds=plugins.kinds)
+    runner = Runner(ctx, plugins)
+    app = create_app(ctx, plugins)
+    sockets = [bind(listen) for listen in listens]
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+
+    tasks = [asyncio.create_task(runner.run(), name="runner")]
+    tasks += [asyncio.create_task(loop(ctx), name="plugin-background") for loop in plugins.background]
+    api_task = asyncio.create_task(server.serve(sockets=sockets), name="api")
+    log.info("controller serving on %s, store %s, plugins %s", ", ".join(listens), store_url, plugins.plugins)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    watched = [*tasks, api_task]
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*watched, waiter], return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task is not waiter and task.exception() is not None:
+            log.error("controller task %s died: %r", task.get_name(), task.exception())
+    server.should_exit = True
+    await runner.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, api_task, return_exceptions=True)
+    waiter.cancel()
+    await ctx.agents.close()
+    await store.close()

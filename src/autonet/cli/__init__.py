@@ -1,0 +1,1 @@
+"""The command line (`autonet`): lab, apply/get/delete/..., exec, demo, and the daemons."""

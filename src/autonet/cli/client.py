@@ -1,0 +1,90 @@
+"""The CLI's view of the API: where it is, and requests whose errors are one line.
+
+The API is found from `--api` / AUTONET_API (`unix:/path` or `http://host:port`), else
+from `--lab` / AUTONET_LAB (a lab's name), else the default lab's socket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from autonet.cli import paths
+
+API = "/api/v1"
+
+
+class CliError(Exception):
+    """Printed as `error: <message>` with a non-zero exit status."""
+
+
+def api_address(api: str | None, lab: str | None) -> str:
+    api = api or os.environ.get("AUTONET_API")
+    if api:
+        return api
+    lab = lab or os.environ.get("AUTONET_LAB") or paths.DEFAULT_LAB
+    return "unix:" + str(paths.lab_dir(lab) / "api.sock")
+
+
+class Client:
+    def __init__(self, address: str, timeout: float = 30.0) -> None:
+        self.address = address
+        if address.startswith("unix:"):
+            path = address.removeprefix("unix:")
+            if not os.path.exists(path):
+                raise CliError(f"no API at {path}: is the lab up? (autonet lab up, or set --lab/--api)")
+            transport = httpx.HTTPTransport(uds=path)
+            self.http = httpx.Client(base_url="http://autonet", transport=transport, timeout=timeout)
+        else:
+            self.http = httpx.Client(base_url=address.rstrip("/"), timeout=timeout)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            reply = self.http.request(method, API + path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach the API at {self.address}: {exc}") from None
+        return self._decode(reply)
+
+    @staticmethod
+    def _decode(reply: httpx.Response) -> Any:
+        if reply.status_code >= 400:
+            try:
+                message = reply.json().get("error") or reply.json().get("detail")
+            except ValueError:
+                message = reply.text
+            if isinstance(message, list):  # FastAPI's own request validation
+                first = message[0]
+                message = f"{'.'.join(str(p) for p in first.get('loc', [])[1:])}: {first.get('msg')}"
+            raise CliError(str(message))
+        if reply.headers.get("content-type", "").startswith("application/json"):
+            return reply.json()
+        return reply.text
+
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        try:
+            with self.http.stream(method, API + path, timeout=None, **kwargs) as reply:
+                if reply.status_code >= 400:
+                    reply.read()
+                    self._decode(reply)
+                for line in reply.iter_lines():
+                    if line:
+                        yield json.loads(line)
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach the API at {self.address}: {exc}") from None
+
+    def objects(self, kind: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"/objects/{kind}")
+        return result
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self.request("GET", f"/objects/{kind}/{name}")
+            return result
+        except CliError as exc:
+            if "not found" in str(exc):
+                return None
+            raise

@@ -1,0 +1,359 @@
+"""`autonet`: the command line. Every command exits 0 on success, else prints one line.
+
+The daemons (`autonet controller`, `autonet agent`) are commands of the same program.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from autonet.cli import lab as labs
+from autonet.cli import output, paths
+from autonet.cli.client import Client, CliError, api_address
+from autonet.model import manifest
+from autonet.model.errors import ValidationError
+
+app = typer.Typer(
+    name="autonet",
+    help="Run automatons as instances in network namespaces, composed over protocols.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+lab_app = typer.Typer(help="Simulated multi-host labs on this machine (namespaces, real agents).", no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+
+ApiOpt = Annotated[str | None, typer.Option("--api", help="API address: unix:/path or http://host:port [env AUTONET_API]")]
+LabOpt = Annotated[str | None, typer.Option("--lab", help="Talk to the lab of this name [env AUTONET_LAB]")]
+OutOpt = Annotated[str, typer.Option("-o", "--output", help="table, json or yaml")]
+
+state: dict[str, Any] = {}
+
+
+@app.callback()
+def main_options(api: ApiOpt = None, lab: LabOpt = None) -> None:
+    state["api"], state["lab"] = api, lab
+
+
+def client() -> Client:
+    return Client(api_address(state.get("api"), state.get("lab")))
+
+
+def fail(message: str) -> None:
+    raise CliError(message)
+
+
+# --- objects -------------------------------------------------------------------------------
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        docs = manifest.parse(text)
+    except ValidationError as exc:
+        raise CliError(f"{path}: {exc}") from None
+    if not docs:
+        raise CliError(f"{path}: no objects in the manifest")
+    return docs
+
+
+def kinds_info(c: Client) -> dict[str, dict[str, Any]]:
+    return {k["kind"]: k for k in c.request("GET", "/kinds")}
+
+
+def wait_for(c: Client, targets: list[tuple[str, str]], timeout: float, deleting: bool = False) -> None:
+    """Until every target is done (or gone, when deleting); a Failed object ends the wait."""
+    done_states = {k: set(v["done"]) for k, v in kinds_info(c).items()}
+    deadline = time.monotonic() + timeout
+    pending: list[str] = []
+    while time.monotonic() < deadline:
+        pending = []
+        instances = None
+        for kind, name in targets:
+            obj = c.get(kind, name)
+            if deleting:
+                if obj is not None:
+                    pending.append(f"{kind} {name} ({obj['status'].get('state')})")
+                continue
+            if obj is None:
+                fail(f"{kind} {name} disappeared")
+            assert obj is not None
+            st = obj["status"]
+            if st.get("state") == "Failed":
+                fail(f'{kind} "{name}" failed: {st.get("reason")}')
+            if st.get("state") not in done_states.get(kind, {"Provisioned"}):
+                pending.append(f"{kind} {name} ({st.get('state')}{': ' + st['reason'] if st.get('reason') else ''})")
+                continue
+            if kind == "Automaton":
+                instances = instances if instances is not None else c.objects("instances")
+                mine = [i for i in instances if i["spec"]["automaton"] == name]
+                for inst in mine:
+                    if inst["status"].get("state") == "Failed":
+                        fail(f'Instance "{inst["name"]}" failed: {inst["status"].get("reason")}')
+                live = [i for i in mine if not i["metadata"]["deleting"]]
+                ready = [i for i in live if i["status"].get("state") == "Provisioned"]
+                wanted = obj["spec"].get("replicas", 1)
+                if len(ready) != wanted or len(mine) != wanted:
+                    pending.append(f"Automaton {name} ({len(ready)}/{wanted} instances provisioned)")
+        if not pending:
+            return
+        time.sleep(0.1)
+    fail(f"timed out after {timeout:.0f}s waiting for: {', '.join(pending[:5])}")
+
+
+@app.command()
+def apply(
+    file: Annotated[Path, typer.Option("-f", "--file", help="Manifest (YAML, several documents); - for stdin")],
+    wait: Annotated[bool, typer.Option("--wait", help="Return when everything is provisioned")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait")] = 120.0,
+) -> None:
+    """Create or update the objects of a manifest: all of them, or none if any is invalid."""
+    docs = read_manifest(file)
+    c = client()
+    reply = c.request("POST", "/apply", json={"documents": docs})
+    for result in reply["results"]:
+        typer.echo(f"{result['kind'].lower()}/{result['name']} {result['action']}")
+    if wait:
+        wait_for(c, [(r["kind"], r["name"]) for r in reply["results"]], timeout)
+        typer.echo("all provisioned")
+
+
+@app.command()
+def delete(
+    kind: Annotated[str | None, typer.Argument(help="Kind (singular or plural)")] = None,
+    name: Annotated[str | None, typer.Argument(help="Object name")] = None,
+    file: Annotated[Path | None, typer.Option("-f", "--file", help="Delete the objects of this manifest")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Return when they are gone")] = False,
+    timeout: Annotated[float, typer.Option("--timeout")] = 120.0,
+) -> None:
+    """Delete objects (their instances, addresses and kernel state go with them)."""
+    c = client()
+    if file is not None:
+        docs = [{"kind": d.get("kind"), "name": d.get("name")} for d in read_manifest(file)]
+        reply = c.request("POST", "/delete", json={"documents": list(reversed(docs))})
+    elif kind and name:
+        reply = c.request("DELETE", f"/objects/{kind}/{name}")
+    else:
+        fail("give KIND NAME or -f FILE")
+    for result in reply["results"]:
+        typer.echo(f"{result['kind'].lower()}/{result['name']} {result['action']}")
+    if wait:
+        wait_for(c, [(r["kind"], r["name"]) for r in reply["results"] if r["action"] != "not found"], timeout, deleting=True)
+        typer.echo("deleted")
+
+
+@app.command()
+def get(
+    kind: Annotated[str, typer.Argument(help="hosts, vpcs, networks, automatons, compositions, instances ...")],
+    name: Annotated[str | None, typer.Argument()] = None,
+    fmt: OutOpt = "table",
+) -> None:
+    """List objects of a kind, or show one."""
+    if fmt not in ("table", "json", "yaml"):
+        fail("-o: must be table, json or yaml")
+    c = client()
+    if name:
+        obj = c.request("GET", f"/objects/{kind}/{name}")
+        typer.echo(output.table(obj["kind"], [obj]) if fmt == "table" else output.render(obj, fmt))
+        return
+    objs = c.request("GET", f"/objects/{kind}")
+    if fmt == "table":
+        real_kind = objs[0]["kind"] if objs else kind
+        typer.echo(output.table(real_kind, objs) if objs else f"no {kind}")
+    else:
+        typer.echo(output.render(objs, fmt))
+
+
+@app.command()
+def describe(kind: str, name: str) -> None:
+    """Show an object in detail with what belongs to it."""
+    c = client()
+    obj = c.request("GET", f"/objects/{kind}/{name}")
+    related: dict[str, list[dict[str, Any]]] = {}
+    if obj["kind"] == "Automaton":
+        related["Instance"] = [i for i in c.objects("instances") if i["spec"]["automaton"] == name]
+    elif obj["kind"] == "Host":
+        related["Instance"] = [i for i in c.objects("instances") if i["status"].get("host") == name]
+    elif obj["kind"] == "Network":
+        related["Automaton"] = [a for a in c.objects("automatons") if a["spec"]["network"] == name]
+    elif obj["kind"] == "Vpc":
+        related["Network"] = [n for n in c.objects("networks") if n["spec"]["vpc"] == name]
+    typer.echo(output.describe(obj, related))
+
+
+@app.command()
+def scale(
+    automaton: str,
+    replicas: int,
+    wait: Annotated[bool, typer.Option("--wait")] = False,
+    timeout: Annotated[float, typer.Option("--timeout")] = 120.0,
+) -> None:
+    """Set the number of instances of an automaton."""
+    if replicas < 0:
+        fail("replicas: must be >= 0")
+    c = client()
+    c.request("POST", f"/automatons/{automaton}/scale", json={"replicas": replicas})
+    typer.echo(f"automaton/{automaton} scaled to {replicas}")
+    if wait:
+        wait_for(c, [("Automaton", automaton)], timeout)
+
+
+@app.command(
+    "exec",
+    context_settings={"allow_interspersed_args": False},
+)
+def exec_(
+    instance: str,
+    command: Annotated[list[str], typer.Argument(help="Command and arguments (after --)")],
+    stdin: Annotated[bool, typer.Option("-i", "--stdin", help="Pass standard input to the command")] = False,
+    user: Annotated[str, typer.Option("--user", help="Run as this user (default: the automaton's)")] = "",
+    timeout: Annotated[float, typer.Option("--timeout", help="Kill the command after this many seconds")] = 0.0,
+) -> None:
+    """Run a command inside an instance's network namespace; its exit code is passed through."""
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        fail("give the command after --, e.g. autonet exec web-0 -- ip addr")
+    data = sys.stdin.buffer.read() if stdin else b""
+    body = {"command": command, "stdin": base64.b64encode(data).decode(), "user": user, "timeout": timeout}
+    code = 1
+    for line in client().stream("POST", f"/instances/{instance}/exec", json=body):
+        if "stdout" in line:
+            sys.stdout.buffer.write(base64.b64decode(line["stdout"]))
+            sys.stdout.buffer.flush()
+        elif "stderr" in line:
+            sys.stderr.buffer.write(base64.b64decode(line["stderr"]))
+            sys.stderr.buffer.flush()
+        elif "exit" in line:
+            code = int(line["exit"])
+        elif "error" in line:
+            fail(line["error"])
+    raise typer.Exit(code)
+
+
+@app.command()
+def logs(instance: str, tail: Annotated[int, typer.Option("--tail", help="Last N bytes")] = 0) -> None:
+    """Print the output of an instance's process."""
+    typer.echo(client().request("GET", f"/instances/{instance}/logs", params={"tail": tail}), nl=False)
+
+
+# --- labs ------------------------------------------------------------------------------------
+LabName = Annotated[str, typer.Option("--name", help="Lab name [env AUTONET_LAB]", envvar="AUTONET_LAB")]
+
+
+@lab_app.command("up")
+def lab_up(
+    name: LabName = paths.DEFAULT_LAB,
+    hosts: Annotated[int, typer.Option("--hosts", help="Number of simulated hosts")] = 1,
+    underlay: Annotated[str, typer.Option("--underlay", help="ipv4 or ipv6")] = "ipv4",
+) -> None:
+    """Build a lab: underlay switch, controller and one agent per host, in namespaces."""
+    started = time.monotonic()
+    info = labs.up(name, hosts, underlay)
+    typer.echo(
+        f"lab {info.name} up: {info.hosts} host(s), {info.underlay} underlay, API {info.api} "
+        f"({time.monotonic() - started:.1f}s)"
+    )
+
+
+@lab_app.command("down")
+def lab_down(name: LabName = paths.DEFAULT_LAB) -> None:
+    """Stop a lab's daemons and processes; remove its namespaces and files."""
+    typer.echo(f"lab {name} down" if labs.down(name) else f"lab {name} is not up")
+
+
+@lab_app.command("status")
+def lab_status(name: LabName = paths.DEFAULT_LAB, fmt: OutOpt = "table") -> None:
+    """Show a lab's daemons and hosts."""
+    info = labs.status(name)
+    if fmt != "table":
+        typer.echo(output.render(info, fmt))
+        return
+    typer.echo(f"lab {info['name']}: {info['hosts']} host(s), {info['underlay']} underlay, API {info['api']}")
+    for role, alive in info["processes"].items():
+        typer.echo(f"  {role:<12} {'running' if alive else 'DEAD'}")
+    hosts = Client(info["api"]).objects("hosts")
+    if hosts:
+        typer.echo(output.table("Host", hosts))
+
+
+@lab_app.command("list")
+def lab_list() -> None:
+    """The labs that are up on this machine."""
+    for name in labs.list_labs():
+        typer.echo(name)
+
+
+# --- demo and daemons ------------------------------------------------------------------------
+@app.command()
+def demo(keep: Annotated[bool, typer.Option("--keep", help="Leave the lab up afterwards")] = False) -> None:
+    """The main job end to end on a fresh lab, saying what it does."""
+    from autonet.cli.demo import run
+
+    run(keep)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@app.command()
+def controller(
+    store: Annotated[str, typer.Option("--store", help="sqlite:///path.db")] = "sqlite:////var/lib/autonet/store.db",
+    listen: Annotated[list[str] | None, typer.Option("--listen", help="unix:/path or tcp:host:port (repeatable)")] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Run the controller: the operators and the API."""
+    import asyncio
+
+    from autonet.api.controller import serve
+
+    _logging(log_level)
+    asyncio.run(serve(store, listen or ["unix:/run/autonet/api.sock"]))
+
+
+@app.command()
+def agent(
+    name: Annotated[str, typer.Option("--name", help="This host's name")] = os.uname().nodename,
+    cluster: Annotated[str, typer.Option("--cluster", help="Cluster (lab) name, part of kernel object names")] = "default",
+    underlay: Annotated[str, typer.Option("--underlay", help="This host's underlay address")] = "",
+    listen: Annotated[str, typer.Option("--listen", help="gRPC address host:port")] = "",
+    controller: Annotated[str | None, typer.Option("--controller", help="Controller API URL to register with")] = None,
+    state_dir: Annotated[Path, typer.Option("--state-dir")] = Path("/var/lib/autonet/agent"),
+    capacity: Annotated[int | None, typer.Option("--capacity", help="Most instances this host takes")] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Run the per-host agent (gRPC server programming this host)."""
+    import asyncio
+
+    from autonet.agent.server import serve
+
+    if not underlay:
+        fail("--underlay: required (this host's underlay address)")
+    _logging(log_level)
+    listen = listen or (f"[{underlay}]:7070" if ":" in underlay else f"{underlay}:7070")
+    asyncio.run(serve(name, cluster, listen, underlay, state_dir, controller, capacity))
+
+
+def main() -> None:
+    try:
+        app()
+    except CliError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

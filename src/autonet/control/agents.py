@@ -1,0 +1,59 @@
+"""Clients of the hosts' agents: one gRPC channel per host, errors mapped to outcomes.
+
+An unreachable agent is a temporary condition (`Retry`); an agent that rejects the
+request as invalid is a permanent one (`Fail`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from autonet.agent.rpc import agent_pb2 as pb
+from autonet.agent.rpc import agent_pb2_grpc as pb_grpc
+from autonet.control.outcomes import Fail, Retry
+
+RPC_TIMEOUT = 30.0
+
+
+class AgentClient:
+    def __init__(self, host: str, address: str) -> None:
+        self.host = host
+        self.address = address
+        self.channel = grpc.aio.insecure_channel(address)
+        self.stub = pb_grpc.AgentStub(self.channel)
+
+    async def call(self, method: str, request: Any, timeout: float = RPC_TIMEOUT) -> Any:
+        try:
+            return await getattr(self.stub, method)(request, timeout=timeout)
+        except grpc.aio.AioRpcError as err:
+            detail = err.details() or err.code().name
+            if err.code() in (grpc.StatusCode.INVALID_ARGUMENT,):
+                raise Fail(f"agent on host {self.host} rejected {method}: {detail}") from None
+            raise Retry(f"agent on host {self.host}: {method}: {detail}") from None
+
+    async def exec(self, request: pb.ExecRequest) -> AsyncIterator[pb.ExecChunk]:
+        async for chunk in self.stub.Exec(request):
+            yield chunk
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class AgentClients:
+    def __init__(self) -> None:
+        self._clients: dict[str, AgentClient] = {}
+
+    def get(self, host: str, address: str) -> AgentClient:
+        client = self._clients.get(host)
+        if client is None or client.address != address:
+            client = AgentClient(host, address)
+            self._clients[host] = client
+        return client
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()

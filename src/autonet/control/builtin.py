@@ -1,0 +1,17 @@
+"""The built-in plugin: autonet's own kinds and operators, registered like any plugin's.
+
+It is the `builtin` entry point of the `autonet.plugins` group (see pyproject.toml).
+"""
+
+from __future__ import annotations
+
+from autonet.control.operators import automatons, hosts, instances, tenancy
+from autonet.control.registry import PluginAPI
+from autonet.model.kinds import builtin_kinds
+
+
+def plugin(api: PluginAPI) -> None:
+    for kind in builtin_kinds():
+        api.add_kind(kind)
+    for module in (hosts, tenancy, automatons, instances):
+        module.register(api)

@@ -1,0 +1,1 @@
+"""The built-in operators, one module per kind; registered by autonet.control.builtin."""

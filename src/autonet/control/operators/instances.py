@@ -1,0 +1,186 @@
+"""Instance operators: schedule, address, wire, route, start, confirm; and tear down.
+
+    Init -> Scheduled -> Addressed -> Wired -> Routed -> Running -> Provisioned
+    Terminating -> (removed)
+
+Addresses are leases in the store (kind `Lease`, `ip/<network>/<address>`), created
+with compare-and-swap in the same transaction that records them on the instance: an
+address is never held twice, and a crash between the two writes cannot happen.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from autonet.agent.rpc import agent_pb2 as pb
+from autonet.control.context import Context
+from autonet.control.operators.automatons import process_hash
+from autonet.control.outcomes import Advance, Fail, MoveTo, Outcome, Remove, Retry, Stay
+from autonet.control.placement import choose_host
+from autonet.control.registry import PluginAPI
+from autonet.model import naming
+from autonet.model.addressing import family_cidr, mac_for, pick_address
+from autonet.model.errors import ExhaustedError
+from autonet.model.kinds import TERMINATING
+from autonet.model.objects import Object
+from autonet.store import Delete, Op, Put
+
+LEASE = "Lease"
+VXLAN_OVERHEAD = {4: 50, 6: 70}
+READY_CHECK_DELAY = 0.2
+
+
+def ip_lease_name(network: str, address: str) -> str:
+    return f"ip/{network}/{address}"
+
+
+async def owner_objects(ctx: Context, inst: Object) -> tuple[Object, Object, Object]:
+    automaton = await ctx.get("Automaton", inst.spec["automaton"])
+    if automaton is None:
+        raise Fail(f'automaton "{inst.spec["automaton"]}" is gone')
+    network = await ctx.get("Network", automaton.spec["network"])
+    if network is None:
+        raise Fail(f'network "{automaton.spec["network"]}" is gone')
+    vpc = await ctx.get("Vpc", network.spec["vpc"])
+    if vpc is None or not vpc.status.get("vni"):
+        raise Retry(f'waiting for Vpc "{network.spec["vpc"]}"', delay=0.3)
+    return automaton, network, vpc
+
+
+def resolv_conf(vpc: str) -> str:
+    return f"nameserver 169.254.1.1\nsearch {vpc}.autonet\noptions ndots:1 timeout:1 attempts:2\n"
+
+
+def register(api: PluginAPI) -> None:
+    @api.operator("Instance", "Init")
+    async def schedule(inst: Object, ctx: Context) -> Outcome:
+        async with ctx.lock("placement"):
+            hosts = await ctx.list("Host")
+            instances = await ctx.list("Instance")
+            host = choose_host(hosts, instances)
+            if host is None:
+                raise Retry("no Ready host with free capacity", delay=1.0)
+            # Commit under the lock so the next placement sees this one.
+            placed = inst.with_status(state=api.kinds["Instance"].next_state(inst), host=host.name, reason="")
+            await ctx.store.commit([Put(inst.kind, inst.name, placed.to_data(), inst.metadata.revision)])
+        return Stay()  # the placement is already written, under the lock
+
+    @api.operator("Instance", "Scheduled")
+    async def address(inst: Object, ctx: Context) -> Outcome:
+        _, network, vpc = await owner_objects(ctx, inst)
+        host = await ctx.get("Host", inst.status["host"])
+        if host is None:
+            raise Retry(f"host {inst.status['host']} is gone", delay=1.0)
+        async with ctx.lock(f"ipam/{network.name}"):
+            leases = await ctx.list(LEASE, prefix=f"ip/{network.name}/")
+            mine = {lease.spec["address"] for lease in leases if lease.spec["owner"] == inst.uid}
+            taken = {lease.spec["address"] for lease in leases}
+            status: dict[str, object] = {}
+            ops: list[Op] = []
+            for version in (4, 6):
+                cidr = family_cidr(network.spec["cidrs"], version)
+                if cidr is None:
+                    continue
+                held = [a for a in mine if ipaddress.ip_address(a).version == version]
+                if held:
+                    address = held[0]
+                else:
+                    try:
+                        address = pick_address(cidr, taken)
+                    except ExhaustedError as exc:
+                        raise Fail(f'network "{network.name}": {exc}') from None
+                    lease = Object(
+                        kind=LEASE,
+                        name=ip_lease_name(network.name, address),
+                        spec={"address": address, "network": network.name, "owner": inst.uid, "ref": inst.ref},
+                    )
+                    ops.append(Put(LEASE, lease.name, lease.to_data(), 0))
+                status[f"ipv{version}"] = address
+            tag = host.spec["tag"]
+            underlay_version = ipaddress.ip_address(host.spec["underlay"]).version
+            status.update(
+                network=network.name,
+                vpc=vpc.name,
+                vpc_uid=vpc.uid,
+                netns=naming.instance_netns(tag, inst.uid),
+                router_netns=naming.router_netns(tag, vpc.uid),
+                router_ifname=naming.router_ifname(inst.uid),
+                mac=mac_for(inst.uid),
+                router_mac=mac_for("gw:" + inst.uid),
+                mtu=int(host.status.get("mtu", 1500)) - VXLAN_OVERHEAD[underlay_version],
+            )
+            return Advance(status=status, also=ops)
+
+    @api.operator("Instance", "Addressed")
+    async def wire(inst: Object, ctx: Context) -> Outcome:
+        agent = await ctx.agent_for(inst.status["host"])
+        s = inst.status
+        await agent.call(
+            "EnsureEndpoint",
+            pb.Endpoint(
+                instance_uid=inst.uid,
+                instance_name=inst.name,
+                vpc_uid=s["vpc_uid"],
+                netns=s["netns"],
+                router_netns=s["router_netns"],
+                router_ifname=s["router_ifname"],
+                mac=s["mac"],
+                router_mac=s["router_mac"],
+                ipv4=s.get("ipv4", ""),
+                ipv6=s.get("ipv6", ""),
+                mtu=s["mtu"],
+                resolv_conf=resolv_conf(s["vpc"]),
+            ),
+        )
+        return Advance()
+
+    @api.operator("Instance", "Wired")
+    async def route(inst: Object, ctx: Context) -> Outcome:
+        # Single-host routes are made with the endpoint; remote hosts learn of the
+        # instance here (multi-host overlay).
+        return Advance()
+
+    @api.operator("Instance", "Routed")
+    async def start_process(inst: Object, ctx: Context) -> Outcome:
+        automaton, _, _ = await owner_objects(ctx, inst)
+        agent = await ctx.agent_for(inst.status["host"])
+        spec = automaton.spec
+        env = {
+            **spec.get("env", {}),
+            "AUTONET_INSTANCE": inst.name,
+            "AUTONET_AUTOMATON": automaton.name,
+            "AUTONET_IPV4": inst.status.get("ipv4", ""),
+            "AUTONET_IPV6": inst.status.get("ipv6", ""),
+        }
+        await agent.call(
+            "EnsureProcess",
+            pb.Process(instance_uid=inst.uid, command=spec["command"], user=spec.get("user", "nobody"), env=env),
+        )
+        return Advance(status={"process_hash": process_hash(spec)})
+
+    @api.operator("Instance", "Running")
+    async def confirm(inst: Object, ctx: Context) -> Outcome:
+        agent = await ctx.agent_for(inst.status["host"])
+        report = await agent.call("Report", pb.ReportRequest())
+        row = next((r for r in report.instances if r.instance_uid == inst.uid), None)
+        if row is None:
+            return MoveTo("Addressed", status={"reason": "the agent lost it: wiring again"})
+        if row.process == "running" and row.pid:
+            return Advance(status={"pid": row.pid, "restarts": row.restarts})
+        if row.process == "failed":
+            raise Fail(f"process keeps failing: {row.last_exit} (see `autonet logs {inst.name}`)")
+        raise Retry(f"process {row.process or 'starting'}: {row.last_exit}".strip(": "), delay=READY_CHECK_DELAY)
+
+    @api.operator("Instance", TERMINATING)
+    async def tear_down(inst: Object, ctx: Context) -> Outcome:
+        host = inst.status.get("host")
+        if host and inst.status.get("netns"):
+            agent = await ctx.agent_for(host)
+            await agent.call("DeleteInstance", pb.InstanceRef(instance_uid=inst.uid))
+        leases = [
+            Delete(LEASE, ip_lease_name(inst.status["network"], inst.status[key]))
+            for key in ("ipv4", "ipv6")
+            if inst.status.get(key) and inst.status.get("network")
+        ]
+        return Remove(also=leases)
+

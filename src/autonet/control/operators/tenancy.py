@@ -1,0 +1,69 @@
+"""Vpc and Network operators: VNI leases, and deletion once nothing depends on them."""
+
+from __future__ import annotations
+
+from autonet.control.context import Context
+from autonet.control.outcomes import Advance, Outcome, Remove, Retry
+from autonet.control.registry import PluginAPI
+from autonet.model.addressing import pick_vni
+from autonet.model.errors import ExhaustedError
+from autonet.model.kinds import TERMINATING
+from autonet.model.objects import Object
+from autonet.store import Delete, Put
+
+LEASE = "Lease"
+
+
+def vni_lease(vni: int) -> str:
+    return f"vni/{vni}"
+
+
+def register(api: PluginAPI) -> None:
+    @api.operator("Vpc", "Init")
+    async def lease_vni(vpc: Object, ctx: Context) -> Outcome:
+        if vpc.status.get("vni"):
+            return Advance()
+        async with ctx.lock("vni"):
+            leases = await ctx.list(LEASE, prefix="vni/")
+            mine = [lease for lease in leases if lease.spec.get("owner") == vpc.uid]
+            if mine:
+                return Advance(status={"vni": mine[0].spec["vni"]})
+            taken = {int(lease.spec["vni"]) for lease in leases}
+            try:
+                vni = pick_vni(taken, vpc.spec.get("vni"))
+            except ExhaustedError as exc:
+                raise Retry(str(exc), delay=2.0) from None
+            lease = Object(kind=LEASE, name=vni_lease(vni), spec={"vni": vni, "owner": vpc.uid, "ref": vpc.ref})
+            return Advance(status={"vni": vni}, also=[Put(LEASE, lease.name, lease.to_data(), 0)])
+
+    @api.operator("Vpc", TERMINATING)
+    async def delete_vpc(vpc: Object, ctx: Context) -> Outcome:
+        users = [n.name for n in await ctx.list("Network") if n.spec["vpc"] == vpc.name]
+        if users:
+            raise Retry(f"waiting for networks to go: {', '.join(users)}", delay=0.5)
+        also = []
+        if vpc.status.get("vni"):
+            also.append(Delete(LEASE, vni_lease(int(vpc.status["vni"]))))
+        return Remove(also=also)
+
+    @api.operator("Network", "Init")
+    async def provision_network(network: Object, ctx: Context) -> Outcome:
+        vpc = await ctx.get("Vpc", network.spec["vpc"])
+        if vpc is None or not vpc.status.get("vni"):
+            raise Retry(f'waiting for Vpc "{network.spec["vpc"]}"', delay=0.3)
+        return Advance(status={"vni": vpc.status["vni"]})
+
+    @api.operator("Network", TERMINATING)
+    async def delete_network(network: Object, ctx: Context) -> Outcome:
+        users = [a.name for a in await ctx.list("Automaton") if a.spec["network"] == network.name]
+        if users:
+            raise Retry(f"waiting for automatons to go: {', '.join(users)}", delay=0.5)
+        return Remove()
+
+    @api.operator("Composition", "Init")
+    async def provision_composition(composition: Object, ctx: Context) -> Outcome:
+        return Advance(status={"links": len(composition.spec.get("links", []))})
+
+    @api.operator("Composition", TERMINATING)
+    async def delete_composition(composition: Object, ctx: Context) -> Outcome:
+        return Remove()

@@ -1,0 +1,106 @@
+"""The public extension API: kinds, operators, pipeline stages, validators.
+
+    from autonet.control.registry import PluginAPI
+
+    def setup(api: PluginAPI) -> None:
+        api.add_kind(KindInfo("L2Agent", "l2agents", L2AgentSpec, [Stage("Init"), ...]))
+
+        @api.operator("L2Agent", "Init")
+        async def start_ovs(obj: Object, ctx: Context) -> Outcome: ...
+
+        api.insert_stage("Instance", "L2AgentReady", after="Wired", when=on_ovs_network)
+
+A plugin is an entry point in the group `autonet.plugins` naming such a `setup`. The
+built-in kinds and operators are registered by `autonet.control.builtin` through this
+very API. One state has one owner: registering a second handler for the same
+(kind, state) is an error, so two plugins cannot silently fight over an object.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+from autonet.model.kinds import KindInfo, KindRegistry
+from autonet.model.manifest import Check
+from autonet.model.objects import Object
+
+if TYPE_CHECKING:
+    from autonet.control.context import Context
+    from autonet.control.outcomes import Outcome
+
+log = logging.getLogger(__name__)
+
+GROUP = "autonet.plugins"
+
+Handler = Callable[[Object, "Context"], Awaitable["Outcome"]]
+
+
+@dataclass
+class Operator:
+    kind: str
+    state: str
+    handler: Handler
+    name: str
+
+    async def __call__(self, obj: Object, ctx: Context) -> Outcome:
+        return await self.handler(obj, ctx)
+
+
+@dataclass
+class PluginAPI:
+    kinds: KindRegistry = field(default_factory=KindRegistry)
+    operators: dict[tuple[str, str], Operator] = field(default_factory=dict)
+    validators: list[Check] = field(default_factory=list)
+    background: list[Callable[[Context], Awaitable[None]]] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)
+
+    def add_kind(self, kind: KindInfo) -> None:
+        self.kinds.add(kind)
+
+    def operator(self, kind: str, state: str) -> Callable[[Handler], Handler]:
+        """Decorator: `handler(obj, ctx)` owns objects of `kind` in `state`."""
+
+        def register(handler: Handler) -> Handler:
+            key = (kind, state)
+            if key in self.operators:
+                owner = self.operators[key].name
+                raise ValueError(f"state {kind}/{state} already has an owner: {owner}")
+            self.operators[key] = Operator(kind, state, handler, f"{handler.__module__}.{handler.__qualname__}")
+            return handler
+
+        return register
+
+    def insert_stage(
+        self, kind: str, state: str, after: str, when: Callable[[Object], bool] | None = None
+    ) -> None:
+        """Add `state` to `kind`'s pipeline right after `after` (for objects `when` accepts)."""
+        self.kinds[kind].insert_stage(state, after, when)
+
+    def validator(self, check: Check) -> Check:
+        """Decorator: an extra apply-time check `check(obj, view)` raising ValidationError."""
+        self.validators.append(check)
+        return check
+
+    def run_in_background(self, loop: Callable[[Context], Awaitable[None]]) -> None:
+        """A coroutine the controller runs for its lifetime (e.g. a periodic resync)."""
+        self.background.append(loop)
+
+    def owner(self, kind: str, state: str) -> Operator | None:
+        return self.operators.get((kind, state))
+
+
+def load_plugins(api: PluginAPI, only: list[str] | None = None) -> PluginAPI:
+    """Run the `setup` of every installed plugin (the built-in one first)."""
+    found = sorted(entry_points(group=GROUP), key=lambda e: (e.name != "builtin", e.name))
+    for entry in found:
+        if only is not None and entry.name not in only:
+            continue
+        setup: Any = entry.load()
+        setup(api)
+        api.plugins.append(entry.name)
+        log.info("plugin %s loaded", entry.name)
+    return api

@@ -1,0 +1,156 @@
+"""The pipeline runner: moves every object through its kind's states.
+
+The runner lists the store, then watches it. Whenever an object changes it looks up
+the owner of the object's (kind, state) and runs it; the outcome is written back with
+compare-and-swap on the object's revision, together with any other operations the
+handler asked for, in one transaction. Because every transition is in the store, a
+restarted controller simply resumes: its first list finds each object where it was.
+
+Per object, handlers run one at a time; across objects they run concurrently (bounded).
+A write that loses a race (Conflict) re-reads and runs the handler again; handlers are
+idempotent. Temporary errors retry with exponential backoff; permanent ones put the
+object in `Failed` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from autonet.control.context import Context
+from autonet.control.outcomes import Advance, Fail, MoveTo, Outcome, Remove, Retry, Stay
+from autonet.control.registry import PluginAPI
+from autonet.model.kinds import FAILED
+from autonet.model.objects import Object
+from autonet.store import Conflict, Delete, Put, StoreError
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+BACKOFF_START = 0.1
+BACKOFF_MAX = 5.0
+
+
+class Runner:
+    def __init__(self, ctx: Context, api: PluginAPI, concurrency: int = 64) -> None:
+        self.ctx = ctx
+        self.api = api
+        self._limit = asyncio.Semaphore(concurrency)
+        self._active: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._attempts: dict[Key, int] = {}
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.transitions = 0
+
+    async def run(self) -> None:
+        """List, then watch forever (cancel to stop)."""
+        revision = await self.ctx.store.revision()
+        kinds = [kind.name for kind in self.api.kinds.all()]
+        for record in await self.ctx.store.list():
+            if record.kind in kinds:
+                self.enqueue((record.kind, record.name))
+        async for event in self.ctx.store.watch(revision, kinds):
+            if event.type == "put":
+                self.enqueue((event.record.kind, event.record.name))
+
+    def enqueue(self, key: Key, delay: float = 0.0) -> None:
+        if delay > 0:
+            if key not in self._timers:
+                loop = asyncio.get_running_loop()
+                self._timers[key] = loop.call_later(delay, self._fire, key)
+            return
+        if key in self._active:
+            self._dirty.add(key)
+            return
+        self._active.add(key)
+        task = asyncio.get_running_loop().create_task(self._process(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self.enqueue(key)
+
+    async def _process(self, key: Key) -> None:
+        try:
+            while True:
+                self._dirty.discard(key)
+                async with self._limit:
+                    await self._step(key)
+                if key not in self._dirty:
+                    break
+        finally:
+            self._active.discard(key)
+
+    async def _step(self, key: Key) -> None:
+        kind, name = key
+        obj = await self.ctx.get(kind, name)
+        if obj is None:
+            self._attempts.pop(key, None)
+            return
+        operator = self.api.owner(kind, obj.state)
+        if operator is None:
+            self._attempts.pop(key, None)
+            return
+        try:
+            outcome = await operator(obj, self.ctx)
+            await self._apply(obj, outcome)
+            self._attempts.pop(key, None)
+        except Conflict:
+            self._dirty.add(key)
+        except Retry as retry:
+            await self._note_reason(obj, retry.reason)
+            self.enqueue(key, retry.delay if retry.delay is not None else self._backoff(key))
+        except Fail as failure:
+            log.info("%s failed: %s", obj.ref, failure.reason)
+            with contextlib.suppress(Conflict):
+                await self._write(obj.with_status(state=FAILED, reason=failure.reason), [])
+        except (StoreError, OSError) as exc:
+            log.warning("%s: %s (retrying)", obj.ref, exc)
+            self.enqueue(key, self._backoff(key))
+        except Exception as exc:
+            log.exception("%s: handler %s crashed", obj.ref, operator.name)
+            await self._note_reason(obj, f"{operator.name}: {type(exc).__name__}: {exc}")
+            self.enqueue(key, self._backoff(key))
+
+    def _backoff(self, key: Key) -> float:
+        attempt = self._attempts.get(key, 0)
+        self._attempts[key] = attempt + 1
+        return min(BACKOFF_START * (2**attempt), BACKOFF_MAX)
+
+    async def _note_reason(self, obj: Object, reason: str) -> None:
+        if obj.status.get("reason") != reason:
+            with contextlib.suppress(Conflict):
+                await self._write(obj.with_status(reason=reason), [])
+
+    async def _write(self, obj: Object, also: list[Any]) -> None:
+        ops = [Put(obj.kind, obj.name, obj.to_data(), obj.metadata.revision), *also]
+        await self.ctx.store.commit(ops)
+
+    async def _apply(self, obj: Object, outcome: Outcome) -> None:
+        info = self.api.kinds[obj.kind]
+        if isinstance(outcome, Remove):
+            await self.ctx.store.commit([Delete(obj.kind, obj.name, obj.metadata.revision), *outcome.also])
+            self.transitions += 1
+            return
+        if isinstance(outcome, Stay):
+            if any(obj.status.get(k) != v for k, v in outcome.status.items()):
+                await self._write(obj.with_status(**outcome.status), [])
+            if outcome.recheck_after is not None:
+                self.enqueue((obj.kind, obj.name), outcome.recheck_after)
+            return
+        state = info.next_state(obj) if isinstance(outcome, Advance) else outcome.state
+        status = {**outcome.status, "state": state, "reason": ""}
+        await self._write(obj.with_status(**status), outcome.also)
+        self.transitions += 1
+
+    async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

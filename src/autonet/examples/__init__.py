@@ -1,0 +1,1 @@
+"""Example automatons: small servers and clients to run as instances."""

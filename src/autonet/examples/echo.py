@@ -1,0 +1,65 @@
+"""A TCP and UDP echo server (dual-stack): sends back whatever it receives.
+
+    python3 -m autonet.examples.echo --port 7000 [--tcp-only | --udp-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import socketserver
+import threading
+
+
+class TcpEcho(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+class UdpEcho(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        data, sock = self.request
+        sock.sendto(data, self.client_address)
+
+
+class DualStack:
+    address_family = socket.AF_INET6
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # type: ignore[attr-defined]
+        super().server_bind()  # type: ignore[misc]
+
+
+class TcpServer(DualStack, socketserver.ThreadingTCPServer):
+    pass
+
+
+class UdpServer(DualStack, socketserver.ThreadingUDPServer):
+    pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=7000)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--tcp-only", action="store_true")
+    group.add_argument("--udp-only", action="store_true")
+    args = parser.parse_args()
+    servers: list[socketserver.BaseServer] = []
+    if not args.udp_only:
+        servers.append(TcpServer(("::", args.port), TcpEcho))
+    if not args.tcp_only:
+        servers.append(UdpServer(("::", args.port), UdpEcho))
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    print(f"echo listening on port {args.port}", flush=True)
+    for thread in threads:
+        thread.join()
+
+
+if __name__ == "__main__":
+    main()

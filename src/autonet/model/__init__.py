@@ -1,0 +1,4 @@
+"""Object kinds, states, validation, naming and address allocation.
+
+Pure logic: nothing here touches the kernel, the store or the network.
+"""

@@ -1,0 +1,66 @@
+"""Address, MAC and VNI allocation rules (the pure part of IPAM).
+
+Leases themselves live in the store (one object per leased address, created with
+compare-and-swap), so an address is never handed out twice, also across a controller
+restart; this module only decides *which* address is next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Collection, Iterator
+
+from autonet.model.errors import ExhaustedError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Scanning a /64 for a free slot is pointless: we only look this far into a subnet.
+_SCAN_LIMIT = 1 << 20
+
+
+def usable_hosts(network: IPNetwork) -> Iterator[str]:
+    """Addresses an instance may hold: never the network address, nor IPv4 broadcast."""
+    first = int(network.network_address) + 1
+    last = int(network.broadcast_address) - (1 if network.version == 4 else 0)
+    last = min(last, first + _SCAN_LIMIT)
+    for value in range(first, last + 1):
+        yield str(ipaddress.ip_address(value))
+
+
+def pick_address(cidr: str, taken: Collection[str]) -> str:
+    """The lowest free address of `cidr`, or ExhaustedError saying which pool is full."""
+    network = ipaddress.ip_network(cidr)
+    for address in usable_hosts(network):
+        if address not in taken:
+            return address
+    raise ExhaustedError(f"address pool {cidr} is exhausted ({len(taken)} addresses in use)")
+
+
+def family_cidr(cidrs: Collection[str], version: int) -> str | None:
+    for cidr in cidrs:
+        if ipaddress.ip_network(cidr).version == version:
+            return cidr
+    return None
+
+
+def mac_for(uid: str) -> str:
+    """A locally administered, unicast MAC derived from an object UID."""
+    raw = bytearray(hashlib.sha256(f"mac:{uid}".encode()).digest()[:6])
+    raw[0] = (raw[0] & 0xFC) | 0x02  # clear multicast bit, set locally-administered bit
+    return ":".join(f"{byte:02x}" for byte in raw)
+
+
+VNI_MIN = 4096
+VNI_MAX = 16_777_215
+
+
+def pick_vni(taken: Collection[int], wanted: int | None = None) -> int:
+    if wanted is not None:
+        if wanted in taken:
+            raise ExhaustedError(f"VNI {wanted} is already in use")
+        return wanted
+    for vni in range(VNI_MIN, VNI_MAX + 1):
+        if vni not in taken:
+            return vni
+    raise ExhaustedError("no VNI left")

@@ -1,0 +1,249 @@
+"""The kinds of object, their spec models and their state pipelines.
+
+A `KindInfo` says how a kind is named on the command line, which pydantic model
+validates its spec, and the ordered `pipeline` of states its objects walk through.
+A stage may carry a predicate (`when`): it is skipped for objects it does not apply
+to, which is how a plugin inserts a state into an existing kind (for example an
+`L2AgentReady` stage after `Wired`, only for instances on OVS networks).
+Built-in kinds are registered in `builtin_kinds()`; plugins call `KindRegistry.add`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from autonet.model.errors import ValidationError
+from autonet.model.objects import Object
+
+INIT = "Init"
+PROVISIONED = "Provisioned"
+FAILED = "Failed"
+TERMINATING = "Terminating"
+DELETED = "Deleted"
+READY = "Ready"
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+NAME_MAX = 40
+PROTOCOL_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+
+
+def check_name(kind: str, name: object) -> str:
+    """Names become DNS labels and parts of kernel names: keep them plain."""
+    if not isinstance(name, str) or not name:
+        raise ValidationError(f"{kind}: name: required")
+    if len(name) > NAME_MAX:
+        raise ValidationError(
+            f'{kind} "{name[:20]}...": name: too long ({len(name)} characters, at most {NAME_MAX})'
+        )
+    if not NAME_RE.match(name):
+        raise ValidationError(
+            f'{kind} "{name}": name: only lowercase letters, digits and inner "-" are allowed'
+        )
+    return name
+
+
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(f"invalid CIDR {value!r}: {exc}") from None
+
+
+def _protocol(value: str) -> str:
+    if not PROTOCOL_RE.match(value):
+        raise ValueError(f"invalid protocol name {value!r}")
+    return value
+
+
+Cidr = Annotated[str, AfterValidator(_network)]
+Protocol = Annotated[str, AfterValidator(_protocol)]
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class VpcSpec(Spec):
+    cidrs: list[Cidr] = Field(min_length=1)
+    vni: int | None = Field(default=None, ge=1, le=16_777_215)
+
+
+class NetworkSpec(Spec):
+    vpc: str
+    cidrs: list[Cidr] = Field(min_length=1)
+
+
+class Provide(Spec):
+    protocol: Protocol
+    transport: Literal["tcp", "udp"] = "tcp"
+    port: int = Field(ge=1, le=65535)
+
+
+class Qos(Spec):
+    ingress_mbps: float | None = Field(default=None, gt=0)
+    egress_mbps: float | None = Field(default=None, gt=0)
+    priority: Literal["low", "normal", "high"] = "normal"
+
+
+class AutomatonSpec(Spec):
+    network: str
+    command: list[str] = Field(min_length=1)
+    provides: list[Provide] = Field(default_factory=list)
+    consumes: list[Protocol] = Field(default_factory=list)
+    replicas: int = Field(default=1, ge=0, le=10_000)
+    qos: Qos | None = None
+    user: str = "nobody"  # "root" runs the command as root
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class Link(Spec):
+    from_: str = Field(alias="from")
+    to: str
+    protocol: Protocol
+
+
+class CompositionSpec(Spec):
+    links: list[Link] = Field(default_factory=list)
+
+
+class HostSpec(Spec):
+    underlay: str  # the host's underlay address (IPv4 or IPv6)
+    rpc: str  # host:port of the agent's gRPC server
+    tag: str  # the 4-character tag in the host's kernel object names
+    capacity: int | None = Field(default=None, ge=0)
+
+
+class InstanceSpec(Spec):
+    automaton: str
+    ordinal: int = Field(ge=0)
+
+
+@dataclass
+class Stage:
+    state: str
+    when: Callable[[Object], bool] | None = None
+
+
+@dataclass
+class KindInfo:
+    name: str
+    plural: str
+    spec_model: type[BaseModel]
+    pipeline: list[Stage]
+    done: set[str] = field(default_factory=lambda: {PROVISIONED})  # states a --wait accepts
+    user_managed: bool = True  # may appear in manifests
+    immutable: tuple[str, ...] = ()  # spec fields an update may not change
+    aliases: tuple[str, ...] = ()
+
+    def first_state(self) -> str:
+        return self.pipeline[0].state
+
+    def next_state(self, obj: Object) -> str:
+        """The stage after the object's current one that applies to it."""
+        states = [stage.state for stage in self.pipeline]
+        if obj.state not in states:
+            raise KeyError(f"{self.name} has no state {obj.state!r} in its pipeline")
+        for stage in self.pipeline[states.index(obj.state) + 1 :]:
+            if stage.when is None or stage.when(obj):
+                return stage.state
+        raise KeyError(f"{self.name}: no state after {obj.state!r}")
+
+    def insert_stage(self, state: str, after: str, when: Callable[[Object], bool] | None) -> None:
+        states = [stage.state for stage in self.pipeline]
+        if state in states:
+            raise ValueError(f"{self.name} already has a state {state!r}")
+        self.pipeline.insert(states.index(after) + 1, Stage(state, when))
+
+    def validate_spec(self, name: str, spec: Any) -> dict[str, Any]:
+        """Validated spec as JSON, or ValidationError naming the field."""
+        from pydantic import ValidationError as PydanticError
+
+        try:
+            model = self.spec_model.model_validate(spec if spec is not None else {})
+        except PydanticError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(part) for part in ("spec", *err["loc"]))
+            message = str(err["msg"]).removeprefix("Value error, ")
+            raise ValidationError(f'{self.name} "{name}": {where}: {message}') from None
+        return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class KindRegistry:
+    """Kinds by name; looked up case-insensitively by name, plural or alias."""
+
+    def __init__(self, kinds: Iterable[KindInfo] = ()) -> None:
+        self._kinds: dict[str, KindInfo] = {}
+        for kind in kinds:
+            self.add(kind)
+
+    def add(self, kind: KindInfo) -> None:
+        if kind.name in self._kinds:
+            raise ValueError(f"kind {kind.name} is registered twice")
+        self._kinds[kind.name] = kind
+
+    def remove(self, name: str) -> None:
+        self._kinds.pop(name, None)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._kinds
+
+    def __getitem__(self, name: str) -> KindInfo:
+        return self._kinds[name]
+
+    def all(self) -> list[KindInfo]:
+        return list(self._kinds.values())
+
+    def resolve(self, word: str) -> KindInfo:
+        wanted = word.lower()
+        for kind in self._kinds.values():
+            names = {kind.name.lower(), kind.plural.lower(), *(a.lower() for a in kind.aliases)}
+            if wanted in names:
+                return kind
+        known = ", ".join(sorted(k.name for k in self._kinds.values()))
+        raise ValidationError(f"unknown kind {word!r} (known: {known})")
+
+
+INSTANCE_PIPELINE = [
+    "Init",  # scheduler picks a host
+    "Scheduled",  # IPAM leases addresses, names the kernel objects
+    "Addressed",  # the agent wires netns, veth, addresses, routes
+    "Wired",  # the network operator routes the instance on every relevant host
+    "Routed",  # the agent starts the automaton's process
+    "Running",  # readiness confirmed
+    "Provisioned",
+]
+
+
+def builtin_kinds() -> list[KindInfo]:
+    def simple(*states: str) -> list[Stage]:
+        return [Stage(state) for state in states]
+
+    return [
+        KindInfo("Host", "hosts", HostSpec, simple(INIT, READY), done={READY}, user_managed=False),
+        KindInfo("Vpc", "vpcs", VpcSpec, simple(INIT, PROVISIONED), immutable=("cidrs", "vni")),
+        KindInfo(
+            "Network", "networks", NetworkSpec, simple(INIT, PROVISIONED), immutable=("vpc", "cidrs")
+        ),
+        KindInfo(
+            "Automaton",
+            "automatons",
+            AutomatonSpec,
+            simple(INIT, PROVISIONED),
+            immutable=("network",),
+            aliases=("automata",),
+        ),
+        KindInfo("Composition", "compositions", CompositionSpec, simple(INIT, PROVISIONED)),
+        KindInfo(
+            "Instance",
+            "instances",
+            InstanceSpec,
+            simple(*INSTANCE_PIPELINE),
+            user_managed=False,
+        ),
+    ]

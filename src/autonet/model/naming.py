@@ -1,0 +1,69 @@
+"""Kernel object names: within IFNAMSIZ (15 bytes), `an`-prefixed, derived from IDs.
+
+    ani<host tag:4><instance:8>   instance network namespace
+    anr<host tag:4><vpc:8>        VPC router namespace on a host
+    anv<instance:8>               router-side veth of an instance
+    anl<lab:5><role>              lab namespaces (underlay, control, hosts)
+
+The host tag makes every namespace name unique across the hosts of one machine (lab
+hosts share a kernel) and lets an agent's garbage collector recognise its own objects;
+the object part is a hash of the object's random UID, so names never collide across
+VPCs or labs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+IFNAMSIZ = 15
+PREFIX = "an"
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def digest(text: str, length: int) -> str:
+    """`length` base-32 characters of the SHA-256 of `text`."""
+    number = int.from_bytes(hashlib.sha256(text.encode()).digest()[:10], "big")
+    chars = []
+    for _ in range(length):
+        number, index = divmod(number, 32)
+        chars.append(_ALPHABET[index])
+    return "".join(chars)
+
+
+def host_tag(cluster: str, host: str) -> str:
+    return digest(f"host:{cluster}/{host}", 4)
+
+
+def instance_netns(tag: str, instance_uid: str) -> str:
+    return _fit(f"{PREFIX}i{tag}{digest(instance_uid, 8)}")
+
+
+def router_netns(tag: str, vpc_uid: str) -> str:
+    return _fit(f"{PREFIX}r{tag}{digest(vpc_uid, 8)}")
+
+
+def router_ifname(instance_uid: str) -> str:
+    return _fit(f"{PREFIX}v{digest(instance_uid, 8)}")
+
+
+def instance_netns_prefix(tag: str) -> str:
+    return f"{PREFIX}i{tag}"
+
+
+def router_netns_prefix(tag: str) -> str:
+    return f"{PREFIX}r{tag}"
+
+
+def lab_prefix(lab: str) -> str:
+    return f"{PREFIX}l{digest('lab:' + lab, 5)}"
+
+
+def lab_netns(lab: str, role: str) -> str:
+    """role: 'u' (underlay switch), 'c' (control), 'h<N>' (host N)."""
+    return _fit(lab_prefix(lab) + role)
+
+
+def _fit(name: str) -> str:
+    if len(name.encode()) > IFNAMSIZ:
+        raise ValueError(f"kernel name {name!r} is longer than {IFNAMSIZ} bytes")
+    return name
