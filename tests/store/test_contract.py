@@ -112,15 +112,24 @@ async def test_revisions_are_global_and_increase(store: Store) -> None:
 
 
 async def test_list_order_and_prefix(store: Store) -> None:
-    for kind, name in [("Vpc", "b"), ("Instance", "web-2"), ("Vpc", "a"), ("Instance", "web-10"),
-                       ("Instance", "db-1"), ("Automaton", "web")]:
+    for kind, name in [
+        ("Vpc", "b"),
+        ("Instance", "web-2"),
+        ("Vpc", "a"),
+        ("Instance", "web-10"),
+        ("Instance", "db-1"),
+        ("Automaton", "web"),
+    ]:
         await store.put(kind, name, {"name": name})
     keys = [(r.kind, r.name) for r in await store.list()]
     assert keys == sorted(keys) and len(keys) == 6
     assert [r.name for r in await store.list("Instance")] == ["db-1", "web-10", "web-2"]
     assert [r.name for r in await store.list("Instance", prefix="web-")] == ["web-10", "web-2"]
     assert [(r.kind, r.name) for r in await store.list(prefix="web")] == [
-        ("Automaton", "web"), ("Instance", "web-10"), ("Instance", "web-2")]
+        ("Automaton", "web"),
+        ("Instance", "web-10"),
+        ("Instance", "web-2"),
+    ]
     assert await store.list("Instance", prefix="%") == []  # no pattern syntax in prefixes
     assert await store.list("Host") == []
 
@@ -131,13 +140,15 @@ async def test_list_order_and_prefix(store: Store) -> None:
 async def test_commit_applies_all_writes_at_one_revision(store: Store) -> None:
     gone = await store.put("Instance", "old", {"n": 0})
     host = await store.put("Host", "h1", {"state": "Ready"})
-    results = await store.commit([
-        Put("Instance", "web-1", {"n": 1}, expected_revision=0),
-        Put("Instance", "web-2", {"n": 2}),
-        Delete("Instance", "old", expected_revision=gone.revision),
-        Delete("Instance", "never-there"),
-        Check("Host", "h1", expected_revision=host.revision),
-    ])
+    results = await store.commit(
+        [
+            Put("Instance", "web-1", {"n": 1}, expected_revision=0),
+            Put("Instance", "web-2", {"n": 2}),
+            Delete("Instance", "old", expected_revision=gone.revision),
+            Delete("Instance", "never-there"),
+            Check("Host", "h1", expected_revision=host.revision),
+        ]
+    )
     assert await store.revision() == 3
     web1, web2, deleted, absent, checked = results
     assert web1 is not None and web2 is not None
@@ -147,12 +158,15 @@ async def test_commit_applies_all_writes_at_one_revision(store: Store) -> None:
     assert await store.get("Instance", "old") is None
 
 
-@pytest.mark.parametrize("failing", [
-    Check("Host", "h1", expected_revision=1),
-    Check("Host", "h2", expected_revision=0),
-    Put("Instance", "d", {"n": 9}, expected_revision=0),
-    Delete("Instance", "d", expected_revision=99),
-])
+@pytest.mark.parametrize(
+    "failing",
+    [
+        Check("Host", "h1", expected_revision=1),
+        Check("Host", "h2", expected_revision=0),
+        Put("Instance", "d", {"n": 9}, expected_revision=0),
+        Delete("Instance", "d", expected_revision=99),
+    ],
+)
 async def test_commit_is_all_or_nothing(store: Store, failing: Put | Delete | Check) -> None:
     a = await store.put("Instance", "a", {"n": 1})
     b = await store.put("Instance", "b", {"n": 1})
@@ -161,12 +175,14 @@ async def test_commit_is_all_or_nothing(store: Store, failing: Put | Delete | Ch
     await store.put("Instance", "d", {})
     revision = await store.revision()
     with pytest.raises(Conflict) as info:
-        await store.commit([
-            Put("Instance", "a", {"n": 2}, expected_revision=a.revision),
-            Delete("Instance", "b"),
-            Put("Instance", "c", {"n": 1}),
-            failing,
-        ])
+        await store.commit(
+            [
+                Put("Instance", "a", {"n": 2}, expected_revision=a.revision),
+                Delete("Instance", "b"),
+                Put("Instance", "c", {"n": 1}),
+                failing,
+            ]
+        )
     assert f"{failing.kind}/{failing.name}" in str(info.value)
     assert await store.revision() == revision
     assert await store.get("Instance", "a") == a
@@ -177,8 +193,7 @@ async def test_commit_is_all_or_nothing(store: Store, failing: Put | Delete | Ch
 async def test_commit_without_writes_keeps_the_revision(store: Store) -> None:
     host = await store.put("Host", "h1", {})
     assert await store.commit([]) == []
-    assert await store.commit([Check("Host", "h1", host.revision), Delete("Host", "nope")]) == [
-        host, None]
+    assert await store.commit([Check("Host", "h1", host.revision), Delete("Host", "nope")]) == [host, None]
     assert await store.revision() == host.revision
 
 
@@ -218,7 +233,9 @@ async def test_watch_replays_history_then_live_events(store: Store) -> None:
     await store.put("Vpc", "b", {"n": 1})
     await store.put("Vpc", "a", {"n": 2})
     assert summary(await take(store, 1, 2)) == [
-        ("put", "Vpc", "b", 2, {"n": 1}), ("put", "Vpc", "a", 3, {"n": 2})]
+        ("put", "Vpc", "b", 2, {"n": 1}),
+        ("put", "Vpc", "a", 3, {"n": 2}),
+    ]
 
     async with contextlib.aclosing(store.watch(0)) as stream:  # type: ignore[type-var]
         async with asyncio.timeout(5):
@@ -230,8 +247,10 @@ async def test_watch_replays_history_then_live_events(store: Store) -> None:
             await store.put("Vpc", "d", {})
             events = [await live, await anext(stream), await anext(stream)]
     assert summary(events) == [
-        ("put", "Vpc", "c", 4, {"n": 1}), ("delete", "Vpc", "a", 4, {"n": 2}),
-        ("put", "Vpc", "d", 5, {})]
+        ("put", "Vpc", "c", 4, {"n": 1}),
+        ("delete", "Vpc", "a", 4, {"n": 2}),
+        ("put", "Vpc", "d", 5, {}),
+    ]
 
 
 async def test_watch_filters_kinds(store: Store) -> None:
@@ -241,7 +260,10 @@ async def test_watch_filters_kinds(store: Store) -> None:
     await store.delete("Vpc", "a")
     events = await take(store, 0, 3, kinds={"Vpc", "Instance"})
     assert [(e.type, e.record.kind, e.record.revision) for e in events] == [
-        ("put", "Vpc", 1), ("put", "Instance", 3), ("delete", "Vpc", 4)]
+        ("put", "Vpc", 1),
+        ("put", "Instance", 3),
+        ("delete", "Vpc", 4),
+    ]
     with pytest.raises(TimeoutError):  # nothing more of those kinds
         await take(store, 4, 1, kinds={"Vpc"}, timeout=0.3)
 

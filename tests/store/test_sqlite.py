@@ -68,8 +68,7 @@ async def test_second_store_on_the_same_file(tmp_path: Path) -> None:
     await asyncio.sleep(0.01)
     record = await writer.put("Vpc", "b", {"n": 1})
     await writer.delete("Vpc", "a")
-    assert [(e.type, e.record.name) for e in await waiting] == [
-        ("put", "a"), ("put", "b"), ("delete", "a")]
+    assert [(e.type, e.record.name) for e in await waiting] == [("put", "a"), ("put", "b"), ("delete", "a")]
     with pytest.raises(Conflict):  # CAS holds across both store objects
         await reader.put("Vpc", "b", {"n": 2}, expected_revision=record.revision - 1)
     assert (await reader.put("Vpc", "b", {"n": 2}, record.revision)).revision == 4
@@ -122,8 +121,7 @@ async def test_history_is_compacted(tmp_path: Path) -> None:
     head = await store.revision()
     with pytest.raises(Compacted, match="compacted"):
         await take(store, 0, 1)
-    assert [e.record.revision for e in await take(store, head - 10, 10)] == list(
-        range(head - 9, head + 1))
+    assert [e.record.revision for e in await take(store, head - 10, 10)] == list(range(head - 9, head + 1))
     with sqlite3.connect(tmp_path / "store.db") as db:
         assert db.execute("SELECT count(*) FROM events").fetchone()[0] <= 11
     await store.close()

@@ -115,7 +115,10 @@ class HostAgent:
         )
 
         def remember(proc: Supervised) -> None:
-            if self.table.get(record.uid) is record and (record.pid, record.restarts) != (proc.pid, proc.restarts):
+            if self.table.get(record.uid) is record and (record.pid, record.restarts) != (
+                proc.pid,
+                proc.restarts,
+            ):
                 record.pid, record.pid_start, record.restarts = proc.pid, proc.pid_start, proc.restarts
                 self.table.save(record)
 
@@ -171,7 +174,9 @@ class HostAgent:
         for router in self.table.routers():
             if not netns.exists(router):
                 continue
-            mine = {r.endpoint["router_ifname"] for r in self.table.records.values() if r.router_netns == router}
+            mine = {
+                r.endpoint["router_ifname"] for r in self.table.records.values() if r.router_netns == router
+            }
             for link in await ep.router_links(self.nl, router):
                 if link not in mine:
                     await ep.delete_link(self.nl, router, link)

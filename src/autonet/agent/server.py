@@ -25,6 +25,7 @@ from autonet.agent.plugins import AgentPluginAPI
 from autonet.agent.plugins import load as load_plugins
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.agent.rpc import agent_pb2_grpc as pb_grpc
+from autonet.agent.state import InstanceRecord
 from autonet.agent.supervisor import agent_path_env
 from autonet.dataplane.nsexec import launcher_argv
 
@@ -66,8 +67,16 @@ class AgentServicer(pb_grpc.AgentServicer):
         endpoint = {
             field: getattr(request, field)
             for field in (
-                "vpc_uid", "netns", "router_netns", "router_ifname", "mac", "router_mac",
-                "ipv4", "ipv6", "mtu", "resolv_conf",
+                "vpc_uid",
+                "netns",
+                "router_netns",
+                "router_ifname",
+                "mac",
+                "router_mac",
+                "ipv4",
+                "ipv6",
+                "mtu",
+                "resolv_conf",
             )
         }
         try:
@@ -88,10 +97,15 @@ class AgentServicer(pb_grpc.AgentServicer):
         await self.agent.delete_instance(request.instance_uid)
         return pb.InstanceReport(instance_uid=request.instance_uid, deleted=True)
 
-    async def Logs(self, request: pb.LogsRequest, context: Any) -> pb.LogsReply:
-        record = self.agent.table.get(request.instance_uid)
+    async def _record(self, uid: str, context: Any) -> InstanceRecord:
+        record = self.agent.table.get(uid)
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such instance on this host")
+        assert record is not None
+        return record
+
+    async def Logs(self, request: pb.LogsRequest, context: Any) -> pb.LogsReply:
+        record = await self._record(request.instance_uid, context)
         path = self.agent.log_path(record.name)
         if not path.exists():
             return pb.LogsReply(data=b"")
@@ -102,14 +116,14 @@ class AgentServicer(pb_grpc.AgentServicer):
             return pb.LogsReply(data=handle.read())
 
     async def Exec(self, request: pb.ExecRequest, context: Any) -> Any:
-        record = self.agent.table.get(request.instance_uid)
-        if record is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, "no such instance on this host")
+        record = await self._record(request.instance_uid, context)
         user = request.user or (record.process or {}).get("user") or "nobody"
         env = dict((record.process or {}).get("env") or {})
         env.update(request.env)
         proc = await asyncio.create_subprocess_exec(
-            *launcher_argv(record.netns, list(request.command), user, str(self.agent.resolv_path(record.uid))),
+            *launcher_argv(
+                record.netns, list(request.command), user, str(self.agent.resolv_path(record.uid))
+            ),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -121,7 +135,9 @@ class AgentServicer(pb_grpc.AgentServicer):
         async def pump(stream: asyncio.StreamReader | None, field: str) -> None:
             assert stream is not None
             while chunk := await stream.read(EXEC_CHUNK):
-                await queue.put(pb.ExecChunk(**{field: chunk}))
+                await queue.put(
+                    pb.ExecChunk(stdout=chunk) if field == "stdout" else pb.ExecChunk(stderr=chunk)
+                )
             await queue.put(None)
 
         async def feed() -> None:

@@ -45,7 +45,15 @@ def agent_path_env(extra: dict[str, str]) -> dict[str, str]:
     """The environment of instance processes: the agent's Python first on PATH."""
     env = {
         "PATH": os.pathsep.join(
-            [os.path.dirname(sys.executable), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            [
+                os.path.dirname(sys.executable),
+                "/usr/local/sbin",
+                "/usr/local/bin",
+                "/usr/sbin",
+                "/usr/bin",
+                "/sbin",
+                "/bin",
+            ]
         ),
         "LANG": "C.UTF-8",
         "PYTHONUNBUFFERED": "1",
@@ -111,7 +119,12 @@ class Supervised:
         except ProcessLookupError:
             return "exited (status unknown)"
         done: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
+
+        def exited() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(pidfd, exited)
         try:
             await done
         finally:

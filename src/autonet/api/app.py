@@ -285,7 +285,7 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
 
     @app.post(f"{API}/hosts/register")
     async def register_host(body: Registration) -> dict[str, Any]:
-        spec = {"underlay": body.underlay, "rpc": body.rpc, "tag": body.tag}
+        spec: dict[str, Any] = {"underlay": body.underlay, "rpc": body.rpc, "tag": body.tag}
         if body.capacity is not None:
             spec["capacity"] = body.capacity
         spec = kinds["Host"].validate_spec(body.name, spec)
@@ -294,10 +294,17 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
             host = old.model_copy(deep=True) if old else Object(kind="Host", name=body.name)
             host.spec = spec
             host.status.update(
-                state=INIT, reason="", boot_id=body.boot_id, mtu=body.mtu, last_seen=now(), hostname=body.hostname
+                state=INIT,
+                reason="",
+                boot_id=body.boot_id,
+                mtu=body.mtu,
+                last_seen=now(),
+                hostname=body.hostname,
             )
             try:
-                await ctx.store.commit([Put("Host", body.name, host.to_data(), old.metadata.revision if old else 0)])
+                await ctx.store.commit(
+                    [Put("Host", body.name, host.to_data(), old.metadata.revision if old else 0)]
+                )
                 return {"host": body.name, "state": INIT}
             except Conflict:
                 continue

@@ -58,7 +58,6 @@ async def serve(store_url: str, listens: list[str]) -> None:
     sockets = [bind(listen) for listen in listens]
     config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
 
     tasks = [asyncio.create_task(runner.run(), name="runner")]
     tasks += [asyncio.create_task(loop(ctx), name="plugin-background") for loop in plugins.background]

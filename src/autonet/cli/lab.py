@@ -28,7 +28,7 @@ from typing import Any
 
 from autonet.agent.supervisor import process_start_time
 from autonet.cli import paths
-from autonet.cli.client import CliError, Client
+from autonet.cli.client import Client, CliError
 from autonet.dataplane import netns, topology
 from autonet.dataplane.netlink import Netlink
 from autonet.dataplane.nsexec import launcher_argv
@@ -115,23 +115,38 @@ def _spawn(info: LabInfo, role: str, namespace: str, argv: list[str]) -> LabProc
 
 def controller_argv(info: LabInfo) -> list[str]:
     return [
-        sys.executable, "-m", "autonet.cli.main", "controller",
-        "--store", f"sqlite:///{info.dir / 'store.db'}",
-        "--listen", info.api,
-        "--listen", f"tcp:{_bracket(info.address(1))}:{API_PORT}",
+        sys.executable,
+        "-m",
+        "autonet.cli.main",
+        "controller",
+        "--store",
+        f"sqlite:///{info.dir / 'store.db'}",
+        "--listen",
+        info.api,
+        "--listen",
+        f"tcp:{_bracket(info.address(1))}:{API_PORT}",
     ]
 
 
 def agent_argv(info: LabInfo, host: str, index: int) -> list[str]:
     address = info.address(10 + index)
     return [
-        sys.executable, "-m", "autonet.cli.main", "agent",
-        "--name", host,
-        "--cluster", info.name,
-        "--underlay", address,
-        "--listen", f"{_bracket(address)}:{AGENT_PORT}",
-        "--controller", f"http://{_bracket(info.address(1))}:{API_PORT}",
-        "--state-dir", str(info.dir / "hosts" / host),
+        sys.executable,
+        "-m",
+        "autonet.cli.main",
+        "agent",
+        "--name",
+        host,
+        "--cluster",
+        info.name,
+        "--underlay",
+        address,
+        "--listen",
+        f"{_bracket(address)}:{AGENT_PORT}",
+        "--controller",
+        f"http://{_bracket(info.address(1))}:{API_PORT}",
+        "--state-dir",
+        str(info.dir / "hosts" / host),
     ]
 
 
@@ -140,10 +155,18 @@ async def _build_network(info: LabInfo) -> None:
     try:
         switch = naming.lab_netns(info.name, "u")
         await topology.ensure_bridge(nl, switch, BRIDGE)
-        await topology.plug(nl, switch, BRIDGE, "pc", naming.lab_netns(info.name, "c"), "eth0", [info.cidr(1)])
+        await topology.plug(
+            nl, switch, BRIDGE, "pc", naming.lab_netns(info.name, "c"), "eth0", [info.cidr(1)]
+        )
         for index, host in enumerate(info.host_names(), start=1):
             await topology.plug(
-                nl, switch, BRIDGE, f"p{host}", naming.lab_netns(info.name, host), "eth0", [info.cidr(10 + index)]
+                nl,
+                switch,
+                BRIDGE,
+                f"p{host}",
+                naming.lab_netns(info.name, host),
+                "eth0",
+                [info.cidr(10 + index)],
             )
     finally:
         nl.close()
@@ -167,7 +190,9 @@ def up(name: str, hosts: int, underlay: str, timeout: float = 60.0) -> LabInfo:
         info.processes.append(_spawn(info, "controller", naming.lab_netns(name, "c"), controller_argv(info)))
         info.save()
         for index, host in enumerate(info.host_names(), start=1):
-            info.processes.append(_spawn(info, host, naming.lab_netns(name, host), agent_argv(info, host, index)))
+            info.processes.append(
+                _spawn(info, host, naming.lab_netns(name, host), agent_argv(info, host, index))
+            )
         info.save()
         wait_ready(info, timeout)
     except BaseException:
@@ -209,6 +234,28 @@ def _log_tails(info: LabInfo) -> str:
     return f" (last log lines: {'; '.join(tails)})" if tails else ""
 
 
+def respawn(name: str, role: str) -> LabProcess:
+    """Start a lab daemon again (after a crash or a kill): `controller` or a host name."""
+    info = LabInfo.load(name)
+    if info is None:
+        raise CliError(f'lab "{name}" is not up')
+    hosts = info.host_names()
+    if role != "controller" and role not in hosts:
+        raise CliError(f"unknown role {role!r}: controller or one of {', '.join(hosts)}")
+    old = next((p for p in info.processes if p.role == role), None)
+    if old is not None:
+        _stop(old)
+        info.processes.remove(old)
+    if role == "controller":
+        argv, namespace = controller_argv(info), naming.lab_netns(name, "c")
+    else:
+        argv, namespace = agent_argv(info, role, hosts.index(role) + 1), naming.lab_netns(name, role)
+    proc = _spawn(info, role, namespace, argv)
+    info.processes.append(proc)
+    info.save()
+    return proc
+
+
 def _stop(proc: LabProcess) -> None:
     if process_start_time(proc.pid) != proc.start:
         return
@@ -238,7 +285,9 @@ def down(name: str) -> bool:
     for proc in info.processes:
         _stop(proc)
     prefixes = tuple(
-        p for tag in info.host_tags() for p in (naming.instance_netns_prefix(tag), naming.router_netns_prefix(tag))
+        p
+        for tag in info.host_tags()
+        for p in (naming.instance_netns_prefix(tag), naming.router_netns_prefix(tag))
     )
     doomed = [n for n in netns.list_names("an") if n.startswith(prefixes)] + info.netns_names()
     for namespace in doomed:
@@ -254,7 +303,13 @@ def status(name: str) -> dict[str, Any]:
     if info is None:
         raise CliError(f'lab "{name}" is not up')
     alive = {p.role: process_start_time(p.pid) == p.start for p in info.processes}
-    return {"name": info.name, "hosts": info.hosts, "underlay": info.underlay, "api": info.api, "processes": alive}
+    return {
+        "name": info.name,
+        "hosts": info.hosts,
+        "underlay": info.underlay,
+        "api": info.api,
+        "processes": alive,
+    }
 
 
 def list_labs() -> list[str]:

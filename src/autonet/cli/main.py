@@ -28,10 +28,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-lab_app = typer.Typer(help="Simulated multi-host labs on this machine (namespaces, real agents).", no_args_is_help=True)
+lab_app = typer.Typer(
+    help="Simulated multi-host labs on this machine (namespaces, real agents).", no_args_is_help=True
+)
 app.add_typer(lab_app, name="lab")
 
-ApiOpt = Annotated[str | None, typer.Option("--api", help="API address: unix:/path or http://host:port [env AUTONET_API]")]
+ApiOpt = Annotated[
+    str | None, typer.Option("--api", help="API address: unix:/path or http://host:port [env AUTONET_API]")
+]
 LabOpt = Annotated[str | None, typer.Option("--lab", help="Talk to the lab of this name [env AUTONET_LAB]")]
 OutOpt = Annotated[str, typer.Option("-o", "--output", help="table, json or yaml")]
 
@@ -91,7 +95,9 @@ def wait_for(c: Client, targets: list[tuple[str, str]], timeout: float, deleting
             if st.get("state") == "Failed":
                 fail(f'{kind} "{name}" failed: {st.get("reason")}')
             if st.get("state") not in done_states.get(kind, {"Provisioned"}):
-                pending.append(f"{kind} {name} ({st.get('state')}{': ' + st['reason'] if st.get('reason') else ''})")
+                pending.append(
+                    f"{kind} {name} ({st.get('state')}{': ' + st['reason'] if st.get('reason') else ''})"
+                )
                 continue
             if kind == "Automaton":
                 instances = instances if instances is not None else c.objects("instances")
@@ -112,7 +118,9 @@ def wait_for(c: Client, targets: list[tuple[str, str]], timeout: float, deleting
 
 @app.command()
 def apply(
-    file: Annotated[Path, typer.Option("-f", "--file", help="Manifest (YAML, several documents); - for stdin")],
+    file: Annotated[
+        Path, typer.Option("-f", "--file", help="Manifest (YAML, several documents); - for stdin")
+    ],
     wait: Annotated[bool, typer.Option("--wait", help="Return when everything is provisioned")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait")] = 120.0,
 ) -> None:
@@ -131,7 +139,9 @@ def apply(
 def delete(
     kind: Annotated[str | None, typer.Argument(help="Kind (singular or plural)")] = None,
     name: Annotated[str | None, typer.Argument(help="Object name")] = None,
-    file: Annotated[Path | None, typer.Option("-f", "--file", help="Delete the objects of this manifest")] = None,
+    file: Annotated[
+        Path | None, typer.Option("-f", "--file", help="Delete the objects of this manifest")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Return when they are gone")] = False,
     timeout: Annotated[float, typer.Option("--timeout")] = 120.0,
 ) -> None:
@@ -147,13 +157,20 @@ def delete(
     for result in reply["results"]:
         typer.echo(f"{result['kind'].lower()}/{result['name']} {result['action']}")
     if wait:
-        wait_for(c, [(r["kind"], r["name"]) for r in reply["results"] if r["action"] != "not found"], timeout, deleting=True)
+        wait_for(
+            c,
+            [(r["kind"], r["name"]) for r in reply["results"] if r["action"] != "not found"],
+            timeout,
+            deleting=True,
+        )
         typer.echo("deleted")
 
 
 @app.command()
 def get(
-    kind: Annotated[str, typer.Argument(help="hosts, vpcs, networks, automatons, compositions, instances ...")],
+    kind: Annotated[
+        str, typer.Argument(help="hosts, vpcs, networks, automatons, compositions, instances ...")
+    ],
     name: Annotated[str | None, typer.Argument()] = None,
     fmt: OutOpt = "table",
 ) -> None:
@@ -216,7 +233,9 @@ def exec_(
     command: Annotated[list[str], typer.Argument(help="Command and arguments (after --)")],
     stdin: Annotated[bool, typer.Option("-i", "--stdin", help="Pass standard input to the command")] = False,
     user: Annotated[str, typer.Option("--user", help="Run as this user (default: the automaton's)")] = "",
-    timeout: Annotated[float, typer.Option("--timeout", help="Kill the command after this many seconds")] = 0.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Kill the command after this many seconds")
+    ] = 0.0,
 ) -> None:
     """Run a command inside an instance's network namespace; its exit code is passed through."""
     if command and command[0] == "--":
@@ -286,6 +305,16 @@ def lab_status(name: LabName = paths.DEFAULT_LAB, fmt: OutOpt = "table") -> None
         typer.echo(output.table("Host", hosts))
 
 
+@lab_app.command("restart")
+def lab_restart(
+    role: Annotated[str, typer.Argument(help="controller, or a host name (h1, h2 ...)")],
+    name: LabName = paths.DEFAULT_LAB,
+) -> None:
+    """Restart one of a lab's daemons (it resumes from the store / its instance table)."""
+    proc = labs.respawn(name, role)
+    typer.echo(f"lab {name}: {role} restarted (pid {proc.pid})")
+
+
 @lab_app.command("list")
 def lab_list() -> None:
     """The labs that are up on this machine."""
@@ -309,8 +338,12 @@ def _logging(level: str) -> None:
 
 @app.command()
 def controller(
-    store: Annotated[str, typer.Option("--store", help="sqlite:///path.db")] = "sqlite:////var/lib/autonet/store.db",
-    listen: Annotated[list[str] | None, typer.Option("--listen", help="unix:/path or tcp:host:port (repeatable)")] = None,
+    store: Annotated[
+        str, typer.Option("--store", help="sqlite:///path.db")
+    ] = "sqlite:////var/lib/autonet/store.db",
+    listen: Annotated[
+        list[str] | None, typer.Option("--listen", help="unix:/path or tcp:host:port (repeatable)")
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run the controller: the operators and the API."""
@@ -325,10 +358,14 @@ def controller(
 @app.command()
 def agent(
     name: Annotated[str, typer.Option("--name", help="This host's name")] = os.uname().nodename,
-    cluster: Annotated[str, typer.Option("--cluster", help="Cluster (lab) name, part of kernel object names")] = "default",
+    cluster: Annotated[
+        str, typer.Option("--cluster", help="Cluster (lab) name, part of kernel object names")
+    ] = "default",
     underlay: Annotated[str, typer.Option("--underlay", help="This host's underlay address")] = "",
     listen: Annotated[str, typer.Option("--listen", help="gRPC address host:port")] = "",
-    controller: Annotated[str | None, typer.Option("--controller", help="Controller API URL to register with")] = None,
+    controller: Annotated[
+        str | None, typer.Option("--controller", help="Controller API URL to register with")
+    ] = None,
     state_dir: Annotated[Path, typer.Option("--state-dir")] = Path("/var/lib/autonet/agent"),
     capacity: Annotated[int | None, typer.Option("--capacity", help="Most instances this host takes")] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",

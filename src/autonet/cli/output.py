@@ -27,10 +27,20 @@ COLUMNS: dict[str, list[tuple[str, Callable[[Row], Any]]]] = {
         ("NETWORK", lambda o: o["spec"]["network"]),
         ("REPLICAS", lambda o: o["spec"].get("replicas", 1)),
         ("READY", lambda o: o["status"].get("ready", 0)),
-        ("PROVIDES", lambda o: _join(f"{p['protocol']}/{p['transport']}:{p['port']}" for p in o["spec"].get("provides", []))),
+        (
+            "PROVIDES",
+            lambda o: _join(
+                f"{p['protocol']}/{p['transport']}:{p['port']}" for p in o["spec"].get("provides", [])
+            ),
+        ),
     ],
     "Composition": [
-        ("LINKS", lambda o: _join(f"{lk['from']}->{lk['to']}({lk['protocol']})" for lk in o["spec"].get("links", [])))
+        (
+            "LINKS",
+            lambda o: _join(
+                f"{lk['from']}->{lk['to']}({lk['protocol']})" for lk in o["spec"].get("links", [])
+            ),
+        )
     ],
     "Instance": [
         ("AUTOMATON", lambda o: o["spec"]["automaton"]),
@@ -50,9 +60,13 @@ def table(kind: str, rows: list[Row]) -> str:
     ]
     if any(o["status"].get("reason") for o in rows):
         columns.append(("REASON", lambda o: o["status"].get("reason", "")))
-    cells = [[h for h, _ in columns]] + [["" if (v := f(o)) is None else str(v) for _, f in columns] for o in rows]
+    cells = [[h for h, _ in columns]] + [
+        ["" if (v := f(o)) is None else str(v) for _, f in columns] for o in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
 
 
 def render(data: Any, fmt: str) -> str:
@@ -64,7 +78,11 @@ def render(data: Any, fmt: str) -> str:
 
 
 def describe(obj: Row, related: dict[str, list[Row]]) -> str:
-    lines = [f"Kind:     {obj['kind']}", f"Name:     {obj['name']}", f"State:    {obj['status'].get('state', '')}"]
+    lines = [
+        f"Kind:     {obj['kind']}",
+        f"Name:     {obj['name']}",
+        f"State:    {obj['status'].get('state', '')}",
+    ]
     if obj["status"].get("reason"):
         lines.append(f"Reason:   {obj['status']['reason']}")
     lines.append(f"UID:      {obj['metadata']['uid']}")

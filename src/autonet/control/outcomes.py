@@ -12,6 +12,7 @@ Any other exception is treated as temporary and retried with backoff.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,14 +22,14 @@ from autonet.store import Op
 @dataclass
 class Advance:
     status: dict[str, Any] = field(default_factory=dict)
-    also: list[Op] = field(default_factory=list)
+    also: Sequence[Op] = field(default_factory=list)
 
 
 @dataclass
 class MoveTo:
     state: str
     status: dict[str, Any] = field(default_factory=dict)
-    also: list[Op] = field(default_factory=list)
+    also: Sequence[Op] = field(default_factory=list)
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Stay:
 
 @dataclass
 class Remove:
-    also: list[Op] = field(default_factory=list)
+    also: Sequence[Op] = field(default_factory=list)
 
 
 Outcome = Advance | MoveTo | Stay | Remove

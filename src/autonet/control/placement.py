@@ -15,9 +15,7 @@ from autonet.model.objects import Object
 
 
 def choose_host(hosts: Iterable[Object], instances: Iterable[Object]) -> Object | None:
-    load = Counter(
-        i.status["host"] for i in instances if i.status.get("host") and not i.metadata.deleting
-    )
+    load = Counter(i.status["host"] for i in instances if i.status.get("host") and not i.metadata.deleting)
     candidates = []
     for host in hosts:
         if host.state != READY or host.metadata.deleting:

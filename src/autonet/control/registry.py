@@ -19,7 +19,7 @@ very API. One state has one owner: registering a second handler for the same
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -55,7 +55,7 @@ class PluginAPI:
     kinds: KindRegistry = field(default_factory=KindRegistry)
     operators: dict[tuple[str, str], Operator] = field(default_factory=dict)
     validators: list[Check] = field(default_factory=list)
-    background: list[Callable[[Context], Awaitable[None]]] = field(default_factory=list)
+    background: list[Callable[[Context], Coroutine[Any, Any, None]]] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)
 
     def add_kind(self, kind: KindInfo) -> None:
@@ -69,7 +69,9 @@ class PluginAPI:
             if key in self.operators:
                 owner = self.operators[key].name
                 raise ValueError(f"state {kind}/{state} already has an owner: {owner}")
-            self.operators[key] = Operator(kind, state, handler, f"{handler.__module__}.{handler.__qualname__}")
+            self.operators[key] = Operator(
+                kind, state, handler, f"{handler.__module__}.{handler.__qualname__}"
+            )
             return handler
 
         return register
@@ -85,7 +87,7 @@ class PluginAPI:
         self.validators.append(check)
         return check
 
-    def run_in_background(self, loop: Callable[[Context], Awaitable[None]]) -> None:
+    def run_in_background(self, loop: Callable[[Context], Coroutine[Any, Any, None]]) -> None:
         """A coroutine the controller runs for its lifetime (e.g. a periodic resync)."""
         self.background.append(loop)
 

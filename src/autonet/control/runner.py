@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from autonet.control.context import Context
-from autonet.control.outcomes import Advance, Fail, MoveTo, Outcome, Remove, Retry, Stay
+from autonet.control.outcomes import Advance, Fail, Outcome, Remove, Retry, Stay
 from autonet.control.registry import PluginAPI
 from autonet.model.kinds import FAILED
 from autonet.model.objects import Object
@@ -127,7 +128,7 @@ class Runner:
             with contextlib.suppress(Conflict):
                 await self._write(obj.with_status(reason=reason), [])
 
-    async def _write(self, obj: Object, also: list[Any]) -> None:
+    async def _write(self, obj: Object, also: Sequence[Any]) -> None:
         ops = [Put(obj.kind, obj.name, obj.to_data(), obj.metadata.revision), *also]
         await self.ctx.store.commit(ops)
 

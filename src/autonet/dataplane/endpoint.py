@@ -129,17 +129,13 @@ async def ensure_endpoint(nl: Netlink, spec: EndpointSpec) -> None:
     if spec.ipv4:
         await call(inst.addr("add", index=iindex, address=spec.ipv4, prefixlen=32), EEXIST)
         await _neigh(inst, iindex, GATEWAY_V4, spec.router_mac)
-        await call(
-            inst.route("replace", dst=f"{GATEWAY_V4}/32", oif=iindex, scope=RT_SCOPE_LINK)
-        )
+        await call(inst.route("replace", dst=f"{GATEWAY_V4}/32", oif=iindex, scope=RT_SCOPE_LINK))
         await call(inst.route("replace", dst="0.0.0.0/0", gateway=GATEWAY_V4, oif=iindex))
         await _neigh(router, rindex, spec.ipv4, spec.mac)
         await call(router.route("replace", dst=f"{spec.ipv4}/32", oif=rindex))
     if spec.ipv6:
         await call(
-            inst.addr(
-                "add", index=iindex, address=spec.ipv6, prefixlen=128, flags=IFA_F_NODAD
-            ),
+            inst.addr("add", index=iindex, address=spec.ipv6, prefixlen=128, flags=IFA_F_NODAD),
             EEXIST,
         )
         await _neigh(inst, iindex, GATEWAY_V6, spec.router_mac)

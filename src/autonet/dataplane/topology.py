@@ -59,6 +59,8 @@ async def plug(
         iface = ipaddress.ip_interface(cidr)
         flags = IFA_F_NODAD if iface.version == 6 else 0
         await call(
-            target.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen, flags=flags),
+            target.addr(
+                "add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen, flags=flags
+            ),
             EEXIST,
         )

@@ -1,6 +1,6 @@
 """A TCP and UDP echo server (dual-stack): sends back whatever it receives.
 
-    python3 -m autonet.examples.echo --port 7000 [--tcp-only | --udp-only]
+python3 -m autonet.examples.echo --port 7000 [--tcp-only | --udp-only]
 """
 
 from __future__ import annotations
@@ -23,22 +23,28 @@ class UdpEcho(socketserver.BaseRequestHandler):
         sock.sendto(data, self.client_address)
 
 
-class DualStack:
+def _dual_stack(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+
+
+class TcpServer(socketserver.ThreadingTCPServer):
     address_family = socket.AF_INET6
     allow_reuse_address = True
     daemon_threads = True
 
     def server_bind(self) -> None:
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # type: ignore[attr-defined]
-        super().server_bind()  # type: ignore[misc]
+        _dual_stack(self.socket)
+        super().server_bind()
 
 
-class TcpServer(DualStack, socketserver.ThreadingTCPServer):
-    pass
+class UdpServer(socketserver.ThreadingUDPServer):
+    address_family = socket.AF_INET6
+    allow_reuse_address = True
+    daemon_threads = True
 
-
-class UdpServer(DualStack, socketserver.ThreadingUDPServer):
-    pass
+    def server_bind(self) -> None:
+        _dual_stack(self.socket)
+        super().server_bind()
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Send a message to an echo server over TCP or UDP and print the reply.
 
-    python3 -m autonet.examples.echo_client HOST PORT [--udp] [--message TEXT]
+python3 -m autonet.examples.echo_client HOST PORT [--udp] [--message TEXT]
 """
 
 from __future__ import annotations

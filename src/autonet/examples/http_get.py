@@ -1,6 +1,6 @@
 """A tiny HTTP client for use inside instances: prints the body, exits non-zero on failure.
 
-    python3 -m autonet.examples.http_get http://[fd00:80:0:1::2]:8080/ [--timeout 3]
+python3 -m autonet.examples.http_get http://[fd00:80:0:1::2]:8080/ [--timeout 3]
 """
 
 from __future__ import annotations

@@ -227,9 +227,7 @@ def builtin_kinds() -> list[KindInfo]:
     return [
         KindInfo("Host", "hosts", HostSpec, simple(INIT, READY), done={READY}, user_managed=False),
         KindInfo("Vpc", "vpcs", VpcSpec, simple(INIT, PROVISIONED), immutable=("cidrs", "vni")),
-        KindInfo(
-            "Network", "networks", NetworkSpec, simple(INIT, PROVISIONED), immutable=("vpc", "cidrs")
-        ),
+        KindInfo("Network", "networks", NetworkSpec, simple(INIT, PROVISIONED), immutable=("vpc", "cidrs")),
         KindInfo(
             "Automaton",
             "automatons",

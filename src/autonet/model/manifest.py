@@ -122,7 +122,9 @@ def check_vpc(obj: Object, view: View) -> None:
     if vni is not None:
         for other in view.of_kind("Vpc"):
             if other.name != obj.name and vni in (other.spec.get("vni"), other.status.get("vni")):
-                raise ValidationError(f'Vpc "{obj.name}": spec.vni: {vni} is already used by Vpc "{other.name}"')
+                raise ValidationError(
+                    f'Vpc "{obj.name}": spec.vni: {vni} is already used by Vpc "{other.name}"'
+                )
 
 
 def check_network(obj: Object, view: View) -> None:

@@ -127,9 +127,7 @@ class Store(Protocol):
         """Write the key; returns the written record. :class:`Conflict` if the CAS fails."""
         ...
 
-    async def delete(
-        self, kind: str, name: str, expected_revision: int | None = None
-    ) -> Record | None:
+    async def delete(self, kind: str, name: str, expected_revision: int | None = None) -> Record | None:
         """Remove the key; returns the record as it was before, or ``None`` if it was absent.
         :class:`Conflict` if the CAS fails."""
         ...
@@ -150,9 +148,7 @@ class Store(Protocol):
         """The current global revision (0 for an empty, never-written store)."""
         ...
 
-    def watch(
-        self, from_revision: int, kinds: Collection[str] | None = None
-    ) -> AsyncIterator[Event]:
+    def watch(self, from_revision: int, kinds: Collection[str] | None = None) -> AsyncIterator[Event]:
         """Every event with revision > ``from_revision`` (of ``kinds``, if given), in
         revision order (the events of one commit in the order of its ops): first the
         stored history, then live events, forever — until the consumer stops iterating.

@@ -185,9 +185,7 @@ class SqliteStore:
         assert record is not None
         return record
 
-    async def delete(
-        self, kind: str, name: str, expected_revision: int | None = None
-    ) -> Record | None:
+    async def delete(self, kind: str, name: str, expected_revision: int | None = None) -> Record | None:
         (record,) = await self.commit([Delete(kind, name, expected_revision)])
         return record
 
@@ -221,9 +219,7 @@ class SqliteStore:
                     events.append(("put", op.kind, op.name, encoded[i]))
                     results.append(Record(op.kind, op.name, revision, json.loads(encoded[i])))
                 elif isinstance(op, Delete) and current is not None:
-                    db.execute(
-                        "DELETE FROM objects WHERE kind = ? AND name = ?", (op.kind, op.name)
-                    )
+                    db.execute("DELETE FROM objects WHERE kind = ? AND name = ?", (op.kind, op.name))
                     events.append(("delete", op.kind, op.name, json.dumps(current.data)))
                     results.append(current)
                 else:  # a Check, or a Delete of an absent key
@@ -271,9 +267,7 @@ class SqliteStore:
         events = [Event(_event_type(t), Record(k, n, r, json.loads(d))) for t, k, n, r, d in rows]
         return events, max(after, upto), head
 
-    async def watch(
-        self, from_revision: int, kinds: Collection[str] | None = None
-    ) -> AsyncIterator[Event]:
+    async def watch(self, from_revision: int, kinds: Collection[str] | None = None) -> AsyncIterator[Event]:
         wanted = None if kinds is None else tuple(sorted(set(kinds)))
         waiter = (asyncio.get_running_loop(), asyncio.Event())
         self._waiters.add(waiter)

@@ -63,7 +63,14 @@ def register(api: PluginAPI) -> None:
             elif inst.metadata.deleting:
                 busy.append(inst.name)  # re-created once the old one is gone
             elif inst.state in RESTART_FROM and inst.status.get("process_hash") != digest:
-                ops.append(Put(inst.kind, inst.name, inst.with_status(state="Routed").to_data(), inst.metadata.revision))
+                ops.append(
+                    Put(
+                        inst.kind,
+                        inst.name,
+                        inst.with_status(state="Routed").to_data(),
+                        inst.metadata.revision,
+                    )
+                )
         for ordinal, inst in current.items():
             if ordinal >= wanted and not inst.metadata.deleting:
                 ops.append(terminate(inst))

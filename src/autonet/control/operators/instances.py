@@ -92,7 +92,12 @@ def register(api: PluginAPI) -> None:
                     lease = Object(
                         kind=LEASE,
                         name=ip_lease_name(network.name, address),
-                        spec={"address": address, "network": network.name, "owner": inst.uid, "ref": inst.ref},
+                        spec={
+                            "address": address,
+                            "network": network.name,
+                            "owner": inst.uid,
+                            "ref": inst.ref,
+                        },
                     )
                     ops.append(Put(LEASE, lease.name, lease.to_data(), 0))
                 status[f"ipv{version}"] = address
@@ -154,7 +159,9 @@ def register(api: PluginAPI) -> None:
         }
         await agent.call(
             "EnsureProcess",
-            pb.Process(instance_uid=inst.uid, command=spec["command"], user=spec.get("user", "nobody"), env=env),
+            pb.Process(
+                instance_uid=inst.uid, command=spec["command"], user=spec.get("user", "nobody"), env=env
+            ),
         )
         return Advance(status={"process_hash": process_hash(spec)})
 
@@ -169,7 +176,9 @@ def register(api: PluginAPI) -> None:
             return Advance(status={"pid": row.pid, "restarts": row.restarts})
         if row.process == "failed":
             raise Fail(f"process keeps failing: {row.last_exit} (see `autonet logs {inst.name}`)")
-        raise Retry(f"process {row.process or 'starting'}: {row.last_exit}".strip(": "), delay=READY_CHECK_DELAY)
+        raise Retry(
+            f"process {row.process or 'starting'}: {row.last_exit}".strip(": "), delay=READY_CHECK_DELAY
+        )
 
     @api.operator("Instance", TERMINATING)
     async def tear_down(inst: Object, ctx: Context) -> Outcome:
@@ -183,4 +192,3 @@ def register(api: PluginAPI) -> None:
             if inst.status.get(key) and inst.status.get("network")
         ]
         return Remove(also=leases)
-

@@ -33,7 +33,9 @@ def register(api: PluginAPI) -> None:
                 vni = pick_vni(taken, vpc.spec.get("vni"))
             except ExhaustedError as exc:
                 raise Retry(str(exc), delay=2.0) from None
-            lease = Object(kind=LEASE, name=vni_lease(vni), spec={"vni": vni, "owner": vpc.uid, "ref": vpc.ref})
+            lease = Object(
+                kind=LEASE, name=vni_lease(vni), spec={"vni": vni, "owner": vpc.uid, "ref": vpc.ref}
+            )
             return Advance(status={"vni": vni}, also=[Put(LEASE, lease.name, lease.to_data(), 0)])
 
     @api.operator("Vpc", TERMINATING)

@@ -1,0 +1,50 @@
+# autonet: `make demo` and `make test` install what is missing, then run. Both need root.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := iproute2 nftables iperf3 iputils-ping python3-venv python3-pip conntrack procps curl ethtool tcpdump
+STAMP := $(VENV)/.installed
+
+.PHONY: all deps venv test unit e2e lint demo proto clean
+
+all: test
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing </dev/null; \
+	fi
+
+# Debian's own python3 (not a per-user build): instance processes run as `nobody`
+# and must be able to execute the agent's interpreter.
+$(STAMP): pyproject.toml requirements.lock | deps
+	test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+proto: venv
+	$(PY) -m grpc_tools.protoc -Isrc --python_out=src --grpc_python_out=src --pyi_out=src src/autonet/agent/rpc/agent.proto
+
+lint: venv
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy src
+	$(VENV)/bin/lint-imports
+
+test: venv
+	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: venv
+	$(VENV)/bin/pytest -q -m "not lab" $(PYTEST_ARGS)
+
+e2e: venv
+	$(VENV)/bin/pytest -q -m lab $(PYTEST_ARGS)
+
+demo: venv
+	$(VENV)/bin/autonet demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,101 @@
+"""A lab for end-to-end tests, driven through the `autonet` command line.
+
+Neutron-style helpers: `cli()` runs the real CLI in a subprocess, `exec_in()` runs a
+command inside an instance, `assert_no_connection()` checks that a connection fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from autonet.cli import lab as labs
+from autonet.dataplane import netns
+from autonet.model import naming
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+class Lab:
+    def __init__(self, hosts: int = 1, underlay: str = "ipv4") -> None:
+        self.name = "t" + uuid.uuid4().hex[:8]
+        self.hosts = hosts
+        self.underlay = underlay
+
+    def __enter__(self) -> Lab:
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def up(self) -> None:
+        result = self.cli("lab", "up", "--name", self.name, "--hosts", str(self.hosts), "--underlay", self.underlay)
+        assert result.code == 0, result.err
+
+    def down(self) -> None:
+        labs.down(self.name)
+
+    @property
+    def info(self) -> labs.LabInfo:
+        info = labs.LabInfo.load(self.name)
+        assert info is not None
+        return info
+
+    def cli(self, *args: str, stdin: str | None = None, timeout: float = 180) -> Result:
+        env = {**os.environ, "AUTONET_LAB": self.name}
+        proc = subprocess.run(
+            [sys.executable, "-m", "autonet.cli.main", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def ok(self, *args: str, stdin: str | None = None, timeout: float = 180) -> str:
+        result = self.cli(*args, stdin=stdin, timeout=timeout)
+        assert result.code == 0, f"autonet {' '.join(args)} failed ({result.code}): {result.err.strip()}"
+        return result.out
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ok(*args, "-o", "json"))
+
+    def apply(self, manifest: str, wait: bool = True, timeout: float = 120) -> str:
+        args = ["apply", "-f", "-"] + (["--wait", "--timeout", str(timeout)] if wait else [])
+        return self.ok(*args, stdin=manifest, timeout=timeout + 30)
+
+    def instances(self, automaton: str | None = None) -> list[dict[str, Any]]:
+        found = self.json("get", "instances")
+        return [i for i in found if automaton is None or i["spec"]["automaton"] == automaton]
+
+    def exec_in(self, instance: str, *command: str, user: str = "") -> Result:
+        extra = ["--user", user] if user else []
+        return self.cli("exec", *extra, instance, "--", *command, timeout=60)
+
+    def http_get(self, instance: str, url: str) -> Result:
+        return self.exec_in(instance, "python3", "-m", "autonet.examples.http_get", url, "--timeout", "3")
+
+    def assert_no_connection(self, instance: str, url: str) -> None:
+        result = self.http_get(instance, url)
+        assert result.code != 0, f"{instance} reached {url}: {result.out!r}"
+
+    # -- the kernel's view ----------------------------------------------------------------------
+    def host_tags(self) -> list[str]:
+        return [naming.host_tag(self.name, f"h{i}") for i in range(1, self.hosts + 1)]
+
+    def kernel_netns(self) -> list[str]:
+        """Instance and router namespaces of this lab's hosts that exist in the kernel."""
+        prefixes = tuple(p for t in self.host_tags() for p in (f"ani{t}", f"anr{t}"))
+        return [n for n in netns.list_names("an") if n.startswith(prefixes)]
