@@ -40,7 +40,9 @@ class Lab:
         self.down()
 
     def up(self) -> None:
-        result = self.cli("lab", "up", "--name", self.name, "--hosts", str(self.hosts), "--underlay", self.underlay)
+        result = self.cli(
+            "lab", "up", "--name", self.name, "--hosts", str(self.hosts), "--underlay", self.underlay
+        )
         assert result.code == 0, result.err
 
     def down(self) -> None:

@@ -86,7 +86,9 @@ def test_scale_up_down_and_delete_leave_nothing_in_the_kernel(lab: Lab) -> None:
     alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
     assert not [p for p in alive if "autonet" in Path(f"/proc/{p}/cmdline").read_text()], "processes left"
     host = lab.info.netns_names()[2]
-    links = subprocess.run(["ip", "-n", host, "-o", "link"], capture_output=True, text=True, check=True).stdout
+    links = subprocess.run(
+        ["ip", "-n", host, "-o", "link"], capture_output=True, text=True, check=True
+    ).stdout
     names = sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines())
     assert names == ["eth0", "lo"], names
 
@@ -225,7 +227,9 @@ def test_agent_killed_then_restarted_reconciles_kernel_and_processes(lab: Lab) -
         time.sleep(0.3)
     assert result.out.strip() == "web-0"
     # Processes that survived the agent were adopted, not duplicated.
-    state = json.loads((lab.info.dir / "hosts" / "h1" / "instances" / f"{web0['metadata']['uid']}.json").read_text())
+    state = json.loads(
+        (lab.info.dir / "hosts" / "h1" / "instances" / f"{web0['metadata']['uid']}.json").read_text()
+    )
     assert state["pid"] != pid_before and process_start_time(state["pid"]) > 0
     lab.ok("delete", "-f", "-", "--wait", stdin=SHOP)
     assert lab.kernel_netns() == []

@@ -102,7 +102,13 @@ class Runner:
             await self._apply(obj, outcome)
             self._attempts.pop(key, None)
         except Conflict:
-            self._dirty.add(key)
+            # Lost a race: re-read and run again at once; if it keeps losing (e.g. a
+            # lease someone else holds), back off instead of spinning.
+            if key in self._attempts:
+                self.enqueue(key, self._backoff(key))
+            else:
+                self._attempts[key] = 0
+                self._dirty.add(key)
         except Retry as retry:
             await self._note_reason(obj, retry.reason)
             self.enqueue(key, retry.delay if retry.delay is not None else self._backoff(key))

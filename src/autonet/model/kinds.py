@@ -167,9 +167,13 @@ class KindInfo:
         try:
             model = self.spec_model.model_validate(spec if spec is not None else {})
         except PydanticError as exc:
-            err = exc.errors()[0]
+            errors = exc.errors()
+            # A misspelt field also shows up as a missing one: name the misspelling.
+            err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
             where = ".".join(str(part) for part in ("spec", *err["loc"]))
             message = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = "unknown field"
             raise ValidationError(f'{self.name} "{name}": {where}: {message}') from None
         return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 

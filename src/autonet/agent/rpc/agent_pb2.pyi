@@ -1,10 +1,8 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf.internal import containers as _containers
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -12,23 +10,10 @@ class BootstrapRequest(_message.Message):
     __slots__ = ("host",)
     HOST_FIELD_NUMBER: _ClassVar[int]
     host: str
-    def __init__(self, host: str | None = ...) -> None: ...
+    def __init__(self, host: _Optional[str] = ...) -> None: ...
 
 class Endpoint(_message.Message):
-    __slots__ = (
-        "instance_name",
-        "instance_uid",
-        "ipv4",
-        "ipv6",
-        "mac",
-        "mtu",
-        "netns",
-        "resolv_conf",
-        "router_ifname",
-        "router_mac",
-        "router_netns",
-        "vpc_uid",
-    )
+    __slots__ = ("instance_uid", "instance_name", "vpc_uid", "netns", "router_netns", "router_ifname", "mac", "router_mac", "ipv4", "ipv6", "mtu", "resolv_conf")
     INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_NAME_FIELD_NUMBER: _ClassVar[int]
     VPC_UID_FIELD_NUMBER: _ClassVar[int]
@@ -53,32 +38,17 @@ class Endpoint(_message.Message):
     ipv6: str
     mtu: int
     resolv_conf: str
-    def __init__(
-        self,
-        instance_uid: str | None = ...,
-        instance_name: str | None = ...,
-        vpc_uid: str | None = ...,
-        netns: str | None = ...,
-        router_netns: str | None = ...,
-        router_ifname: str | None = ...,
-        mac: str | None = ...,
-        router_mac: str | None = ...,
-        ipv4: str | None = ...,
-        ipv6: str | None = ...,
-        mtu: int | None = ...,
-        resolv_conf: str | None = ...,
-    ) -> None: ...
+    def __init__(self, instance_uid: _Optional[str] = ..., instance_name: _Optional[str] = ..., vpc_uid: _Optional[str] = ..., netns: _Optional[str] = ..., router_netns: _Optional[str] = ..., router_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., router_mac: _Optional[str] = ..., ipv4: _Optional[str] = ..., ipv6: _Optional[str] = ..., mtu: _Optional[int] = ..., resolv_conf: _Optional[str] = ...) -> None: ...
 
 class Process(_message.Message):
-    __slots__ = ("command", "env", "instance_uid", "user")
+    __slots__ = ("instance_uid", "command", "user", "env")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: str
-        def __init__(self, key: str | None = ..., value: str | None = ...) -> None: ...
-
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
@@ -87,32 +57,16 @@ class Process(_message.Message):
     command: _containers.RepeatedScalarFieldContainer[str]
     user: str
     env: _containers.ScalarMap[str, str]
-    def __init__(
-        self,
-        instance_uid: str | None = ...,
-        command: _Iterable[str] | None = ...,
-        user: str | None = ...,
-        env: _Mapping[str, str] | None = ...,
-    ) -> None: ...
+    def __init__(self, instance_uid: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., user: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class InstanceRef(_message.Message):
     __slots__ = ("instance_uid",)
     INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     instance_uid: str
-    def __init__(self, instance_uid: str | None = ...) -> None: ...
+    def __init__(self, instance_uid: _Optional[str] = ...) -> None: ...
 
 class InstanceReport(_message.Message):
-    __slots__ = (
-        "deleted",
-        "instance_name",
-        "instance_uid",
-        "last_exit",
-        "netns",
-        "pid",
-        "process",
-        "restarts",
-        "wired",
-    )
+    __slots__ = ("instance_uid", "instance_name", "netns", "wired", "process", "pid", "restarts", "last_exit", "deleted")
     INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_NAME_FIELD_NUMBER: _ClassVar[int]
     NETNS_FIELD_NUMBER: _ClassVar[int]
@@ -131,25 +85,14 @@ class InstanceReport(_message.Message):
     restarts: int
     last_exit: str
     deleted: bool
-    def __init__(
-        self,
-        instance_uid: str | None = ...,
-        instance_name: str | None = ...,
-        netns: str | None = ...,
-        wired: bool | None = ...,
-        process: str | None = ...,
-        pid: int | None = ...,
-        restarts: int | None = ...,
-        last_exit: str | None = ...,
-        deleted: bool | None = ...,
-    ) -> None: ...
+    def __init__(self, instance_uid: _Optional[str] = ..., instance_name: _Optional[str] = ..., netns: _Optional[str] = ..., wired: _Optional[bool] = ..., process: _Optional[str] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., last_exit: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class HostReport(_message.Message):
-    __slots__ = ("boot_id", "host", "instances", "routers")
+    __slots__ = ("host", "boot_id", "instances", "routers")
     HOST_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
@@ -158,24 +101,17 @@ class HostReport(_message.Message):
     boot_id: str
     instances: _containers.RepeatedCompositeFieldContainer[InstanceReport]
     routers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(
-        self,
-        host: str | None = ...,
-        boot_id: str | None = ...,
-        instances: _Iterable[InstanceReport | _Mapping] | None = ...,
-        routers: _Iterable[str] | None = ...,
-    ) -> None: ...
+    def __init__(self, host: _Optional[str] = ..., boot_id: _Optional[str] = ..., instances: _Optional[_Iterable[_Union[InstanceReport, _Mapping]]] = ..., routers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecRequest(_message.Message):
-    __slots__ = ("command", "env", "instance_uid", "stdin", "timeout", "user")
+    __slots__ = ("instance_uid", "command", "stdin", "env", "user", "timeout")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: str
-        def __init__(self, key: str | None = ..., value: str | None = ...) -> None: ...
-
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     STDIN_FIELD_NUMBER: _ClassVar[int]
@@ -188,27 +124,17 @@ class ExecRequest(_message.Message):
     env: _containers.ScalarMap[str, str]
     user: str
     timeout: float
-    def __init__(
-        self,
-        instance_uid: str | None = ...,
-        command: _Iterable[str] | None = ...,
-        stdin: bytes | None = ...,
-        env: _Mapping[str, str] | None = ...,
-        user: str | None = ...,
-        timeout: float | None = ...,
-    ) -> None: ...
+    def __init__(self, instance_uid: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., stdin: _Optional[bytes] = ..., env: _Optional[_Mapping[str, str]] = ..., user: _Optional[str] = ..., timeout: _Optional[float] = ...) -> None: ...
 
 class ExecChunk(_message.Message):
-    __slots__ = ("exit_code", "stderr", "stdout")
+    __slots__ = ("stdout", "stderr", "exit_code")
     STDOUT_FIELD_NUMBER: _ClassVar[int]
     STDERR_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     stdout: bytes
     stderr: bytes
     exit_code: int
-    def __init__(
-        self, stdout: bytes | None = ..., stderr: bytes | None = ..., exit_code: int | None = ...
-    ) -> None: ...
+    def __init__(self, stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
 class LogsRequest(_message.Message):
     __slots__ = ("instance_uid", "tail_bytes")
@@ -216,10 +142,10 @@ class LogsRequest(_message.Message):
     TAIL_BYTES_FIELD_NUMBER: _ClassVar[int]
     instance_uid: str
     tail_bytes: int
-    def __init__(self, instance_uid: str | None = ..., tail_bytes: int | None = ...) -> None: ...
+    def __init__(self, instance_uid: _Optional[str] = ..., tail_bytes: _Optional[int] = ...) -> None: ...
 
 class LogsReply(_message.Message):
     __slots__ = ("data",)
     DATA_FIELD_NUMBER: _ClassVar[int]
     data: bytes
-    def __init__(self, data: bytes | None = ...) -> None: ...
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
