@@ -28,6 +28,30 @@ from autonet.dataplane.netlink import Netlink
 log = logging.getLogger(__name__)
 
 
+TCP_LISTEN = "0A"
+
+
+def listening_ports(pid: int) -> list[str]:
+    """TCP ports in LISTEN and bound UDP ports in the network namespace of process `pid`.
+
+    /proc/PID/net/* shows the namespace of that process, so no setns is needed.
+    """
+    found: set[str] = set()
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        try:
+            with open(f"/proc/{pid}/net/{proto}") as handle:
+                next(handle)
+                for line in handle:
+                    fields = line.split()
+                    local, state = fields[1], fields[3]
+                    if proto.startswith("tcp") and state != TCP_LISTEN:
+                        continue
+                    found.add(f"{proto.rstrip('6')}/{int(local.rsplit(':', 1)[1], 16)}")
+        except (OSError, StopIteration):
+            continue
+    return sorted(found)
+
+
 class HostAgent:
     def __init__(self, host: str, tag: str, state_dir: Path) -> None:
         self.host = host
@@ -191,6 +215,7 @@ class HostAgent:
         return done
 
     def report(self) -> list[dict[str, Any]]:
+        """One row per instance, with the ports its namespace listens on (readiness)."""
         rows = []
         for record in self.table.records.values():
             proc = self.processes.get(record.uid)
@@ -204,6 +229,7 @@ class HostAgent:
                     "pid": proc.pid if proc else 0,
                     "restarts": proc.restarts if proc else 0,
                     "last_exit": proc.last_exit if proc else "",
+                    "listening": listening_ports(proc.pid) if proc and proc.pid else [],
                 }
             )
         return rows

@@ -66,7 +66,7 @@ class InstanceRef(_message.Message):
     def __init__(self, instance_uid: _Optional[str] = ...) -> None: ...
 
 class InstanceReport(_message.Message):
-    __slots__ = ("instance_uid", "instance_name", "netns", "wired", "process", "pid", "restarts", "last_exit", "deleted")
+    __slots__ = ("instance_uid", "instance_name", "netns", "wired", "process", "pid", "restarts", "last_exit", "deleted", "listening")
     INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_NAME_FIELD_NUMBER: _ClassVar[int]
     NETNS_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class InstanceReport(_message.Message):
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     LAST_EXIT_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    LISTENING_FIELD_NUMBER: _ClassVar[int]
     instance_uid: str
     instance_name: str
     netns: str
@@ -85,7 +86,8 @@ class InstanceReport(_message.Message):
     restarts: int
     last_exit: str
     deleted: bool
-    def __init__(self, instance_uid: _Optional[str] = ..., instance_name: _Optional[str] = ..., netns: _Optional[str] = ..., wired: _Optional[bool] = ..., process: _Optional[str] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., last_exit: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...
+    listening: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, instance_uid: _Optional[str] = ..., instance_name: _Optional[str] = ..., netns: _Optional[str] = ..., wired: _Optional[bool] = ..., process: _Optional[str] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., last_exit: _Optional[str] = ..., deleted: _Optional[bool] = ..., listening: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
     __slots__ = ()

@@ -172,8 +172,13 @@ def register(api: PluginAPI) -> None:
         row = next((r for r in report.instances if r.instance_uid == inst.uid), None)
         if row is None:
             return MoveTo("Addressed", status={"reason": "the agent lost it: wiring again"})
-        if row.process == "running" and row.pid:
+        automaton, _, _ = await owner_objects(ctx, inst)
+        wanted = {f"{p['transport']}/{p['port']}" for p in automaton.spec.get("provides", [])}
+        missing = sorted(wanted - set(row.listening))
+        if row.process == "running" and row.pid and not missing:
             return Advance(status={"pid": row.pid, "restarts": row.restarts})
+        if row.process == "running" and missing:
+            raise Retry(f"process running, not yet listening on {', '.join(missing)}", delay=READY_CHECK_DELAY)
         if row.process == "failed":
             raise Fail(f"process keeps failing: {row.last_exit} (see `autonet logs {inst.name}`)")
         raise Retry(
