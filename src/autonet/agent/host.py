@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from typing import Any
 from autonet.agent.state import InstanceRecord, InstanceTable
 from autonet.agent.supervisor import Spec, Supervised, process_start_time
 from autonet.dataplane import endpoint as ep
-from autonet.dataplane import netns
+from autonet.dataplane import netns, overlay
 from autonet.dataplane.netlink import Netlink
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,9 @@ class HostAgent:
     def resolv_path(self, uid: str) -> Path:
         return self.state_dir / "resolv" / f"{uid}.conf"
 
+    def overlay_path(self, router_netns: str) -> Path:
+        return self.state_dir / "overlay" / f"{router_netns}.json"
+
     def owns_netns(self, name: str) -> bool:
         return name.startswith((f"ani{self.tag}", f"anr{self.tag}"))
 
@@ -110,6 +114,34 @@ class HostAgent:
         async with self._router_locks[record.router_netns]:
             await ep.ensure_router(self.nl, record.router_netns)
             await ep.ensure_endpoint(self.nl, self._endpoint_spec(record))
+
+    # -- overlay ---------------------------------------------------------------------------
+    async def sync_peers(self, router_netns: str, desired: dict[str, Any]) -> tuple[bool, int, int]:
+        """Apply a VPC's overlay (`desired` as in the SyncPeers request); remembered on disk."""
+        if not self.owns_netns(router_netns):
+            raise ValueError(f"router {router_netns!r} does not carry this host's tag {self.tag!r}")
+        async with self._router_locks[router_netns]:
+            if router_netns not in self.table.routers() or not netns.exists(router_netns):
+                return False, 0, 0
+            path = self.overlay_path(router_netns)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(desired))
+            os.replace(tmp, path)
+            added, removed = await self._apply_overlay(router_netns, desired)
+            return True, added, removed
+
+    async def _apply_overlay(self, router_netns: str, desired: dict[str, Any]) -> tuple[int, int]:
+        def vtep(data: dict[str, Any]) -> overlay.Vtep:
+            return overlay.Vtep(data["underlay"], data["mac"], data["ipv4"], data["ipv6"])
+
+        spec = overlay.VxlanSpec(
+            desired["vxlan_ifname"], int(desired["vni"]), vtep(desired["local"]), int(desired["mtu"])
+        )
+        peers = [
+            overlay.Peer(vtep(p["vtep"]), list(p.get("addresses", []))) for p in desired.get("peers", [])
+        ]
+        return await overlay.sync_vpc(self.nl, router_netns, spec, peers)
 
     # -- processes -------------------------------------------------------------------------
     async def ensure_process(self, uid: str, process: dict[str, Any]) -> Supervised:
@@ -172,6 +204,7 @@ class HostAgent:
                 self.table.remove(uid)
                 if record.router_netns not in self.table.routers():
                     await ep.delete_router(self.nl, record.router_netns)
+                    self.overlay_path(record.router_netns).unlink(missing_ok=True)
             self.resolv_path(uid).unlink(missing_ok=True)
         self._instance_locks.pop(uid, None)
         return record
@@ -208,6 +241,10 @@ class HostAgent:
         for record in list(self.table.records.values()):
             await self._wire(record)
             done["repaired"] += 1
+        for router in self.table.routers():
+            path = self.overlay_path(router)
+            if path.exists():
+                await self._apply_overlay(router, json.loads(path.read_text()))
             if record.process is not None and record.uid not in self.processes:
                 alive = record.pid and process_start_time(record.pid) == record.pid_start != 0
                 self._supervise(record, adopt=bool(alive))

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 import httpx
+from google.protobuf.json_format import MessageToDict
 
 from autonet.agent.host import HostAgent
 from autonet.agent.plugins import AgentPluginAPI
@@ -92,6 +93,16 @@ class AgentServicer(pb_grpc.AgentServicer):
         except KeyError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0]))
         return self._row(request.instance_uid)
+
+    async def SyncPeers(self, request: pb.VpcPeers, context: Any) -> pb.SyncReport:
+        desired = MessageToDict(request, preserving_proto_field_name=True)
+        desired.setdefault("peers", [])
+        try:
+            present, added, removed = await self.agent.sync_peers(request.router_netns, desired)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise
+        return pb.SyncReport(present=present, added=added, removed=removed)
 
     async def DeleteInstance(self, request: pb.InstanceRef, context: Any) -> pb.InstanceReport:
         await self.agent.delete_instance(request.instance_uid)

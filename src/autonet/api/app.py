@@ -23,7 +23,7 @@ from autonet.control.outcomes import Fail, Retry
 from autonet.control.registry import PluginAPI
 from autonet.model import manifest
 from autonet.model.errors import ValidationError
-from autonet.model.kinds import INIT, TERMINATING, KindInfo
+from autonet.model.kinds import INIT, LOST, TERMINATING, KindInfo
 from autonet.model.objects import Object, now
 from autonet.store import Conflict, Put
 
@@ -317,8 +317,9 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
             if host is None:
                 raise ApiError(404, f'Host "{name}" is not registered')
             changes: dict[str, Any] = {"last_seen": now()}
-            if host.status.get("boot_id") != body.boot_id:
-                changes.update(state=INIT, boot_id=body.boot_id)
+            if host.status.get("boot_id") != body.boot_id or host.state == LOST:
+                # A restarted agent, or one back from silence: bootstrap and resync it.
+                changes.update(state=INIT, boot_id=body.boot_id, reason="")
             updated = host.with_status(**changes)
             try:
                 await ctx.store.commit([Put("Host", name, updated.to_data(), host.metadata.revision)])

@@ -30,7 +30,9 @@ def say(text: str) -> None:
 
 def exec_in(c: Client, instance: str, *command: str) -> tuple[int, str]:
     out, code = b"", 1
-    for line in c.stream("POST", f"/instances/{instance}/exec", json={"command": list(command), "timeout": 10}):
+    for line in c.stream(
+        "POST", f"/instances/{instance}/exec", json={"command": list(command), "timeout": 10}
+    ):
         if "stdout" in line:
             out += base64.b64decode(line["stdout"])
         elif "exit" in line:
@@ -43,7 +45,11 @@ def wait_provisioned(c: Client, automatons: dict[str, int], timeout: float = 60)
     while time.monotonic() < deadline:
         instances = c.objects("instances")
         ready = all(
-            sum(1 for i in instances if i["spec"]["automaton"] == a and i["status"].get("state") == "Provisioned")
+            sum(
+                1
+                for i in instances
+                if i["spec"]["automaton"] == a and i["status"].get("state") == "Provisioned"
+            )
             == n
             and sum(1 for i in instances if i["spec"]["automaton"] == a) == n
             for a, n in automatons.items()
@@ -75,7 +81,9 @@ def run(keep: bool) -> None:
         print("\n".join("    " + line for line in output.table("Instance", instances).splitlines()))
 
         say("from client-0, HTTP to every web instance over IPv4 and IPv6 (each answers with its name)")
-        for inst in sorted((i for i in instances if i["spec"]["automaton"] == "web"), key=lambda i: i["name"]):
+        for inst in sorted(
+            (i for i in instances if i["spec"]["automaton"] == "web"), key=lambda i: i["name"]
+        ):
             for address in (inst["status"]["ipv4"], f"[{inst['status']['ipv6']}]"):
                 url = f"http://{address}:8080/"
                 code, body = exec_in(c, "client-0", "python3", "-m", "autonet.examples.http_get", url)
@@ -91,7 +99,9 @@ def run(keep: bool) -> None:
             print(f"    web has {replicas} instance(s) ({time.monotonic() - started:.2f}s)")
 
         say("delete everything; then look at the kernel, not the store")
-        c.request("POST", "/delete", json={"documents": [{"kind": d["kind"], "name": d["name"]} for d in docs]})
+        c.request(
+            "POST", "/delete", json={"documents": [{"kind": d["kind"], "name": d["name"]} for d in docs]}
+        )
         deadline = time.monotonic() + 60
         while c.objects("instances") or c.objects("vpcs"):
             if time.monotonic() > deadline:
@@ -104,7 +114,9 @@ def run(keep: bool) -> None:
             raise CliError(f"demo: namespaces left behind: {', '.join(left)}")
     finally:
         if keep:
-            say(f"lab {LAB} kept: try `autonet --lab {LAB} get hosts`; `autonet lab down --name {LAB}` ends it")
+            say(
+                f"lab {LAB} kept: try `autonet --lab {LAB} get hosts`; `autonet lab down --name {LAB}` ends it"
+            )
         else:
             say("lab down")
             labs.down(LAB)

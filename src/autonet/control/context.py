@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from autonet.control.agents import AgentClient, AgentClients
 from autonet.control.outcomes import Retry
@@ -20,6 +21,7 @@ class Context:
     kinds: KindRegistry
     agents: AgentClients = field(default_factory=AgentClients)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("autonet.control"))
+    extras: dict[str, Any] = field(default_factory=dict)  # per-controller singletons of operators
     _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
 
     def lock(self, key: str) -> asyncio.Lock:

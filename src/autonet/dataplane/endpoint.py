@@ -30,6 +30,7 @@ from autonet.dataplane.netlink import (
 GATEWAY_V4 = "169.254.1.1"
 GATEWAY_V6 = "fe80::1"
 INSTANCE_IFNAME = "eth0"
+VETH_PREFIX = "anv"
 IFA_F_NODAD = 0x02
 NUD_PERMANENT = 0x80
 RT_SCOPE_LINK = 253
@@ -169,7 +170,7 @@ async def router_links(nl: Netlink, router_netns: str) -> list[str]:
     names = []
     async for link in await router.get_links():
         name = str(link.get_attr("IFLA_IFNAME"))
-        if name.startswith("an"):
+        if name.startswith(VETH_PREFIX):
             names.append(name)
     return names
 

@@ -1,5 +1,8 @@
 """A TCP and UDP echo server (dual-stack): sends back whatever it receives.
 
+Every TCP connection and UDP datagram is logged (`tcp from ADDR`), so a test can tell
+whether a listener saw anything.
+
 python3 -m autonet.examples.echo --port 7000 [--tcp-only | --udp-only]
 """
 
@@ -11,8 +14,14 @@ import socketserver
 import threading
 
 
+def peer(address: str) -> str:
+    """IPv4 peers of a dual-stack socket show as ::ffff:a.b.c.d; print them plainly."""
+    return address.removeprefix("::ffff:")
+
+
 class TcpEcho(socketserver.BaseRequestHandler):
     def handle(self) -> None:
+        print(f"tcp from {peer(self.client_address[0])}", flush=True)
         while data := self.request.recv(65536):
             self.request.sendall(data)
 
@@ -20,6 +29,7 @@ class TcpEcho(socketserver.BaseRequestHandler):
 class UdpEcho(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         data, sock = self.request
+        print(f"udp from {peer(self.client_address[0])}", flush=True)
         sock.sendto(data, self.client_address)
 
 

@@ -51,6 +51,20 @@ def mac_for(uid: str) -> str:
     return ":".join(f"{byte:02x}" for byte in raw)
 
 
+def vtep_addresses(host_index: int) -> tuple[str, str]:
+    """The VXLAN-side addresses of a host's VPC routers (the same in every VPC).
+
+    Routes to remote instances go `via` these, `onlink`; they never leave the overlay.
+    """
+    if not 0 <= host_index < 4096:
+        raise ValueError(f"host index {host_index} outside 0..4095")
+    return f"169.254.{16 + host_index // 256}.{host_index % 256}", f"fe80::a:{host_index:x}"
+
+
+def vtep_mac(host_uid: str, vpc_uid: str) -> str:
+    return mac_for(f"vtep:{host_uid}:{vpc_uid}")
+
+
 VNI_MIN = 4096
 VNI_MAX = 16_777_215
 

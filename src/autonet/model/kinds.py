@@ -27,6 +27,8 @@ FAILED = "Failed"
 TERMINATING = "Terminating"
 DELETED = "Deleted"
 READY = "Ready"
+CONNECTED = "Connected"
+LOST = "Lost"
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 NAME_MAX = 40
@@ -229,7 +231,7 @@ def builtin_kinds() -> list[KindInfo]:
         return [Stage(state) for state in states]
 
     return [
-        KindInfo("Host", "hosts", HostSpec, simple(INIT, READY), done={READY}, user_managed=False),
+        KindInfo("Host", "hosts", HostSpec, simple(INIT, CONNECTED, READY), done={READY}, user_managed=False),
         KindInfo("Vpc", "vpcs", VpcSpec, simple(INIT, PROVISIONED), immutable=("cidrs", "vni")),
         KindInfo("Network", "networks", NetworkSpec, simple(INIT, PROVISIONED), immutable=("vpc", "cidrs")),
         KindInfo(

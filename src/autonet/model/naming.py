@@ -3,6 +3,7 @@
     ani<host tag:4><instance:8>   instance network namespace
     anr<host tag:4><vpc:8>        VPC router namespace on a host
     anv<instance:8>               router-side veth of an instance
+    anx<vpc:8>                    the VPC's VXLAN device in a router namespace
     anl<lab:5><role>              lab namespaces (underlay, control, hosts)
 
 The host tag makes every namespace name unique across the hosts of one machine (lab
@@ -44,6 +45,11 @@ def router_netns(tag: str, vpc_uid: str) -> str:
 
 def router_ifname(instance_uid: str) -> str:
     return _fit(f"{PREFIX}v{digest(instance_uid, 8)}")
+
+
+def vxlan_ifname(vpc_uid: str) -> str:
+    """The VPC's VXLAN device (created from the host namespace, living in the router's)."""
+    return _fit(f"{PREFIX}x{digest(vpc_uid, 8)}")
 
 
 def instance_netns_prefix(tag: str) -> str:

@@ -89,6 +89,56 @@ class InstanceReport(_message.Message):
     listening: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, instance_uid: _Optional[str] = ..., instance_name: _Optional[str] = ..., netns: _Optional[str] = ..., wired: _Optional[bool] = ..., process: _Optional[str] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., last_exit: _Optional[str] = ..., deleted: _Optional[bool] = ..., listening: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class Vtep(_message.Message):
+    __slots__ = ("underlay", "mac", "ipv4", "ipv6")
+    UNDERLAY_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    IPV4_FIELD_NUMBER: _ClassVar[int]
+    IPV6_FIELD_NUMBER: _ClassVar[int]
+    underlay: str
+    mac: str
+    ipv4: str
+    ipv6: str
+    def __init__(self, underlay: _Optional[str] = ..., mac: _Optional[str] = ..., ipv4: _Optional[str] = ..., ipv6: _Optional[str] = ...) -> None: ...
+
+class Peer(_message.Message):
+    __slots__ = ("host", "vtep", "addresses")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VTEP_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vtep: Vtep
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, host: _Optional[str] = ..., vtep: _Optional[_Union[Vtep, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VpcPeers(_message.Message):
+    __slots__ = ("vpc_uid", "router_netns", "vxlan_ifname", "vni", "local", "mtu", "peers")
+    VPC_UID_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_NETNS_FIELD_NUMBER: _ClassVar[int]
+    VXLAN_IFNAME_FIELD_NUMBER: _ClassVar[int]
+    VNI_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    vpc_uid: str
+    router_netns: str
+    vxlan_ifname: str
+    vni: int
+    local: Vtep
+    mtu: int
+    peers: _containers.RepeatedCompositeFieldContainer[Peer]
+    def __init__(self, vpc_uid: _Optional[str] = ..., router_netns: _Optional[str] = ..., vxlan_ifname: _Optional[str] = ..., vni: _Optional[int] = ..., local: _Optional[_Union[Vtep, _Mapping]] = ..., mtu: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ...) -> None: ...
+
+class SyncReport(_message.Message):
+    __slots__ = ("present", "added", "removed")
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    present: bool
+    added: int
+    removed: int
+    def __init__(self, present: _Optional[bool] = ..., added: _Optional[int] = ..., removed: _Optional[int] = ...) -> None: ...
+
 class ReportRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -54,6 +54,11 @@ class AgentStub:
                 request_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceRef.SerializeToString,
                 response_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceReport.FromString,
                 _registered_method=True)
+        self.SyncPeers = channel.unary_unary(
+                '/autonet.agent.v1.Agent/SyncPeers',
+                request_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.VpcPeers.SerializeToString,
+                response_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.SyncReport.FromString,
+                _registered_method=True)
         self.Report = channel.unary_unary(
                 '/autonet.agent.v1.Agent/Report',
                 request_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.ReportRequest.SerializeToString,
@@ -102,6 +107,13 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SyncPeers(self, request, context):
+        """Make a VPC router's VXLAN overlay match the VPC's remote hosts and instances.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Report(self, request, context):
         """What the agent holds: instances, processes, routers.
         """
@@ -145,6 +157,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.DeleteInstance,
                     request_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceRef.FromString,
                     response_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceReport.SerializeToString,
+            ),
+            'SyncPeers': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncPeers,
+                    request_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.VpcPeers.FromString,
+                    response_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.SyncReport.SerializeToString,
             ),
             'Report': grpc.unary_unary_rpc_method_handler(
                     servicer.Report,
@@ -270,6 +287,33 @@ class Agent:
             '/autonet.agent.v1.Agent/DeleteInstance',
             autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceRef.SerializeToString,
             autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncPeers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/autonet.agent.v1.Agent/SyncPeers',
+            autonet_dot_agent_dot_rpc_dot_agent__pb2.VpcPeers.SerializeToString,
+            autonet_dot_agent_dot_rpc_dot_agent__pb2.SyncReport.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,29 +1,54 @@
-"""Host operator: bootstrap a registered host's agent and resynchronise its instances.
+"""Host operator: bootstrap a registered host, resync its overlays, notice when it is lost.
 
-Agents register themselves through the API (Host `Init`). Bootstrapping asks the agent
-what it holds; instances the store places on this host but the agent has lost (a
-wiped state directory) are sent back to `Addressed`, so the pipeline wires them again.
+    Init -> Connected -> Ready   (-> Lost when heartbeats stop; a heartbeat brings it back)
+
+Agents register themselves through the API (Host `Init`). `Init` leases the host an
+index (its VTEP addresses and flow-ID space derive from it) and asks the agent what it
+holds; instances the store places on this host but the agent has lost (a wiped state
+directory) are sent back to `Addressed`, so the pipeline wires them again. `Connected`
+resends the overlay of every VPC the host has instances of, then the host is `Ready`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.control.outcomes import Advance, Outcome
+from autonet.control.overlay import WIRED_STATES, OverlaySyncer
 from autonet.control.registry import PluginAPI
+from autonet.model.flowid import MAX_HOSTS
+from autonet.model.kinds import CONNECTED, INIT, LOST, READY
 from autonet.model.objects import Object
-from autonet.store import Put
+from autonet.store import Conflict, Op, Put
 
-WIRED_STATES = {"Wired", "Routed", "Running", "Provisioned"}
+LEASE = "Lease"
+LOST_AFTER = 10.0  # seconds without a heartbeat
+CHECK_EVERY = 2.0
 
 
 def register(api: PluginAPI) -> None:
-    @api.operator("Host", "Init")
+    @api.operator("Host", INIT)
     async def bootstrap(host: Object, ctx: Context) -> Outcome:
+        ops: list[Op] = []
+        index = host.status.get("index")
+        if index is None:
+            async with ctx.lock("host-index"):
+                leases = await ctx.list(LEASE, prefix="host/")
+                mine = [lease for lease in leases if lease.spec["owner"] == host.uid]
+                if mine:
+                    index = mine[0].spec["index"]
+                else:
+                    taken = {lease.spec["index"] for lease in leases}
+                    index = next(i for i in range(MAX_HOSTS) if i not in taken)
+                    lease = Object(kind=LEASE, name=f"host/{index}", spec={"index": index, "owner": host.uid})
+                    ops.append(Put(LEASE, lease.name, lease.to_data(), 0))
         agent = await ctx.agent_for(host.name)
         report = await agent.call("Bootstrap", pb.BootstrapRequest(host=host.name))
         known = {row.instance_uid for row in report.instances}
-        lost = []
         for inst in await ctx.list("Instance"):
             if (
                 inst.status.get("host") == host.name
@@ -32,5 +57,32 @@ def register(api: PluginAPI) -> None:
                 and not inst.metadata.deleting
             ):
                 redo = inst.with_status(state="Addressed", reason="re-wiring: the agent lost it")
-                lost.append(Put(inst.kind, inst.name, redo.to_data(), inst.metadata.revision))
-        return Advance(status={"boot_id": report.boot_id, "resynced": len(lost)}, also=lost)
+                ops.append(Put(inst.kind, inst.name, redo.to_data(), inst.metadata.revision))
+        return Advance(status={"boot_id": report.boot_id, "index": index}, also=ops)
+
+    @api.operator("Host", CONNECTED)
+    async def resync(host: Object, ctx: Context) -> Outcome:
+        vpcs = {
+            i.status["vpc"]
+            for i in await ctx.list("Instance")
+            if i.status.get("host") == host.name and i.status.get("vpc")
+        }
+        syncer = OverlaySyncer.of(ctx)
+        await asyncio.gather(*(syncer.sync(vpc) for vpc in sorted(vpcs)))
+        return Advance()
+
+    async def watch_heartbeats(ctx: Context) -> None:
+        while True:
+            await asyncio.sleep(CHECK_EVERY)
+            now = datetime.now(UTC)
+            for host in await ctx.list("Host"):
+                seen = host.status.get("last_seen")
+                if host.state != READY or not seen:
+                    continue
+                silent = (now - datetime.fromisoformat(seen)).total_seconds()
+                if silent > LOST_AFTER:
+                    lost = host.with_status(state=LOST, reason=f"no heartbeat for {silent:.0f}s")
+                    with contextlib.suppress(Conflict):
+                        await ctx.store.put(host.kind, host.name, lost.to_data(), host.metadata.revision)
+
+    api.run_in_background(watch_heartbeats)

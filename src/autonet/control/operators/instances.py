@@ -16,6 +16,7 @@ from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.control.operators.automatons import process_hash
 from autonet.control.outcomes import Advance, Fail, MoveTo, Outcome, Remove, Retry, Stay
+from autonet.control.overlay import OverlaySyncer, overlay_mtu
 from autonet.control.placement import choose_host
 from autonet.control.registry import PluginAPI
 from autonet.model import naming
@@ -26,7 +27,6 @@ from autonet.model.objects import Object
 from autonet.store import Delete, Op, Put
 
 LEASE = "Lease"
-VXLAN_OVERHEAD = {4: 50, 6: 70}
 READY_CHECK_DELAY = 0.2
 
 
@@ -102,7 +102,6 @@ def register(api: PluginAPI) -> None:
                     ops.append(Put(LEASE, lease.name, lease.to_data(), 0))
                 status[f"ipv{version}"] = address
             tag = host.spec["tag"]
-            underlay_version = ipaddress.ip_address(host.spec["underlay"]).version
             status.update(
                 network=network.name,
                 vpc=vpc.name,
@@ -112,7 +111,7 @@ def register(api: PluginAPI) -> None:
                 router_ifname=naming.router_ifname(inst.uid),
                 mac=mac_for(inst.uid),
                 router_mac=mac_for("gw:" + inst.uid),
-                mtu=int(host.status.get("mtu", 1500)) - VXLAN_OVERHEAD[underlay_version],
+                mtu=overlay_mtu(host),
             )
             return Advance(status=status, also=ops)
 
@@ -141,8 +140,8 @@ def register(api: PluginAPI) -> None:
 
     @api.operator("Instance", "Wired")
     async def route(inst: Object, ctx: Context) -> Outcome:
-        # Single-host routes are made with the endpoint; remote hosts learn of the
-        # instance here (multi-host overlay).
+        """The network operator: every host of the VPC learns where the instance is."""
+        await OverlaySyncer.of(ctx).sync(inst.status["vpc"])
         return Advance()
 
     @api.operator("Instance", "Routed")
@@ -178,7 +177,9 @@ def register(api: PluginAPI) -> None:
         if row.process == "running" and row.pid and not missing:
             return Advance(status={"pid": row.pid, "restarts": row.restarts})
         if row.process == "running" and missing:
-            raise Retry(f"process running, not yet listening on {', '.join(missing)}", delay=READY_CHECK_DELAY)
+            raise Retry(
+                f"process running, not yet listening on {', '.join(missing)}", delay=READY_CHECK_DELAY
+            )
         if row.process == "failed":
             raise Fail(f"process keeps failing: {row.last_exit} (see `autonet logs {inst.name}`)")
         raise Retry(
@@ -188,6 +189,8 @@ def register(api: PluginAPI) -> None:
     @api.operator("Instance", TERMINATING)
     async def tear_down(inst: Object, ctx: Context) -> Outcome:
         host = inst.status.get("host")
+        if inst.status.get("vpc"):  # first the other hosts forget it, then it goes
+            await OverlaySyncer.of(ctx).sync(inst.status["vpc"])
         if host and inst.status.get("netns"):
             agent = await ctx.agent_for(host)
             await agent.call("DeleteInstance", pb.InstanceRef(instance_uid=inst.uid))
