@@ -45,7 +45,15 @@ spec:
 ---
 kind: Automaton
 name: cli
-spec: {network: red-b, command: [sleep, infinity], replicas: 1}
+spec: {network: red-b, command: [sleep, infinity], replicas: 1, consumes: [echo, echo-udp, bulk]}
+---
+kind: Composition
+name: red-app
+spec:
+  links:
+    - {from: cli, to: srv, protocol: echo}
+    - {from: cli, to: srv, protocol: echo-udp}
+    - {from: cli, to: sink, protocol: bulk}
 """
 
 # Same CIDRs as red: overlapping tenants.
@@ -68,7 +76,12 @@ spec:
 ---
 kind: Automaton
 name: gcli
-spec: {network: green-a, command: [sleep, infinity]}
+spec: {network: green-a, command: [sleep, infinity], consumes: [http]}
+---
+kind: Composition
+name: green-app
+spec:
+  links: [{from: gcli, to: gweb, protocol: http}]
 """
 
 

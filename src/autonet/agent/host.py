@@ -25,6 +25,7 @@ from autonet.agent.supervisor import Spec, Supervised, process_start_time
 from autonet.dataplane import endpoint as ep
 from autonet.dataplane import netns, overlay
 from autonet.dataplane.netlink import Netlink
+from autonet.dataplane.policy import Allow, RouterPolicy
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class HostAgent:
         self.table = InstanceTable(state_dir)
         self.nl = Netlink()
         self.processes: dict[str, Supervised] = {}
+        self.policies: dict[str, RouterPolicy] = {}
         self._router_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._instance_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -113,11 +115,18 @@ class HostAgent:
         os.chmod(resolv, 0o644)
         async with self._router_locks[record.router_netns]:
             await ep.ensure_router(self.nl, record.router_netns)
+            policy = self._policy(record.router_netns)
+            if policy.applied is None:  # fail closed: deny until the control plane says more
+                saved = self.overlay_path(record.router_netns)
+                if saved.exists():
+                    await self._apply_vpc(record.router_netns, json.loads(saved.read_text()))
+                else:
+                    policy.sync(set())
             await ep.ensure_endpoint(self.nl, self._endpoint_spec(record))
 
     # -- overlay ---------------------------------------------------------------------------
-    async def sync_peers(self, router_netns: str, desired: dict[str, Any]) -> tuple[bool, int, int]:
-        """Apply a VPC's overlay (`desired` as in the SyncPeers request); remembered on disk."""
+    async def sync_vpc(self, router_netns: str, desired: dict[str, Any]) -> tuple[bool, int, int]:
+        """Apply a VPC's overlay and policy (`desired` as in SyncVpc); remembered on disk."""
         if not self.owns_netns(router_netns):
             raise ValueError(f"router {router_netns!r} does not carry this host's tag {self.tag!r}")
         async with self._router_locks[router_netns]:
@@ -128,8 +137,23 @@ class HostAgent:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(desired))
             os.replace(tmp, path)
-            added, removed = await self._apply_overlay(router_netns, desired)
+            added, removed = await self._apply_vpc(router_netns, desired)
             return True, added, removed
+
+    def _policy(self, router_netns: str) -> RouterPolicy:
+        policy = self.policies.get(router_netns)
+        if policy is None:
+            policy = self.policies[router_netns] = RouterPolicy(router_netns)
+        return policy
+
+    async def _apply_vpc(self, router_netns: str, desired: dict[str, Any]) -> tuple[int, int]:
+        rules = {
+            Allow(r["source"], r["destination"], r["transport"], int(r["port"]))
+            for r in desired.get("rules", [])
+        }
+        policy_added, policy_removed = self._policy(router_netns).sync(rules)
+        added, removed = await self._apply_overlay(router_netns, desired)
+        return added + policy_added, removed + policy_removed
 
     async def _apply_overlay(self, router_netns: str, desired: dict[str, Any]) -> tuple[int, int]:
         def vtep(data: dict[str, Any]) -> overlay.Vtep:
@@ -203,6 +227,9 @@ class HostAgent:
                 )
                 self.table.remove(uid)
                 if record.router_netns not in self.table.routers():
+                    policy = self.policies.pop(record.router_netns, None)
+                    if policy is not None:
+                        policy.close()
                     await ep.delete_router(self.nl, record.router_netns)
                     self.overlay_path(record.router_netns).unlink(missing_ok=True)
             self.resolv_path(uid).unlink(missing_ok=True)
@@ -241,10 +268,7 @@ class HostAgent:
         for record in list(self.table.records.values()):
             await self._wire(record)
             done["repaired"] += 1
-        for router in self.table.routers():
-            path = self.overlay_path(router)
-            if path.exists():
-                await self._apply_overlay(router, json.loads(path.read_text()))
+
             if record.process is not None and record.uid not in self.processes:
                 alive = record.pid and process_start_time(record.pid) == record.pid_start != 0
                 self._supervise(record, adopt=bool(alive))

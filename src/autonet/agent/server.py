@@ -94,11 +94,12 @@ class AgentServicer(pb_grpc.AgentServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0]))
         return self._row(request.instance_uid)
 
-    async def SyncPeers(self, request: pb.VpcPeers, context: Any) -> pb.SyncReport:
+    async def SyncVpc(self, request: pb.VpcState, context: Any) -> pb.SyncReport:
         desired = MessageToDict(request, preserving_proto_field_name=True)
         desired.setdefault("peers", [])
+        desired.setdefault("rules", [])
         try:
-            present, added, removed = await self.agent.sync_peers(request.router_netns, desired)
+            present, added, removed = await self.agent.sync_vpc(request.router_netns, desired)
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise

@@ -21,7 +21,7 @@ from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.control.outcomes import Fail, Retry
 from autonet.control.registry import PluginAPI
-from autonet.model import manifest
+from autonet.model import manifest, policy
 from autonet.model.errors import ValidationError
 from autonet.model.kinds import INIT, LOST, TERMINATING, KindInfo
 from autonet.model.objects import Object, now
@@ -209,6 +209,25 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
         if obj is None:
             raise ApiError(404, f'{info.name} "{name}" not found')
         return (await decorate([obj]))[0]
+
+    async def automaton_index() -> dict[str, Object]:
+        return {a.name: a for a in await ctx.list("Automaton") if not a.metadata.deleting}
+
+    @app.get(API + "/policy/check")
+    async def policy_check(
+        source: str, target: str, port: int | None = None, transport: str | None = None
+    ) -> dict[str, Any]:
+        allowed, reason = policy.check(
+            source, target, await ctx.list("Composition"), await automaton_index(), port, transport
+        )
+        return {"from": source, "to": target, "port": port, "allowed": allowed, "reason": reason}
+
+    @app.get(API + "/compositions/{name}/matrix")
+    async def composition_matrix(name: str) -> list[dict[str, Any]]:
+        composition = await ctx.get("Composition", name)
+        if composition is None:
+            raise ApiError(404, f'Composition "{name}" not found')
+        return [vars(o) for o in policy.openings([composition], await automaton_index())]
 
     @app.get(f"{API}/watch")
     async def watch(revision: int = 0, kind: str | None = None) -> StreamingResponse:

@@ -204,7 +204,17 @@ def describe(kind: str, name: str) -> None:
         related["Automaton"] = [a for a in c.objects("automatons") if a["spec"]["network"] == name]
     elif obj["kind"] == "Vpc":
         related["Network"] = [n for n in c.objects("networks") if n["spec"]["vpc"] == name]
-    typer.echo(output.describe(obj, related))
+    text = output.describe(obj, related)
+    if obj["kind"] == "Composition":
+        matrix = c.request("GET", f"/compositions/{name}/matrix")
+        rows = [
+            f"  {m['source']} -> {m['target']}  {m['transport']}/{m['port']}  ({m['protocol']})"
+            for m in matrix
+        ]
+        text += "\nAllowed (everything else between instances is denied):\n" + (
+            "\n".join(rows) or "  (nothing)"
+        )
+    typer.echo(text)
 
 
 @app.command()
@@ -263,6 +273,29 @@ def exec_(
 def logs(instance: str, tail: Annotated[int, typer.Option("--tail", help="Last N bytes")] = 0) -> None:
     """Print the output of an instance's process."""
     typer.echo(client().request("GET", f"/instances/{instance}/logs", params={"tail": tail}), nl=False)
+
+
+# --- policy ----------------------------------------------------------------------------------
+policy_app = typer.Typer(help="Composition security: who may talk to whom.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("check")
+def policy_check(
+    source: Annotated[str, typer.Argument(metavar="FROM", help="Client automaton")],
+    target: Annotated[str, typer.Argument(metavar="TO", help="Server automaton")],
+    port: Annotated[int | None, typer.Option("--port", help="Destination port")] = None,
+    transport: Annotated[str | None, typer.Option("--transport", help="tcp or udp")] = None,
+) -> None:
+    """Say whether FROM's instances may open connections to TO's, and why. Exit 1 if not."""
+    params: dict[str, Any] = {"source": source, "target": target}
+    if port is not None:
+        params["port"] = port
+    if transport is not None:
+        params["transport"] = transport
+    verdict = client().request("GET", "/policy/check", params=params)
+    typer.echo(verdict["reason"])
+    raise typer.Exit(0 if verdict["allowed"] else 1)
 
 
 # --- labs ------------------------------------------------------------------------------------

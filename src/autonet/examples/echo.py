@@ -3,7 +3,7 @@
 Every TCP connection and UDP datagram is logged (`tcp from ADDR`), so a test can tell
 whether a listener saw anything.
 
-python3 -m autonet.examples.echo --port 7000 [--tcp-only | --udp-only]
+python3 -m autonet.examples.echo --port 7000 [--port 7001 ...] [--tcp-only | --udp-only]
 """
 
 from __future__ import annotations
@@ -59,20 +59,22 @@ class UdpServer(socketserver.ThreadingUDPServer):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=7000)
+    parser.add_argument("--port", type=int, action="append", help="repeatable (default 7000)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--tcp-only", action="store_true")
     group.add_argument("--udp-only", action="store_true")
     args = parser.parse_args()
+    ports = args.port or [7000]
     servers: list[socketserver.BaseServer] = []
-    if not args.udp_only:
-        servers.append(TcpServer(("::", args.port), TcpEcho))
-    if not args.tcp_only:
-        servers.append(UdpServer(("::", args.port), UdpEcho))
+    for port in ports:
+        if not args.udp_only:
+            servers.append(TcpServer(("::", port), TcpEcho))
+        if not args.tcp_only:
+            servers.append(UdpServer(("::", port), UdpEcho))
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for thread in threads:
         thread.start()
-    print(f"echo listening on port {args.port}", flush=True)
+    print(f"echo listening on port(s) {', '.join(map(str, ports))}", flush=True)
     for thread in threads:
         thread.join()
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61utonet/agent/rpc/agent.proto\x12\x10\x61utonet.agent.v1\" \n\x10\x42ootstrapRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\"\xe3\x01\n\x08\x45ndpoint\x12\x14\n\x0cinstance_uid\x18\x01 \x01(\t\x12\x15\n\rinstance_name\x18\x02 \x01(\t\x12\x0f\n\x07vpc_uid\x18\x03 \x01(\t\x12\r\n\x05netns\x18\x04 \x01(\t\x12\x14\n\x0crouter_netns\x18\x05 \x01(\t\x12\x15\n\rrouter_ifname\x18\x06 \x01(\t\x12\x0b\n\x03mac\x18\x07 \x01(\t\x12\x12\n\nrouter_mac\x18\x08 \x01(\t\x12\x0c\n\x04ipv4\x18\t \x01(\t\x12\x0c\n\x04ipv6\x18\n \x01(\t\x12\x0b\n\x03mtu\x18\x0b \x01(\r\x12\x13\n\x0bresolv_conf\x18\x0c \x01(\t\"\x9b\x01\n\x07Process\x12\x14\n\x0cinstance_uid\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12/\n\x03\x65nv\x18\x04 \x03(\x0b\x32\".autonet.agent.v1.Process.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x0bInstanceRef\x12\x14\n\x0cinstance_uid\x18\x01 \x01(\t\"\xc2\x01\n\x0eInstanceReport\x12\x14\n\x0cinstance_uid\x18\x01 \x01(\t\x12\x15\n\rinstance_name\x18\x02 \x01(\t\x12\r\n\x05netns\x18\x03 \x01(\t\x12\r\n\x05wired\x18\x04 \x01(\x08\x12\x0f\n\x07process\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\x05\x12\x10\n\x08restarts\x18\x07 \x01(\x05\x12\x11\n\tlast_exit\x18\x08 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\t \x01(\x08\x12\x11\n\tlistening\x18\n \x03(\t\"A\n\x04Vtep\x12\x10\n\x08underlay\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\x0c\n\x04ipv4\x18\x03 \x01(\t\x12\x0c\n\x04ipv6\x18\x04 \x01(\t\"M\n\x04Peer\x12\x0c\n\x04host\x18\x01 \x01(\t\x12$\n\x04vtep\x18\x02 \x01(\x0b\x32\x16.autonet.agent.v1.Vtep\x12\x11\n\taddresses\x18\x03 \x03(\t\"\xaf\x01\n\x08VpcPeers\x12\x0f\n\x07vpc_uid\x18\x01 \x01(\t\x12\x14\n\x0crouter_netns\x18\x02 \x01(\t\x12\x14\n\x0cvxlan_ifname\x18\x03 \x01(\t\x12\x0b\n\x03vni\x18\x04 \x01(\r\x12%\n\x05local\x18\x05 \x01(\x0b\x32\x16.autonet.agent.v1.Vtep\x12\x0b\n\x03mtu\x18\x06 \x01(\r\x12%\n\x05peers\x18\x07 \x03(\x0b\x32\x16.autonet.agent.v1.Peer\"=\n\nSyncReport\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\r\x12\x0f\n\x07removed\x18\x03 \x01(\r\"\x0f\n\rReportRequest\"q\n\nHostReport\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x33\n\tinstances\x18\x03 \x03(\x0b\x32 .autonet.agent.v1.InstanceReport\x12\x0f\n\x07routers\x18\x04 \x03(\t\"\xc3\x01\n\x0b\x45xecRequest\x12\x14\n\x0cinstance_uid\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\r\n\x05stdin\x18\x03 \x01(\x0c\x12\x33\n\x03\x65nv\x18\x04 \x03(\x0b\x32&.autonet.agent.v1.ExecRequest.EnvEntry\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x0f\n\x07timeout\x18\x06 \x01(\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\tExecChunk\x12\x10\n\x06stdout\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x02 \x01(\x0cH\x00\x12\x13\n\texit_code\x18\x03 \x01(\x05H\x00\x42\t\n\x07payload\"7\n\x0bLogsRequest\x12\x14\n\x0cinstance_uid\x18\x01 \x01(\t\x12\x12\n\ntail_bytes\x18\x02 \x01(\x03\"\x19\n\tLogsReply\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\xe1\x04\n\x05\x41gent\x12M\n\tBootstrap\x12\".autonet.agent.v1.BootstrapRequest\x1a\x1c.autonet.agent.v1.HostReport\x12N\n\x0e\x45nsureEndpoint\x12\x1a.autonet.agent.v1.Endpoint\x1a .autonet.agent.v1.InstanceReport\x12L\n\rEnsureProcess\x12\x19.autonet.agent.v1.Process\x1a .autonet.agent.v1.InstanceReport\x12Q\n\x0e\x44\x65leteInstance\x12\x1d.autonet.agent.v1.InstanceRef\x1a .autonet.agent.v1.InstanceReport\x12\x45\n\tSyncPeers\x12\x1a.autonet.agent.v1.VpcPeers\x1a\x1c.autonet.agent.v1.SyncReport\x12G\n\x06Report\x12\x1f.autonet.agent.v1.ReportRequest\x1a\x1c.autonet.agent.v1.HostReport\x12\x44\n\x04\x45xec\x12\x1d.autonet.agent.v1.ExecRequest\x1a\x1b.autonet.agent.v1.ExecChunk0\x01\x12\x42\n\x04Logs\x12\x1d.autonet.agent.v1.LogsRequest\x1a\x1b.autonet.agent.v1.LogsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61utonet/agent/rpc/agent.proto\x12\x10\x61utonet.agent.v1\" \n\x10\x42ootstrapRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\"\xe3\x01\n\x08\x45ndpoint\x12\x14\n\x0cinstance_uid\x18\x01 \x01(\t\x12\x15\n\rinstance_name\x18\x02 \x01(\t\x12\x0f\n\x07vpc_uid\x18\x03 \x01(\t\x12\r\n\x05netns\x18\x04 \x01(\t\x12\x14\n\x0crouter_netns\x18\x05 \x01(\t\x12\x15\n\rrouter_ifname\x18\x06 \x01(\t\x12\x0b\n\x03mac\x18\x07 \x01(\t\x12\x12\n\nrouter_mac\x18\x08 \x01(\t\x12\x0c\n\x04ipv4\x18\t \x01(\t\x12\x0c\n\x04ipv6\x18\n \x01(\t\x12\x0b\n\x03mtu\x18\x0b \x01(\r\x12\x13\n\x0bresolv_conf\x18\x0c \x01(\t\"\x9b\x01\n\x07Process\x12\x14\n\x0cinstance_uid\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12/\n\x03\x65nv\x18\x04 \x03(\x0b\x32\".autonet.agent.v1.Process.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x0bInstanceRef\x12\x14\n\x0cinstance_uid\x18\x01 \x01(\t\"\xc2\x01\n\x0eInstanceReport\x12\x14\n\x0cinstance_uid\x18\x01 \x01(\t\x12\x15\n\rinstance_name\x18\x02 \x01(\t\x12\r\n\x05netns\x18\x03 \x01(\t\x12\r\n\x05wired\x18\x04 \x01(\x08\x12\x0f\n\x07process\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\x05\x12\x10\n\x08restarts\x18\x07 \x01(\x05\x12\x11\n\tlast_exit\x18\x08 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\t \x01(\x08\x12\x11\n\tlistening\x18\n \x03(\t\"A\n\x04Vtep\x12\x10\n\x08underlay\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\x0c\n\x04ipv4\x18\x03 \x01(\t\x12\x0c\n\x04ipv6\x18\x04 \x01(\t\"M\n\x04Peer\x12\x0c\n\x04host\x18\x01 \x01(\t\x12$\n\x04vtep\x18\x02 \x01(\x0b\x32\x16.autonet.agent.v1.Vtep\x12\x11\n\taddresses\x18\x03 \x03(\t\"L\n\x04Rule\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x02 \x01(\t\x12\x11\n\ttransport\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\r\"\xd6\x01\n\x08VpcState\x12\x0f\n\x07vpc_uid\x18\x01 \x01(\t\x12\x14\n\x0crouter_netns\x18\x02 \x01(\t\x12\x14\n\x0cvxlan_ifname\x18\x03 \x01(\t\x12\x0b\n\x03vni\x18\x04 \x01(\r\x12%\n\x05local\x18\x05 \x01(\x0b\x32\x16.autonet.agent.v1.Vtep\x12\x0b\n\x03mtu\x18\x06 \x01(\r\x12%\n\x05peers\x18\x07 \x03(\x0b\x32\x16.autonet.agent.v1.Peer\x12%\n\x05rules\x18\x08 \x03(\x0b\x32\x16.autonet.agent.v1.Rule\"=\n\nSyncReport\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\r\x12\x0f\n\x07removed\x18\x03 \x01(\r\"\x0f\n\rReportRequest\"q\n\nHostReport\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x33\n\tinstances\x18\x03 \x03(\x0b\x32 .autonet.agent.v1.InstanceReport\x12\x0f\n\x07routers\x18\x04 \x03(\t\"\xc3\x01\n\x0b\x45xecRequest\x12\x14\n\x0cinstance_uid\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\r\n\x05stdin\x18\x03 \x01(\x0c\x12\x33\n\x03\x65nv\x18\x04 \x03(\x0b\x32&.autonet.agent.v1.ExecRequest.EnvEntry\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x0f\n\x07timeout\x18\x06 \x01(\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\tExecChunk\x12\x10\n\x06stdout\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x02 \x01(\x0cH\x00\x12\x13\n\texit_code\x18\x03 \x01(\x05H\x00\x42\t\n\x07payload\"7\n\x0bLogsRequest\x12\x14\n\x0cinstance_uid\x18\x01 \x01(\t\x12\x12\n\ntail_bytes\x18\x02 \x01(\x03\"\x19\n\tLogsReply\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\xdf\x04\n\x05\x41gent\x12M\n\tBootstrap\x12\".autonet.agent.v1.BootstrapRequest\x1a\x1c.autonet.agent.v1.HostReport\x12N\n\x0e\x45nsureEndpoint\x12\x1a.autonet.agent.v1.Endpoint\x1a .autonet.agent.v1.InstanceReport\x12L\n\rEnsureProcess\x12\x19.autonet.agent.v1.Process\x1a .autonet.agent.v1.InstanceReport\x12Q\n\x0e\x44\x65leteInstance\x12\x1d.autonet.agent.v1.InstanceRef\x1a .autonet.agent.v1.InstanceReport\x12\x43\n\x07SyncVpc\x12\x1a.autonet.agent.v1.VpcState\x1a\x1c.autonet.agent.v1.SyncReport\x12G\n\x06Report\x12\x1f.autonet.agent.v1.ReportRequest\x1a\x1c.autonet.agent.v1.HostReport\x12\x44\n\x04\x45xec\x12\x1d.autonet.agent.v1.ExecRequest\x1a\x1b.autonet.agent.v1.ExecChunk0\x01\x12\x42\n\x04Logs\x12\x1d.autonet.agent.v1.LogsRequest\x1a\x1b.autonet.agent.v1.LogsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,24 +51,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VTEP']._serialized_end=772
   _globals['_PEER']._serialized_start=774
   _globals['_PEER']._serialized_end=851
-  _globals['_VPCPEERS']._serialized_start=854
-  _globals['_VPCPEERS']._serialized_end=1029
-  _globals['_SYNCREPORT']._serialized_start=1031
-  _globals['_SYNCREPORT']._serialized_end=1092
-  _globals['_REPORTREQUEST']._serialized_start=1094
-  _globals['_REPORTREQUEST']._serialized_end=1109
-  _globals['_HOSTREPORT']._serialized_start=1111
-  _globals['_HOSTREPORT']._serialized_end=1224
-  _globals['_EXECREQUEST']._serialized_start=1227
-  _globals['_EXECREQUEST']._serialized_end=1422
+  _globals['_RULE']._serialized_start=853
+  _globals['_RULE']._serialized_end=929
+  _globals['_VPCSTATE']._serialized_start=932
+  _globals['_VPCSTATE']._serialized_end=1146
+  _globals['_SYNCREPORT']._serialized_start=1148
+  _globals['_SYNCREPORT']._serialized_end=1209
+  _globals['_REPORTREQUEST']._serialized_start=1211
+  _globals['_REPORTREQUEST']._serialized_end=1226
+  _globals['_HOSTREPORT']._serialized_start=1228
+  _globals['_HOSTREPORT']._serialized_end=1341
+  _globals['_EXECREQUEST']._serialized_start=1344
+  _globals['_EXECREQUEST']._serialized_end=1539
   _globals['_EXECREQUEST_ENVENTRY']._serialized_start=429
   _globals['_EXECREQUEST_ENVENTRY']._serialized_end=471
-  _globals['_EXECCHUNK']._serialized_start=1424
-  _globals['_EXECCHUNK']._serialized_end=1503
-  _globals['_LOGSREQUEST']._serialized_start=1505
-  _globals['_LOGSREQUEST']._serialized_end=1560
-  _globals['_LOGSREPLY']._serialized_start=1562
-  _globals['_LOGSREPLY']._serialized_end=1587
-  _globals['_AGENT']._serialized_start=1590
-  _globals['_AGENT']._serialized_end=2199
+  _globals['_EXECCHUNK']._serialized_start=1541
+  _globals['_EXECCHUNK']._serialized_end=1620
+  _globals['_LOGSREQUEST']._serialized_start=1622
+  _globals['_LOGSREQUEST']._serialized_end=1677
+  _globals['_LOGSREPLY']._serialized_start=1679
+  _globals['_LOGSREPLY']._serialized_end=1704
+  _globals['_AGENT']._serialized_start=1707
+  _globals['_AGENT']._serialized_end=2314
 # @@protoc_insertion_point(module_scope)

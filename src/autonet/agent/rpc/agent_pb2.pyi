@@ -111,8 +111,20 @@ class Peer(_message.Message):
     addresses: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, host: _Optional[str] = ..., vtep: _Optional[_Union[Vtep, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
-class VpcPeers(_message.Message):
-    __slots__ = ("vpc_uid", "router_netns", "vxlan_ifname", "vni", "local", "mtu", "peers")
+class Rule(_message.Message):
+    __slots__ = ("source", "destination", "transport", "port")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    destination: str
+    transport: str
+    port: int
+    def __init__(self, source: _Optional[str] = ..., destination: _Optional[str] = ..., transport: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
+
+class VpcState(_message.Message):
+    __slots__ = ("vpc_uid", "router_netns", "vxlan_ifname", "vni", "local", "mtu", "peers", "rules")
     VPC_UID_FIELD_NUMBER: _ClassVar[int]
     ROUTER_NETNS_FIELD_NUMBER: _ClassVar[int]
     VXLAN_IFNAME_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +132,7 @@ class VpcPeers(_message.Message):
     LOCAL_FIELD_NUMBER: _ClassVar[int]
     MTU_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
     vpc_uid: str
     router_netns: str
     vxlan_ifname: str
@@ -127,7 +140,8 @@ class VpcPeers(_message.Message):
     local: Vtep
     mtu: int
     peers: _containers.RepeatedCompositeFieldContainer[Peer]
-    def __init__(self, vpc_uid: _Optional[str] = ..., router_netns: _Optional[str] = ..., vxlan_ifname: _Optional[str] = ..., vni: _Optional[int] = ..., local: _Optional[_Union[Vtep, _Mapping]] = ..., mtu: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ...) -> None: ...
+    rules: _containers.RepeatedCompositeFieldContainer[Rule]
+    def __init__(self, vpc_uid: _Optional[str] = ..., router_netns: _Optional[str] = ..., vxlan_ifname: _Optional[str] = ..., vni: _Optional[int] = ..., local: _Optional[_Union[Vtep, _Mapping]] = ..., mtu: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ...) -> None: ...
 
 class SyncReport(_message.Message):
     __slots__ = ("present", "added", "removed")

@@ -54,9 +54,9 @@ class AgentStub:
                 request_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceRef.SerializeToString,
                 response_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceReport.FromString,
                 _registered_method=True)
-        self.SyncPeers = channel.unary_unary(
-                '/autonet.agent.v1.Agent/SyncPeers',
-                request_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.VpcPeers.SerializeToString,
+        self.SyncVpc = channel.unary_unary(
+                '/autonet.agent.v1.Agent/SyncVpc',
+                request_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.VpcState.SerializeToString,
                 response_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.SyncReport.FromString,
                 _registered_method=True)
         self.Report = channel.unary_unary(
@@ -107,8 +107,9 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def SyncPeers(self, request, context):
-        """Make a VPC router's VXLAN overlay match the VPC's remote hosts and instances.
+    def SyncVpc(self, request, context):
+        """Make a VPC router match the VPC: its VXLAN overlay (remote hosts and instances)
+        and its composition security (the allowed pairs that concern local instances).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -158,9 +159,9 @@ def add_AgentServicer_to_server(servicer, server):
                     request_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceRef.FromString,
                     response_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceReport.SerializeToString,
             ),
-            'SyncPeers': grpc.unary_unary_rpc_method_handler(
-                    servicer.SyncPeers,
-                    request_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.VpcPeers.FromString,
+            'SyncVpc': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncVpc,
+                    request_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.VpcState.FromString,
                     response_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.SyncReport.SerializeToString,
             ),
             'Report': grpc.unary_unary_rpc_method_handler(
@@ -298,7 +299,7 @@ class Agent:
             _registered_method=True)
 
     @staticmethod
-    def SyncPeers(request,
+    def SyncVpc(request,
             target,
             options=(),
             channel_credentials=None,
@@ -311,8 +312,8 @@ class Agent:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/autonet.agent.v1.Agent/SyncPeers',
-            autonet_dot_agent_dot_rpc_dot_agent__pb2.VpcPeers.SerializeToString,
+            '/autonet.agent.v1.Agent/SyncVpc',
+            autonet_dot_agent_dot_rpc_dot_agent__pb2.VpcState.SerializeToString,
             autonet_dot_agent_dot_rpc_dot_agent__pb2.SyncReport.FromString,
             options,
             channel_credentials,

@@ -14,6 +14,7 @@ from typing import Any
 from autonet.control.context import Context
 from autonet.control.outcomes import Advance, Outcome, Remove, Retry
 from autonet.control.registry import PluginAPI
+from autonet.control.vpcsync import VpcSyncer
 from autonet.model.kinds import TERMINATING
 from autonet.model.objects import Metadata, Object
 from autonet.store import Op, Put
@@ -78,6 +79,9 @@ def register(api: PluginAPI) -> None:
             await ctx.store.commit(ops)
         if busy:
             raise Retry(f"waiting for {', '.join(busy)} to finish terminating", delay=0.3)
+        network = await ctx.get("Network", automaton.spec["network"])
+        if network is not None:  # its ports may have changed: refresh the VPC's policy
+            await VpcSyncer.of(ctx).sync(str(network.spec["vpc"]))
         return Advance(status={"replicas": wanted})
 
     @api.operator("Automaton", TERMINATING)

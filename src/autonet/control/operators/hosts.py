@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.control.outcomes import Advance, Outcome
-from autonet.control.overlay import WIRED_STATES, OverlaySyncer
 from autonet.control.registry import PluginAPI
+from autonet.control.vpcsync import WIRED_STATES, VpcSyncer
 from autonet.model.flowid import MAX_HOSTS
 from autonet.model.kinds import CONNECTED, INIT, LOST, READY
 from autonet.model.objects import Object
@@ -67,8 +67,7 @@ def register(api: PluginAPI) -> None:
             for i in await ctx.list("Instance")
             if i.status.get("host") == host.name and i.status.get("vpc")
         }
-        syncer = OverlaySyncer.of(ctx)
-        await asyncio.gather(*(syncer.sync(vpc) for vpc in sorted(vpcs)))
+        await VpcSyncer.of(ctx).sync_all(vpcs)
         return Advance()
 
     async def watch_heartbeats(ctx: Context) -> None:

@@ -16,9 +16,9 @@ from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.control.operators.automatons import process_hash
 from autonet.control.outcomes import Advance, Fail, MoveTo, Outcome, Remove, Retry, Stay
-from autonet.control.overlay import OverlaySyncer, overlay_mtu
 from autonet.control.placement import choose_host
 from autonet.control.registry import PluginAPI
+from autonet.control.vpcsync import VpcSyncer, overlay_mtu
 from autonet.model import naming
 from autonet.model.addressing import family_cidr, mac_for, pick_address
 from autonet.model.errors import ExhaustedError
@@ -141,7 +141,7 @@ def register(api: PluginAPI) -> None:
     @api.operator("Instance", "Wired")
     async def route(inst: Object, ctx: Context) -> Outcome:
         """The network operator: every host of the VPC learns where the instance is."""
-        await OverlaySyncer.of(ctx).sync(inst.status["vpc"])
+        await VpcSyncer.of(ctx).sync(inst.status["vpc"])
         return Advance()
 
     @api.operator("Instance", "Routed")
@@ -190,7 +190,7 @@ def register(api: PluginAPI) -> None:
     async def tear_down(inst: Object, ctx: Context) -> Outcome:
         host = inst.status.get("host")
         if inst.status.get("vpc"):  # first the other hosts forget it, then it goes
-            await OverlaySyncer.of(ctx).sync(inst.status["vpc"])
+            await VpcSyncer.of(ctx).sync(inst.status["vpc"])
         if host and inst.status.get("netns"):
             agent = await ctx.agent_for(host)
             await agent.call("DeleteInstance", pb.InstanceRef(instance_uid=inst.uid))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from autonet.control.context import Context
 from autonet.control.outcomes import Advance, Outcome, Remove, Retry
 from autonet.control.registry import PluginAPI
+from autonet.control.vpcsync import VpcSyncer
 from autonet.model.addressing import pick_vni
 from autonet.model.errors import ExhaustedError
 from autonet.model.kinds import TERMINATING
@@ -62,10 +63,25 @@ def register(api: PluginAPI) -> None:
             raise Retry(f"waiting for automatons to go: {', '.join(users)}", delay=0.5)
         return Remove()
 
+    async def vpcs_of(composition: Object, ctx: Context) -> set[str]:
+        names = {n for link in composition.spec.get("links", []) for n in (link["from"], link["to"])}
+        vpcs = set()
+        for automaton in await ctx.list("Automaton"):
+            if automaton.name in names:
+                network = await ctx.get("Network", automaton.spec["network"])
+                if network is not None:
+                    vpcs.add(str(network.spec["vpc"]))
+        return vpcs
+
     @api.operator("Composition", "Init")
     async def provision_composition(composition: Object, ctx: Context) -> Outcome:
-        return Advance(status={"links": len(composition.spec.get("links", []))})
+        """Open the links on every host of their VPCs (set-element updates)."""
+        vpcs = await vpcs_of(composition, ctx)
+        await VpcSyncer.of(ctx).sync_all(vpcs)
+        return Advance(status={"links": len(composition.spec.get("links", [])), "vpcs": sorted(vpcs)})
 
     @api.operator("Composition", TERMINATING)
     async def delete_composition(composition: Object, ctx: Context) -> Outcome:
+        """Close the links first (a deleting composition allows nothing), then go."""
+        await VpcSyncer.of(ctx).sync_all(await vpcs_of(composition, ctx))
         return Remove()

@@ -1,0 +1,171 @@
+"""The network operator's VPC sync: overlay routes and composition security, per host.
+
+For a VPC, the desired state of host H is
+- the overlay: every other host that has wired instances of the VPC, its VTEP, and
+  those instances' addresses (H routes to them over VXLAN);
+- the policy: every allowed (source, destination, transport, port) where source or
+  destination is an instance on H (model/policy.py says which pairs are allowed).
+
+`VpcSyncer.sync(vpc)` computes this from the store and sends each such host one
+`SyncVpc` (idempotent). Calls for the same VPC coalesce: many instances wired at once
+cause few syncs, and a caller returns only after a sync that started after its call has
+finished, so when `await sync(vpc)` returns, every host of the VPC routes to, and
+enforces the policy of, every instance wired before the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from autonet.agent.rpc import agent_pb2 as pb
+from autonet.control.context import Context
+from autonet.model import naming
+from autonet.model.addressing import vtep_addresses, vtep_mac
+from autonet.model.kinds import CONNECTED, READY
+from autonet.model.objects import Object
+from autonet.model.policy import openings
+
+# Instance states in which the instance's endpoint exists on its host.
+WIRED_STATES = {"Wired", "Routed", "Running", "Provisioned"}
+VXLAN_OVERHEAD = {4: 50, 6: 70}
+
+
+class Coalescer:
+    """Run `work(key)` so that every call is served by a run that started after it."""
+
+    def __init__(self, work: Callable[[str], Awaitable[None]]) -> None:
+        self.work = work
+        self._pending: dict[str, asyncio.Future[None]] = {}
+        self._running: set[str] = set()
+
+    async def __call__(self, key: str) -> None:
+        future = self._pending.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._pending[key] = future
+            if key not in self._running:
+                self._running.add(key)
+                asyncio.get_running_loop().create_task(self._drain(key))
+        await asyncio.shield(future)
+
+    async def _drain(self, key: str) -> None:
+        try:
+            while key in self._pending:
+                future = self._pending.pop(key)
+                try:
+                    await self.work(key)
+                except Exception as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(None)
+        finally:
+            self._running.discard(key)
+
+
+def vtep(host: Object, vpc_uid: str) -> pb.Vtep:
+    ipv4, ipv6 = vtep_addresses(int(host.status["index"]))
+    return pb.Vtep(underlay=host.spec["underlay"], mac=vtep_mac(host.uid, vpc_uid), ipv4=ipv4, ipv6=ipv6)
+
+
+def overlay_mtu(host: Object) -> int:
+    version = 6 if ":" in host.spec["underlay"] else 4
+    return int(host.status.get("mtu", 1500)) - VXLAN_OVERHEAD[version]
+
+
+def addresses(inst: Object) -> list[str]:
+    return [a for a in (inst.status.get("ipv4"), inst.status.get("ipv6")) if a]
+
+
+def allowed_pairs(
+    compositions: Iterable[Object], automatons: dict[str, Object], instances: dict[str, list[Object]]
+) -> list[tuple[Object, Object, str, int]]:
+    """(source instance, destination instance, transport, port) for every opening."""
+    return [
+        (source, destination, opening.transport, opening.port)
+        for opening in openings(compositions, automatons)
+        for source in instances.get(opening.source, [])
+        for destination in instances.get(opening.target, [])
+    ]
+
+
+def rules_for(pairs: list[tuple[Object, Object, str, int]], host: str) -> list[pb.Rule]:
+    rules = set()
+    for source, destination, transport, port in pairs:
+        if host not in (source.status["host"], destination.status["host"]):
+            continue
+        for s in addresses(source):
+            for d in addresses(destination):
+                if ipaddress.ip_address(s).version == ipaddress.ip_address(d).version:
+                    rules.add((s, d, transport, port))
+    return [pb.Rule(source=s, destination=d, transport=t, port=p) for s, d, t, p in sorted(rules)]
+
+
+class VpcSyncer:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.sync = Coalescer(self._sync)
+        # States a plugin inserted into the instance pipeline after Wired count as wired.
+        self.extra_wired_states: set[str] = set()
+
+    @classmethod
+    def of(cls, ctx: Context) -> VpcSyncer:
+        syncer = ctx.extras.get("vpcsync")
+        if syncer is None:
+            syncer = ctx.extras["vpcsync"] = cls(ctx)
+        return syncer
+
+    def is_wired(self, inst: Object) -> bool:
+        return (
+            not inst.metadata.deleting
+            and inst.state in WIRED_STATES | self.extra_wired_states
+            and bool(inst.status.get("host"))
+        )
+
+    async def sync_all(self, vpcs: Iterable[str]) -> None:
+        await asyncio.gather(*(self.sync(vpc) for vpc in sorted(set(vpcs))))
+
+    async def _sync(self, vpc_name: str) -> None:
+        vpc = await self.ctx.get("Vpc", vpc_name)
+        if vpc is None or not vpc.status.get("vni"):
+            return
+        hosts = {h.name: h for h in await self.ctx.list("Host")}
+        wired = [
+            i for i in await self.ctx.list("Instance") if i.status.get("vpc") == vpc_name and self.is_wired(i)
+        ]
+        by_host: dict[str, list[str]] = defaultdict(list)
+        by_automaton: dict[str, list[Object]] = defaultdict(list)
+        for inst in wired:
+            by_host[inst.status["host"]].extend(addresses(inst))
+            by_automaton[inst.spec["automaton"]].append(inst)
+        automatons = {a.name: a for a in await self.ctx.list("Automaton") if a.name in by_automaton}
+        pairs = allowed_pairs(await self.ctx.list("Composition"), automatons, by_automaton)
+        calls = []
+        for name in by_host:
+            host = hosts.get(name)
+            if host is None or host.state not in (READY, CONNECTED) or "index" not in host.status:
+                continue  # a Lost host is told when it comes back (Host Connected resyncs)
+            peers = [
+                pb.Peer(host=other, vtep=vtep(hosts[other], vpc.uid), addresses=sorted(found))
+                for other, found in sorted(by_host.items())
+                if other != name and other in hosts and "index" in hosts[other].status
+            ]
+            request = pb.VpcState(
+                vpc_uid=vpc.uid,
+                router_netns=naming.router_netns(host.spec["tag"], vpc.uid),
+                vxlan_ifname=naming.vxlan_ifname(vpc.uid),
+                vni=int(vpc.status["vni"]),
+                local=vtep(host, vpc.uid),
+                mtu=overlay_mtu(host),
+                peers=peers,
+                rules=rules_for(pairs, name),
+            )
+            agent = self.ctx.agents.get(host.name, host.spec["rpc"])
+            calls.append(agent.call("SyncVpc", request))
+        results: list[Any] = await asyncio.gather(*calls, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
