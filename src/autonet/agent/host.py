@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -20,17 +21,50 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from autonet.agent.dns import DnsResponder
 from autonet.agent.state import InstanceRecord, InstanceTable
 from autonet.agent.supervisor import Spec, Supervised, process_start_time
 from autonet.dataplane import endpoint as ep
 from autonet.dataplane import netns, overlay
 from autonet.dataplane.netlink import Netlink
+from autonet.dataplane.nftables import Nft
 from autonet.dataplane.policy import Allow, RouterPolicy
+from autonet.dataplane.services import RouterServices, ServicePort
 
 log = logging.getLogger(__name__)
 
 
 TCP_LISTEN = "0A"
+
+
+class Router:
+    """What the agent keeps per VPC router namespace: nftables, policy, services, DNS."""
+
+    def __init__(self, namespace: str) -> None:
+        self.nft = Nft(namespace)
+        self.policy = RouterPolicy(self.nft)
+        self.services = RouterServices(self.nft)
+        self.dns = DnsResponder(namespace)
+
+    def close(self) -> None:
+        self.dns.close()
+        self.nft.close()
+
+
+def service_ports(services: list[dict[str, Any]]) -> list[ServicePort]:
+    """The (VIP, transport, port) entries of SyncVpc services, backends split by family."""
+    ports = []
+    for service in services:
+        for vip in (service.get("vip4"), service.get("vip6")):
+            if not vip:
+                continue
+            version = ipaddress.ip_address(vip).version
+            for port in service.get("ports", []):
+                backends = tuple(
+                    b for b in port.get("backends", []) if ipaddress.ip_address(b).version == version
+                )
+                ports.append(ServicePort(vip, port["transport"], int(port["port"]), backends))
+    return ports
 
 
 def listening_ports(pid: int) -> list[str]:
@@ -63,7 +97,10 @@ class HostAgent:
         self.table = InstanceTable(state_dir)
         self.nl = Netlink()
         self.processes: dict[str, Supervised] = {}
-        self.policies: dict[str, RouterPolicy] = {}
+        self.routers: dict[str, Router] = {}
+        # Process state changes, for the controller (a dead process leaves its service at once).
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._last_state: dict[str, str] = {}
         self._router_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._instance_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -115,13 +152,14 @@ class HostAgent:
         os.chmod(resolv, 0o644)
         async with self._router_locks[record.router_netns]:
             await ep.ensure_router(self.nl, record.router_netns)
-            policy = self._policy(record.router_netns)
-            if policy.applied is None:  # fail closed: deny until the control plane says more
+            router = await self._router(record.router_netns)
+            if router.policy.applied is None:  # fail closed: deny until the control plane says more
                 saved = self.overlay_path(record.router_netns)
                 if saved.exists():
                     await self._apply_vpc(record.router_netns, json.loads(saved.read_text()))
                 else:
-                    policy.sync(set())
+                    router.policy.sync(set())
+                    router.services.sync([])
             await ep.ensure_endpoint(self.nl, self._endpoint_spec(record))
 
     # -- overlay ---------------------------------------------------------------------------
@@ -140,20 +178,25 @@ class HostAgent:
             added, removed = await self._apply_vpc(router_netns, desired)
             return True, added, removed
 
-    def _policy(self, router_netns: str) -> RouterPolicy:
-        policy = self.policies.get(router_netns)
-        if policy is None:
-            policy = self.policies[router_netns] = RouterPolicy(router_netns)
-        return policy
+    async def _router(self, router_netns: str) -> Router:
+        router = self.routers.get(router_netns)
+        if router is None:
+            router = self.routers[router_netns] = Router(router_netns)
+            await router.dns.start()
+        return router
 
     async def _apply_vpc(self, router_netns: str, desired: dict[str, Any]) -> tuple[int, int]:
+        router = await self._router(router_netns)
         rules = {
             Allow(r["source"], r["destination"], r["transport"], int(r["port"]))
             for r in desired.get("rules", [])
         }
-        policy_added, policy_removed = self._policy(router_netns).sync(rules)
-        added, removed = await self._apply_overlay(router_netns, desired)
-        return added + policy_added, removed + policy_removed
+        added, removed = router.policy.sync(rules)
+        services = desired.get("services", [])
+        lb_added, lb_removed = router.services.sync(service_ports(services))
+        router.dns.set_services(desired.get("vpc_name", ""), services)
+        overlay_added, overlay_removed = await self._apply_overlay(router_netns, desired)
+        return added + lb_added + overlay_added, removed + lb_removed + overlay_removed
 
     async def _apply_overlay(self, router_netns: str, desired: dict[str, Any]) -> tuple[int, int]:
         def vtep(data: dict[str, Any]) -> overlay.Vtep:
@@ -195,6 +238,16 @@ class HostAgent:
         )
 
         def remember(proc: Supervised) -> None:
+            if proc.state != self._last_state.get(record.uid):
+                self._last_state[record.uid] = proc.state
+                self.events.put_nowait(
+                    {
+                        "instance_uid": record.uid,
+                        "process": proc.state,
+                        "pid": proc.pid,
+                        "last_exit": proc.last_exit,
+                    }
+                )
             if self.table.get(record.uid) is record and (record.pid, record.restarts) != (
                 proc.pid,
                 proc.restarts,
@@ -227,9 +280,9 @@ class HostAgent:
                 )
                 self.table.remove(uid)
                 if record.router_netns not in self.table.routers():
-                    policy = self.policies.pop(record.router_netns, None)
-                    if policy is not None:
-                        policy.close()
+                    router = self.routers.pop(record.router_netns, None)
+                    if router is not None:
+                        router.close()
                     await ep.delete_router(self.nl, record.router_netns)
                     self.overlay_path(record.router_netns).unlink(missing_ok=True)
             self.resolv_path(uid).unlink(missing_ok=True)

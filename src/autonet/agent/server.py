@@ -200,6 +200,22 @@ def _http_target(controller: str) -> tuple[str, httpx.AsyncHTTPTransport | None]
     return controller.rstrip("/"), None
 
 
+async def event_loop(agent: HostAgent, controller: str) -> None:
+    """Forward process state changes to the controller as they happen."""
+    base, transport = _http_target(controller)
+    async with httpx.AsyncClient(base_url=base, transport=transport, timeout=5.0) as client:
+        while True:
+            event = await agent.events.get()
+            for attempt in range(5):
+                try:
+                    reply = await client.post(f"/api/v1/hosts/{agent.host}/events", json=event)
+                    if reply.status_code < 500:
+                        break
+                except httpx.HTTPError as exc:
+                    log.warning("cannot report %s to the controller: %s", event, exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+
 async def heartbeat_loop(agent: HostAgent, controller: str, registration: dict[str, Any]) -> None:
     base, transport = _http_target(controller)
     async with httpx.AsyncClient(base_url=base, transport=transport, timeout=5.0) as client:
@@ -273,6 +289,7 @@ async def serve(
             "hostname": socket.gethostname(),
         }
         tasks.append(asyncio.create_task(heartbeat_loop(agent, controller, registration)))
+        tasks.append(asyncio.create_task(event_loop(agent, controller)))
     await stop.wait()
     for task in tasks:
         task.cancel()

@@ -21,6 +21,7 @@ from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.control.outcomes import Fail, Retry
 from autonet.control.registry import PluginAPI
+from autonet.control.vpcsync import VpcSyncer
 from autonet.model import manifest, policy
 from autonet.model.errors import ValidationError
 from autonet.model.kinds import INIT, LOST, TERMINATING, KindInfo
@@ -61,6 +62,13 @@ class Registration(BaseModel):
     boot_id: str
     mtu: int = 1500
     hostname: str = ""
+
+
+class ProcessEvent(BaseModel):
+    instance_uid: str
+    process: str
+    pid: int = 0
+    last_exit: str = ""
 
 
 class Heartbeat(BaseModel):
@@ -346,5 +354,26 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
             except Conflict:
                 continue
         raise ApiError(409, "heartbeat raced; try again")
+
+    @app.post(API + "/hosts/{name}/events")
+    async def process_event(name: str, body: ProcessEvent) -> dict[str, Any]:
+        """A process stopped: its instance stops serving at once and waits to be ready again."""
+        if body.process == "running":
+            return {"action": "none"}
+        for inst in await ctx.list("Instance"):
+            if inst.uid != body.instance_uid or inst.status.get("host") != name:
+                continue
+            if inst.state != "Provisioned" or inst.metadata.deleting:
+                return {"action": "none"}
+            waiting = inst.with_status(
+                state="Running", reason=f"process {body.last_exit}; waiting until it is ready"
+            )
+            try:
+                await ctx.store.commit([Put(inst.kind, inst.name, waiting.to_data(), inst.metadata.revision)])
+            except Conflict:
+                raise ApiError(409, "instance changed meanwhile; report again") from None
+            await VpcSyncer.of(ctx).sync(inst.status["vpc"])
+            return {"action": "unready", "instance": inst.name}
+        return {"action": "none"}
 
     return app

@@ -5,6 +5,7 @@ It is the `builtin` entry point of the `autonet.plugins` group (see pyproject.to
 
 from __future__ import annotations
 
+from autonet.control import vpcsync
 from autonet.control.operators import automatons, hosts, instances, tenancy
 from autonet.control.registry import PluginAPI
 from autonet.model.kinds import builtin_kinds
@@ -15,3 +16,4 @@ def plugin(api: PluginAPI) -> None:
         api.add_kind(kind)
     for module in (hosts, tenancy, automatons, instances):
         module.register(api)
+    api.run_in_background(vpcsync.resync_forever)

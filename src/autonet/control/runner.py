@@ -143,6 +143,7 @@ class Runner:
         if isinstance(outcome, Remove):
             await self.ctx.store.commit([Delete(obj.kind, obj.name, obj.metadata.revision), *outcome.also])
             self.transitions += 1
+            await self._after(obj, outcome.after)
             return
         if isinstance(outcome, Stay):
             if any(obj.status.get(k) != v for k, v in outcome.status.items()):
@@ -154,6 +155,16 @@ class Runner:
         status = {**outcome.status, "state": state, "reason": ""}
         await self._write(obj.with_status(**status), outcome.also)
         self.transitions += 1
+        if isinstance(outcome, Advance):
+            await self._after(obj, outcome.after)
+
+    async def _after(self, obj: Object, hook: Any) -> None:
+        if hook is None:
+            return
+        try:
+            await hook()
+        except Exception as exc:
+            log.warning("%s: after-commit step failed: %s (the periodic resync repairs it)", obj.ref, exc)
 
     async def stop(self) -> None:
         for timer in self._timers.values():

@@ -4,7 +4,9 @@ For a VPC, the desired state of host H is
 - the overlay: every other host that has wired instances of the VPC, its VTEP, and
   those instances' addresses (H routes to them over VXLAN);
 - the policy: every allowed (source, destination, transport, port) where source or
-  destination is an instance on H (model/policy.py says which pairs are allowed).
+  destination is an instance on H (model/policy.py says which pairs are allowed);
+- the services: every automaton's VIPs and DNS name, and per provided port the ready
+  (Provisioned) instances that connections to the VIP are balanced over.
 
 `VpcSyncer.sync(vpc)` computes this from the store and sends each such host one
 `SyncVpc` (idempotent). Calls for the same VPC coalesce: many instances wired at once
@@ -25,7 +27,7 @@ from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.model import naming
 from autonet.model.addressing import vtep_addresses, vtep_mac
-from autonet.model.kinds import CONNECTED, READY
+from autonet.model.kinds import CONNECTED, PROVISIONED, READY
 from autonet.model.objects import Object
 from autonet.model.policy import openings
 
@@ -104,6 +106,29 @@ def rules_for(pairs: list[tuple[Object, Object, str, int]], host: str) -> list[p
     return [pb.Rule(source=s, destination=d, transport=t, port=p) for s, d, t, p in sorted(rules)]
 
 
+def service_table(automatons: Iterable[Object], wired: dict[str, list[Object]]) -> list[pb.Service]:
+    """Every automaton of the VPC with its VIPs; each provided port with its ready instances."""
+    services = []
+    for automaton in sorted(automatons, key=lambda a: a.name):
+        if automaton.metadata.deleting:
+            continue
+        ready = [i for i in wired.get(automaton.name, []) if i.state == PROVISIONED]
+        backends = sorted(a for i in ready for a in addresses(i))
+        ports = [
+            pb.ServicePort(transport=p["transport"], port=int(p["port"]), backends=backends)
+            for p in automaton.spec.get("provides", [])
+        ]
+        services.append(
+            pb.Service(
+                name=automaton.name,
+                vip4=automaton.status.get("vip4", ""),
+                vip6=automaton.status.get("vip6", ""),
+                ports=ports,
+            )
+        )
+    return services
+
+
 class VpcSyncer:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -141,8 +166,10 @@ class VpcSyncer:
         for inst in wired:
             by_host[inst.status["host"]].extend(addresses(inst))
             by_automaton[inst.spec["automaton"]].append(inst)
-        automatons = {a.name: a for a in await self.ctx.list("Automaton") if a.name in by_automaton}
+        all_automatons = [a for a in await self.ctx.list("Automaton") if a.status.get("vpc") == vpc_name]
+        automatons = {a.name: a for a in all_automatons if a.name in by_automaton}
         pairs = allowed_pairs(await self.ctx.list("Composition"), automatons, by_automaton)
+        services = service_table(all_automatons, by_automaton)
         calls = []
         for name in by_host:
             host = hosts.get(name)
@@ -162,6 +189,8 @@ class VpcSyncer:
                 mtu=overlay_mtu(host),
                 peers=peers,
                 rules=rules_for(pairs, name),
+                vpc_name=vpc_name,
+                services=services,
             )
             agent = self.ctx.agents.get(host.name, host.spec["rpc"])
             calls.append(agent.call("SyncVpc", request))
@@ -169,3 +198,18 @@ class VpcSyncer:
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
+
+
+RESYNC_EVERY = 30.0
+
+
+async def resync_forever(ctx: Context) -> None:
+    """Anti-entropy: push every VPC to its hosts periodically, repairing anything missed."""
+    while True:
+        await asyncio.sleep(RESYNC_EVERY)
+        syncer = VpcSyncer.of(ctx)
+        for vpc in await ctx.list("Vpc"):
+            try:
+                await syncer.sync(vpc.name)
+            except Exception as exc:
+                ctx.log.warning("periodic resync of Vpc %s failed: %s", vpc.name, exc)

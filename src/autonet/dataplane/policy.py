@@ -84,8 +84,8 @@ def _script(verb: str, sets: dict[str, set[str]]) -> str:
 class RouterPolicy:
     """The policy of one router namespace, with what it last applied (to send only changes)."""
 
-    def __init__(self, namespace: str) -> None:
-        self.nft = Nft(namespace)
+    def __init__(self, nft: Nft) -> None:
+        self.nft = nft
         self.applied: dict[str, set[str]] | None = None
 
     def sync(self, rules: set[Allow]) -> tuple[int, int]:
@@ -103,6 +103,3 @@ class RouterPolicy:
             self.nft.run(script)
         self.applied = wanted
         return sum(len(v) for v in add.values()), sum(len(v) for v in drop.values())
-
-    def close(self) -> None:
-        self.nft.close()

@@ -24,6 +24,8 @@ class DualStackServer(ThreadingHTTPServer):
 
 
 class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: one connection may carry many requests
+
     def do_GET(self) -> None:
         body = (os.environ.get("AUTONET_INSTANCE", socket.gethostname()) + "\n").encode()
         self.send_response(200)

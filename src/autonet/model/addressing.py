@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Collection, Iterator
+from typing import Any
 
 from autonet.model.errors import ExhaustedError
 
@@ -42,6 +43,21 @@ def family_cidr(cidrs: Collection[str], version: int) -> str | None:
         if ipaddress.ip_network(cidr).version == version:
             return cidr
     return None
+
+
+def service_ranges(vpc_spec: dict[str, Any]) -> list[str]:
+    """The VPC's service CIDRs: as given, or else the last /24 (IPv4) and /64 (IPv6) of
+    each of its CIDRs (the last quarter of a smaller one)."""
+    if vpc_spec.get("service_cidrs"):
+        return [str(cidr) for cidr in vpc_spec["service_cidrs"]]
+    ranges = []
+    for cidr in vpc_spec["cidrs"]:
+        network = ipaddress.ip_network(cidr)
+        width = network.max_prefixlen
+        prefix = min(max(24 if network.version == 4 else 64, network.prefixlen + 2), width - 2)
+        start = int(network.broadcast_address) >> (width - prefix) << (width - prefix)
+        ranges.append(str(ipaddress.ip_network((start, prefix))))
+    return ranges
 
 
 def mac_for(uid: str) -> str:

@@ -74,6 +74,9 @@ class Spec(BaseModel):
 class VpcSpec(Spec):
     cidrs: list[Cidr] = Field(min_length=1)
     vni: int | None = Field(default=None, ge=1, le=16_777_215)
+    # Where automatons' service addresses come from; by default the last part of each
+    # CIDR (see addressing.service_ranges). Networks may not overlap it.
+    service_cidrs: list[Cidr] | None = None
 
 
 class NetworkSpec(Spec):
@@ -232,7 +235,9 @@ def builtin_kinds() -> list[KindInfo]:
 
     return [
         KindInfo("Host", "hosts", HostSpec, simple(INIT, CONNECTED, READY), done={READY}, user_managed=False),
-        KindInfo("Vpc", "vpcs", VpcSpec, simple(INIT, PROVISIONED), immutable=("cidrs", "vni")),
+        KindInfo(
+            "Vpc", "vpcs", VpcSpec, simple(INIT, PROVISIONED), immutable=("cidrs", "vni", "service_cidrs")
+        ),
         KindInfo("Network", "networks", NetworkSpec, simple(INIT, PROVISIONED), immutable=("vpc", "cidrs")),
         KindInfo(
             "Automaton",

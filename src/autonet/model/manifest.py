@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from autonet.model.addressing import service_ranges
 from autonet.model.errors import ValidationError
 from autonet.model.kinds import KindRegistry, check_name
 from autonet.model.objects import Object
@@ -118,6 +119,11 @@ def check_vpc(obj: Object, view: View) -> None:
         for b in nets[i + 1 :]:
             if a.version == b.version and a.overlaps(b):
                 raise ValidationError(f'Vpc "{obj.name}": spec.cidrs: {a} overlaps {b}')
+    for service in _networks(service_ranges(obj.spec)):
+        if not any(service.version == n.version and service.subnet_of(n) for n in nets):  # type: ignore[arg-type]
+            raise ValidationError(
+                f'Vpc "{obj.name}": spec.service_cidrs: {service} is outside the VPC\'s cidrs'
+            )
     vni = obj.spec.get("vni")
     if vni is not None:
         for other in view.of_kind("Vpc"):
@@ -142,6 +148,13 @@ def check_network(obj: Object, view: View) -> None:
                 f'Network "{obj.name}": spec.cidrs: {net} is outside Vpc "{vpc.name}" '
                 f"({', '.join(vpc.spec['cidrs'])})"
             )
+    for service in _networks(service_ranges(vpc.spec)):
+        for net in mine:
+            if net.version == service.version and net.overlaps(service):
+                raise ValidationError(
+                    f'Network "{obj.name}": spec.cidrs: {net} overlaps the service range {service} '
+                    f'of Vpc "{vpc.name}" (set spec.service_cidrs on the Vpc to move it)'
+                )
     for other in view.of_kind("Network"):
         if other.name == obj.name or other.spec["vpc"] != obj.spec["vpc"]:
             continue

@@ -124,7 +124,7 @@ class Rule(_message.Message):
     def __init__(self, source: _Optional[str] = ..., destination: _Optional[str] = ..., transport: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
 
 class VpcState(_message.Message):
-    __slots__ = ("vpc_uid", "router_netns", "vxlan_ifname", "vni", "local", "mtu", "peers", "rules")
+    __slots__ = ("vpc_uid", "router_netns", "vxlan_ifname", "vni", "local", "mtu", "peers", "rules", "vpc_name", "services")
     VPC_UID_FIELD_NUMBER: _ClassVar[int]
     ROUTER_NETNS_FIELD_NUMBER: _ClassVar[int]
     VXLAN_IFNAME_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +133,8 @@ class VpcState(_message.Message):
     MTU_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
+    VPC_NAME_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
     vpc_uid: str
     router_netns: str
     vxlan_ifname: str
@@ -141,7 +143,31 @@ class VpcState(_message.Message):
     mtu: int
     peers: _containers.RepeatedCompositeFieldContainer[Peer]
     rules: _containers.RepeatedCompositeFieldContainer[Rule]
-    def __init__(self, vpc_uid: _Optional[str] = ..., router_netns: _Optional[str] = ..., vxlan_ifname: _Optional[str] = ..., vni: _Optional[int] = ..., local: _Optional[_Union[Vtep, _Mapping]] = ..., mtu: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ...) -> None: ...
+    vpc_name: str
+    services: _containers.RepeatedCompositeFieldContainer[Service]
+    def __init__(self, vpc_uid: _Optional[str] = ..., router_netns: _Optional[str] = ..., vxlan_ifname: _Optional[str] = ..., vni: _Optional[int] = ..., local: _Optional[_Union[Vtep, _Mapping]] = ..., mtu: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., vpc_name: _Optional[str] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ...) -> None: ...
+
+class Service(_message.Message):
+    __slots__ = ("name", "vip4", "vip6", "ports")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VIP4_FIELD_NUMBER: _ClassVar[int]
+    VIP6_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    vip4: str
+    vip6: str
+    ports: _containers.RepeatedCompositeFieldContainer[ServicePort]
+    def __init__(self, name: _Optional[str] = ..., vip4: _Optional[str] = ..., vip6: _Optional[str] = ..., ports: _Optional[_Iterable[_Union[ServicePort, _Mapping]]] = ...) -> None: ...
+
+class ServicePort(_message.Message):
+    __slots__ = ("transport", "port", "backends")
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    transport: str
+    port: int
+    backends: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, transport: _Optional[str] = ..., port: _Optional[int] = ..., backends: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SyncReport(_message.Message):
     __slots__ = ("present", "added", "removed")

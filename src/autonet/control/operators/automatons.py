@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from autonet.control.context import Context
-from autonet.control.outcomes import Advance, Outcome, Remove, Retry
+from autonet.control.outcomes import Advance, Fail, Outcome, Remove, Retry
 from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer
+from autonet.model.addressing import family_cidr, pick_address, service_ranges
+from autonet.model.errors import ExhaustedError
 from autonet.model.kinds import TERMINATING
 from autonet.model.objects import Metadata, Object
-from autonet.store import Op, Put
+from autonet.store import Delete, Op, Put
 
 RESTART_FROM = {"Running", "Provisioned"}
 
@@ -42,9 +45,67 @@ def terminate(obj: Object) -> Op:
     return Put(obj.kind, obj.name, gone.to_data(), obj.metadata.revision)
 
 
+LEASE = "Lease"
+
+
+def vip_lease(vpc: str, address: str) -> str:
+    return f"vip/{vpc}/{address}"
+
+
+def _resync(ctx: Context, vpc: str | None) -> Callable[[], Awaitable[None]] | None:
+    return (lambda: VpcSyncer.of(ctx).sync(vpc)) if vpc else None
+
+
 def register(api: PluginAPI) -> None:
+    async def lease_vips(automaton: Object, ctx: Context) -> tuple[dict[str, str], list[Op]]:
+        """The automaton's service addresses, leased from its VPC's service ranges."""
+        network = await ctx.get("Network", automaton.spec["network"])
+        if network is None:
+            raise Retry(f'waiting for Network "{automaton.spec["network"]}"', delay=0.3)
+        vpc = await ctx.get("Vpc", network.spec["vpc"])
+        if vpc is None:
+            raise Retry(f'waiting for Vpc "{network.spec["vpc"]}"', delay=0.3)
+        status: dict[str, str] = {"vpc": vpc.name}
+        ops: list[Op] = []
+        async with ctx.lock(f"vip/{vpc.name}"):
+            leases = await ctx.list(LEASE, prefix=f"vip/{vpc.name}/")
+            taken = {lease.spec["address"] for lease in leases}
+            for version in (4, 6):
+                if family_cidr(network.spec["cidrs"], version) is None:
+                    continue
+                key = f"vip{version}"
+                mine = [
+                    x.spec["address"]
+                    for x in leases
+                    if x.spec["owner"] == automaton.uid and x.spec["version"] == version
+                ]
+                if automaton.status.get(key) or mine:
+                    status[key] = automaton.status.get(key) or mine[0]
+                    continue
+                cidr = family_cidr(service_ranges(vpc.spec), version)
+                if cidr is None:
+                    continue
+                try:
+                    address = pick_address(cidr, taken)
+                except ExhaustedError as exc:
+                    raise Fail(f'Vpc "{vpc.name}": service {exc}') from None
+                lease = Object(
+                    kind=LEASE,
+                    name=vip_lease(vpc.name, address),
+                    spec={
+                        "address": address,
+                        "version": version,
+                        "owner": automaton.uid,
+                        "ref": automaton.ref,
+                    },
+                )
+                ops.append(Put(LEASE, lease.name, lease.to_data(), 0))
+                status[key] = address
+        return status, ops
+
     @api.operator("Automaton", "Init")
     async def reconcile_replicas(automaton: Object, ctx: Context) -> Outcome:
+        vips, lease_ops = await lease_vips(automaton, ctx)
         wanted = int(automaton.spec.get("replicas", 1))
         current = {i.spec["ordinal"]: i for i in await instances_of(ctx, automaton.name)}
         ops: list[Op] = []
@@ -79,10 +140,12 @@ def register(api: PluginAPI) -> None:
             await ctx.store.commit(ops)
         if busy:
             raise Retry(f"waiting for {', '.join(busy)} to finish terminating", delay=0.3)
-        network = await ctx.get("Network", automaton.spec["network"])
-        if network is not None:  # its ports may have changed: refresh the VPC's policy
-            await VpcSyncer.of(ctx).sync(str(network.spec["vpc"]))
-        return Advance(status={"replicas": wanted})
+        return Advance(
+            status={"replicas": wanted, **vips},
+            also=lease_ops,
+            # its ports or addresses may have changed: refresh the VPC's hosts
+            after=lambda: VpcSyncer.of(ctx).sync(vips["vpc"]),
+        )
 
     @api.operator("Automaton", TERMINATING)
     async def delete_automaton(automaton: Object, ctx: Context) -> Outcome:
@@ -92,4 +155,9 @@ def register(api: PluginAPI) -> None:
             await ctx.store.commit(ops)
         if remaining:
             raise Retry(f"waiting for {len(remaining)} instance(s) to terminate", delay=0.3)
-        return Remove()
+        leases = [
+            Delete(LEASE, vip_lease(automaton.status["vpc"], automaton.status[key]))
+            for key in ("vip4", "vip6")
+            if automaton.status.get(key) and automaton.status.get("vpc")
+        ]
+        return Remove(also=leases, after=_resync(ctx, automaton.status.get("vpc")))

@@ -175,7 +175,11 @@ def register(api: PluginAPI) -> None:
         wanted = {f"{p['transport']}/{p['port']}" for p in automaton.spec.get("provides", [])}
         missing = sorted(wanted - set(row.listening))
         if row.process == "running" and row.pid and not missing:
-            return Advance(status={"pid": row.pid, "restarts": row.restarts})
+            # Ready: it becomes a backend of its service on every host of the VPC.
+            return Advance(
+                status={"pid": row.pid, "restarts": row.restarts},
+                after=lambda: VpcSyncer.of(ctx).sync(inst.status["vpc"]),
+            )
         if row.process == "running" and missing:
             raise Retry(
                 f"process running, not yet listening on {', '.join(missing)}", delay=READY_CHECK_DELAY
