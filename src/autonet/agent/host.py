@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 
 TCP_LISTEN = "0A"
+OVERLAY_REREAD = 30.0  # seconds between reading a router's overlay back from the kernel
 
 
 class Router:
@@ -45,6 +47,8 @@ class Router:
         self.policy = RouterPolicy(self.nft)
         self.services = RouterServices(self.nft)
         self.dns = DnsResponder(namespace)
+        self.overlay: overlay.Entries | None = None
+        self.overlay_read = 0.0
 
     def close(self) -> None:
         self.dns.close()
@@ -151,7 +155,8 @@ class HostAgent:
         resolv.write_text(record.endpoint.get("resolv_conf") or "")
         os.chmod(resolv, 0o644)
         async with self._router_locks[record.router_netns]:
-            await ep.ensure_router(self.nl, record.router_netns)
+            if record.router_netns not in self.routers or not netns.exists(record.router_netns):
+                await ep.ensure_router(self.nl, record.router_netns)
             router = await self._router(record.router_netns)
             if router.policy.applied is None:  # fail closed: deny until the control plane says more
                 saved = self.overlay_path(record.router_netns)
@@ -208,7 +213,15 @@ class HostAgent:
         peers = [
             overlay.Peer(vtep(p["vtep"]), list(p.get("addresses", []))) for p in desired.get("peers", [])
         ]
-        return await overlay.sync_vpc(self.nl, router_netns, spec, peers)
+        router = await self._router(router_netns)
+        # Read the kernel back now and then (drift repair); otherwise diff against memory.
+        fresh = router.overlay is None or time.monotonic() - router.overlay_read > OVERLAY_REREAD
+        added, removed, router.overlay = await overlay.sync_vpc(
+            self.nl, router_netns, spec, peers, None if fresh else router.overlay
+        )
+        if fresh:
+            router.overlay_read = time.monotonic()
+        return added, removed
 
     # -- processes -------------------------------------------------------------------------
     async def ensure_process(self, uid: str, process: dict[str, Any]) -> Supervised:
@@ -328,10 +341,17 @@ class HostAgent:
                 done["adopted" if alive else "restarted"] += 1
         return done
 
-    def report(self) -> list[dict[str, Any]]:
-        """One row per instance, with the ports its namespace listens on (readiness)."""
+    def report(self, only: str = "") -> list[dict[str, Any]]:
+        """One row per instance (or only for `only`), with the ports it listens on (readiness)."""
         rows = []
-        for record in self.table.records.values():
+        records = (
+            [self.table.records[only]]
+            if only in self.table.records
+            else []
+            if only
+            else self.table.records.values()
+        )
+        for record in records:
             proc = self.processes.get(record.uid)
             rows.append(
                 {

@@ -45,16 +45,15 @@ class AgentServicer(pb_grpc.AgentServicer):
         self.agent = agent
 
     def _row(self, uid: str) -> pb.InstanceReport:
-        for row in self.agent.report():
-            if row["instance_uid"] == uid:
-                return _report(row)
+        for row in self.agent.report(uid):
+            return _report(row)
         return pb.InstanceReport(instance_uid=uid, deleted=True)
 
-    def _host_report(self) -> pb.HostReport:
+    def _host_report(self, only: str = "") -> pb.HostReport:
         return pb.HostReport(
             host=self.agent.host,
             boot_id=self.agent.boot_id,
-            instances=[_report(row) for row in self.agent.report()],
+            instances=[_report(row) for row in self.agent.report(only)],
             routers=sorted(self.agent.table.routers()),
         )
 
@@ -62,7 +61,7 @@ class AgentServicer(pb_grpc.AgentServicer):
         return self._host_report()
 
     async def Report(self, request: pb.ReportRequest, context: Any) -> pb.HostReport:
-        return self._host_report()
+        return self._host_report(request.instance_uid)
 
     async def EnsureEndpoint(self, request: pb.Endpoint, context: Any) -> pb.InstanceReport:
         endpoint = {

@@ -364,6 +364,28 @@ def demo(keep: Annotated[bool, typer.Option("--keep", help="Leave the lab up aft
     run(keep)
 
 
+@app.command()
+def bench(
+    sections: Annotated[
+        list[str] | None, typer.Argument(help="provision, throughput, policy, maglev or all")
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Fewer samples: ends within about 3 minutes")
+    ] = False,
+    out: Annotated[
+        Path, typer.Option("-o", "--output", help="Results JSON (a PNG chart is written beside it)")
+    ] = Path("bench-results/results.json"),
+) -> None:
+    """Benchmarks, as ratios to baselines measured in the same run (raw kernel, CNI, veth)."""
+    from autonet.cli.bench import SECTIONS, run
+
+    wanted = [s for s in (sections or ["all"])]
+    which = list(SECTIONS) if "all" in wanted else wanted
+    results = run(which, quick, out)
+    typer.echo(output.render(results["sections"], "yaml"))
+    typer.echo(f"results: {out} and {out.with_suffix('.png')}")
+
+
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -41,10 +41,6 @@ ROUTER_SYSCTLS = {
     "net.ipv4.conf.all.rp_filter": "0",
     "net.ipv4.conf.default.rp_filter": "0",
 }
-INSTANCE_SYSCTLS = {
-    "net.ipv6.conf.all.accept_dad": "0",
-    "net.ipv6.conf.default.accept_dad": "0",
-}
 
 
 @dataclass(frozen=True)
@@ -87,10 +83,7 @@ async def delete_router(nl: Netlink, name: str) -> None:
 async def ensure_endpoint(nl: Netlink, spec: EndpointSpec) -> None:
     """Create (or repair) the instance namespace, its veth and its addresses and routes."""
     router = await nl.ns(spec.router_netns)
-    fresh = not netns.exists(spec.netns)
     inst = await nl.ns(spec.netns, create=True)
-    if fresh:
-        netns.write_sysctls(spec.netns, INSTANCE_SYSCTLS)
     rindex = await link_index(router, spec.router_ifname)
     iindex = await link_index(inst, INSTANCE_IFNAME)
     if rindex is not None and iindex is None:  # half-made veth from an interrupted call

@@ -130,14 +130,27 @@ def _desired(peers: list[Peer]) -> tuple[dict[str, str], dict[str, str], dict[st
     return fdb, neigh, routes
 
 
-async def sync_vpc(nl: Netlink, router_netns: str, spec: VxlanSpec, peers: list[Peer]) -> tuple[int, int]:
-    """Make the router's overlay match `peers`; returns (entries added, entries removed)."""
+Entries = tuple[dict[str, str], dict[str, str], dict[str, tuple[int, str]]]
+
+
+async def sync_vpc(
+    nl: Netlink, router_netns: str, spec: VxlanSpec, peers: list[Peer], applied: Entries | None = None
+) -> tuple[int, int, Entries]:
+    """Make the router's overlay match `peers`.
+
+    `applied` is what the previous call made (kept by the caller); without it the
+    kernel is read back, which costs more than the change itself on a busy router.
+    Returns (entries added, entries removed, what is now applied).
+    """
     index = await ensure_vxlan(nl, router_netns, spec)
     router = await nl.ns(router_netns)
     want_fdb, want_neigh, want_routes = _desired(peers)
-    have_fdb = await _current_fdb(router, index)
-    have_neigh = await _current_neighbours(router, index)
-    have_routes = await _current_routes(router, index)
+    if applied is None:
+        have_fdb = await _current_fdb(router, index)
+        have_neigh = await _current_neighbours(router, index)
+        have_routes = await _current_routes(router, index)
+    else:
+        have_fdb, have_neigh, have_routes = applied
     added = removed = 0
     for mac, dst in want_fdb.items():
         if have_fdb.get(mac) != dst:
@@ -168,4 +181,4 @@ async def sync_vpc(nl: Netlink, router_netns: str, spec: VxlanSpec, peers: list[
         if mac not in want_fdb:
             await call(router.fdb("del", ifindex=index, lladdr=mac, dst=dst), ENOENT)
             removed += 1
-    return added, removed
+    return added, removed, (want_fdb, want_neigh, want_routes)

@@ -180,8 +180,10 @@ class SyncReport(_message.Message):
     def __init__(self, present: _Optional[bool] = ..., added: _Optional[int] = ..., removed: _Optional[int] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("instance_uid",)
+    INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    instance_uid: str
+    def __init__(self, instance_uid: _Optional[str] = ...) -> None: ...
 
 class HostReport(_message.Message):
     __slots__ = ("host", "boot_id", "instances", "routers")

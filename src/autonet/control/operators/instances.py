@@ -167,7 +167,7 @@ def register(api: PluginAPI) -> None:
     @api.operator("Instance", "Running")
     async def confirm(inst: Object, ctx: Context) -> Outcome:
         agent = await ctx.agent_for(inst.status["host"])
-        report = await agent.call("Report", pb.ReportRequest())
+        report = await agent.call("Report", pb.ReportRequest(instance_uid=inst.uid))
         row = next((r for r in report.instances if r.instance_uid == inst.uid), None)
         if row is None:
             return MoveTo("Addressed", status={"reason": "the agent lost it: wiring again"})
