@@ -23,10 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from autonet.agent.dns import DnsResponder
+from autonet.agent.flows import Counters, FlowIds, Member, flow_rows, rates
 from autonet.agent.state import InstanceRecord, InstanceTable
 from autonet.agent.supervisor import Spec, Supervised, process_start_time
 from autonet.dataplane import endpoint as ep
 from autonet.dataplane import netns, overlay
+from autonet.dataplane import qos as qos_tc
+from autonet.dataplane.conntrack import ConntrackReader
 from autonet.dataplane.netlink import Netlink
 from autonet.dataplane.nftables import Nft
 from autonet.dataplane.policy import Allow, RouterPolicy
@@ -47,11 +50,14 @@ class Router:
         self.policy = RouterPolicy(self.nft)
         self.services = RouterServices(self.nft)
         self.dns = DnsResponder(namespace)
+        self.conntrack = ConntrackReader(namespace)
+        self.members: dict[str, Member] = {}
         self.overlay: overlay.Entries | None = None
         self.overlay_read = 0.0
 
     def close(self) -> None:
         self.dns.close()
+        self.conntrack.close()
         self.nft.close()
 
 
@@ -104,6 +110,8 @@ class HostAgent:
         self.routers: dict[str, Router] = {}
         # Process state changes, for the controller (a dead process leaves its service at once).
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.flow_ids = FlowIds()
+        self._counters: dict[str, Counters] = {}
         self._last_state: dict[str, str] = {}
         self._router_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._instance_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -166,6 +174,86 @@ class HostAgent:
                     router.policy.sync(set())
                     router.services.sync([])
             await ep.ensure_endpoint(self.nl, self._endpoint_spec(record))
+            await self._apply_qos(record)
+
+    async def _apply_qos(self, record: InstanceRecord) -> None:
+        """Ingress (toward the instance) on the router side, egress on the instance's eth0."""
+        qos = record.endpoint.get("qos") or {}
+        priority = qos.get("priority") or "normal"
+        e = record.endpoint
+        await qos_tc.set_rate(
+            self.nl, e["router_netns"], e["router_ifname"], qos.get("ingress_mbps") or None, priority
+        )
+        await qos_tc.set_rate(
+            self.nl, e["netns"], ep.INSTANCE_IFNAME, qos.get("egress_mbps") or None, priority
+        )
+
+    async def set_qos(self, uid: str, qos: dict[str, Any]) -> InstanceRecord:
+        async with self._instance_locks[uid]:
+            record = self.table.get(uid)
+            if record is None:
+                raise KeyError(f"instance {uid} is not on host {self.host}")
+            record.endpoint["qos"] = qos
+            self.table.save(record)
+            await self._apply_qos(record)
+            return record
+
+    # -- flows and load ----------------------------------------------------------------------
+    def _addresses(self, record: InstanceRecord) -> set[str]:
+        return {a for a in (record.endpoint.get("ipv4"), record.endpoint.get("ipv6")) if a}
+
+    async def flows(self, uid: str) -> list[dict[str, Any]]:
+        record = self.table.get(uid)
+        if record is None:
+            raise KeyError(f"instance {uid} is not on host {self.host}")
+        router = await self._router(record.router_netns)
+        connections = await router.conntrack.dump()
+        return flow_rows(connections, self._addresses(record), router.members, self.flow_ids)
+
+    async def sample_load(self) -> list[dict[str, Any]]:
+        """Per instance: rates since the previous sample and active flows."""
+        rows = []
+        live: set[tuple[int, int]] = set()
+        for router_netns in sorted(self.table.routers()):
+            if not netns.exists(router_netns):
+                continue
+            router = await self._router(router_netns)
+            ipr = await self.nl.ns(router_netns)
+            stats = {}
+            async for link in await ipr.get_links():
+                counters = link.get_attr("IFLA_STATS64")
+                if counters is not None:
+                    stats[str(link.get_attr("IFLA_IFNAME"))] = counters
+            connections = await router.conntrack.dump()
+            live |= {c.key for c in connections}
+            for record in self.table.records.values():
+                if record.router_netns != router_netns:
+                    continue
+                counters = stats.get(record.endpoint["router_ifname"])
+                if counters is None:
+                    continue
+                # The router receives what the instance sends.
+                now = Counters(
+                    rx_bytes=counters["tx_bytes"], tx_bytes=counters["rx_bytes"],
+                    rx_packets=counters["tx_packets"], tx_packets=counters["rx_packets"],
+                )  # fmt: skip
+                addresses = self._addresses(record)
+                flows = sum(1 for c in connections if c.orig.src in addresses or c.reply.src in addresses)
+                rows.append(
+                    {
+                        "instance_uid": record.uid,
+                        "instance": record.name,
+                        **rates(self._counters.get(record.uid), now),
+                        "rx_bytes": now.rx_bytes,
+                        "tx_bytes": now.tx_bytes,
+                        "flows": flows,
+                    }
+                )
+                self._counters[record.uid] = now
+        self.flow_ids.forget_except(live)
+        for uid in [u for u in self._counters if u not in self.table.records]:
+            del self._counters[uid]
+        return rows
 
     # -- overlay ---------------------------------------------------------------------------
     async def sync_vpc(self, router_netns: str, desired: dict[str, Any]) -> tuple[bool, int, int]:
@@ -200,6 +288,9 @@ class HostAgent:
         services = desired.get("services", [])
         lb_added, lb_removed = router.services.sync(service_ports(services))
         router.dns.set_services(desired.get("vpc_name", ""), services)
+        router.members = {
+            m["address"]: Member(m["instance"], m["automaton"]) for m in desired.get("members", [])
+        }
         overlay_added, overlay_removed = await self._apply_overlay(router_netns, desired)
         return added + lb_added + overlay_added, removed + lb_removed + overlay_removed
 

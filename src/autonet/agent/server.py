@@ -58,13 +58,30 @@ class AgentServicer(pb_grpc.AgentServicer):
         )
 
     async def Bootstrap(self, request: pb.BootstrapRequest, context: Any) -> pb.HostReport:
+        self.agent.flow_ids.reset(request.index)
         return self._host_report()
+
+    async def SetQos(self, request: pb.QosRequest, context: Any) -> pb.InstanceReport:
+        qos = MessageToDict(request.qos, preserving_proto_field_name=True)
+        try:
+            await self.agent.set_qos(request.instance_uid, qos)
+        except KeyError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc.args[0]))
+        return self._row(request.instance_uid)
+
+    async def Flows(self, request: pb.InstanceRef, context: Any) -> pb.FlowsReply:
+        try:
+            rows = await self.agent.flows(request.instance_uid)
+        except KeyError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc.args[0]))
+            raise
+        return pb.FlowsReply(flows=[pb.Flow(**row) for row in rows])
 
     async def Report(self, request: pb.ReportRequest, context: Any) -> pb.HostReport:
         return self._host_report(request.instance_uid)
 
     async def EnsureEndpoint(self, request: pb.Endpoint, context: Any) -> pb.InstanceReport:
-        endpoint = {
+        endpoint: dict[str, Any] = {
             field: getattr(request, field)
             for field in (
                 "vpc_uid",
@@ -79,6 +96,7 @@ class AgentServicer(pb_grpc.AgentServicer):
                 "resolv_conf",
             )
         }
+        endpoint["qos"] = MessageToDict(request.qos, preserving_proto_field_name=True)
         try:
             await self.agent.ensure_endpoint(request.instance_uid, request.instance_name, endpoint)
         except ValueError as exc:
@@ -215,6 +233,56 @@ async def event_loop(agent: HostAgent, controller: str) -> None:
                 await asyncio.sleep(0.2 * (attempt + 1))
 
 
+LOAD_SECONDS = 2.0
+
+
+class AgentMetrics:
+    """Prometheus collector over the agent's latest load sample (served on --metrics)."""
+
+    def __init__(self, agent: HostAgent) -> None:
+        self.agent = agent
+        self.latest: list[dict[str, Any]] = []
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        for field in ("rx_bps", "tx_bps", "rx_pps", "tx_pps", "flows"):
+            family = GaugeMetricFamily(
+                f"autonet_instance_{field}", f"instance {field}", labels=["instance", "host"]
+            )
+            for row in self.latest:
+                family.add_metric([row["instance"], self.agent.host], row.get(field, 0))
+            yield family
+        instances = GaugeMetricFamily("autonet_host_instances", "instances on this host", labels=["host"])
+        instances.add_metric([self.agent.host], len(self.agent.table.records))
+        yield instances
+
+
+def serve_metrics(metrics: AgentMetrics, address: str) -> None:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    host, _, port = address.rpartition(":")
+    start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+
+
+async def load_loop(agent: HostAgent, controller: str | None, metrics: AgentMetrics) -> None:
+    """Sample the instances' counters, keep them for /metrics, post them to the controller."""
+    base, transport = _http_target(controller) if controller else ("", None)
+    async with httpx.AsyncClient(base_url=base or "http://none", transport=transport, timeout=5.0) as client:
+        while True:
+            await asyncio.sleep(LOAD_SECONDS)
+            try:
+                metrics.latest = await agent.sample_load()
+            except Exception as exc:  # a router going away mid-sample: try again next round
+                log.debug("load sample failed: %s", exc)
+                continue
+            if controller:
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.post(f"/api/v1/hosts/{agent.host}/load", json={"instances": metrics.latest})
+
+
 async def heartbeat_loop(agent: HostAgent, controller: str, registration: dict[str, Any]) -> None:
     base, transport = _http_target(controller)
     async with httpx.AsyncClient(base_url=base, transport=transport, timeout=5.0) as client:
@@ -250,6 +318,7 @@ async def serve(
     state_dir: Path,
     controller: str | None,
     capacity: int | None = None,
+    metrics_address: str | None = None,
 ) -> None:
     from autonet.model.naming import host_tag
 
@@ -275,7 +344,10 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tasks = []
+    metrics = AgentMetrics(agent)
+    if metrics_address:
+        serve_metrics(metrics, metrics_address)
+    tasks = [asyncio.create_task(load_loop(agent, controller, metrics))]
     if controller:
         registration = {
             "name": host,

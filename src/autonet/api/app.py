@@ -15,10 +15,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from google.protobuf.json_format import MessageToDict
 from pydantic import BaseModel, Field
 
 from autonet.agent.rpc import agent_pb2 as pb
+from autonet.control import overwatch
 from autonet.control.context import Context
+from autonet.control.load import LoadTable
 from autonet.control.outcomes import Fail, Retry
 from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer
@@ -69,6 +72,16 @@ class ProcessEvent(BaseModel):
     process: str
     pid: int = 0
     last_exit: str = ""
+
+
+class LoadSample(BaseModel):
+    instances: list[dict[str, Any]]
+
+
+class QosBody(BaseModel):
+    ingress_mbps: float | None = Field(default=None, gt=0)
+    egress_mbps: float | None = Field(default=None, gt=0)
+    priority: str = "normal"
 
 
 class Heartbeat(BaseModel):
@@ -354,6 +367,73 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
             except Conflict:
                 continue
         raise ApiError(409, "heartbeat raced; try again")
+
+    @app.post(API + "/hosts/{name}/load")
+    async def ingest_load(name: str, body: LoadSample) -> dict[str, Any]:
+        await LoadTable.of(ctx).ingest(name, body.instances)
+        return {"host": name, "instances": len(body.instances)}
+
+    @app.get(f"{API}/load")
+    async def load_snapshot() -> dict[str, Any]:
+        """Overwatch: the load of every instance, automaton and host (latest samples)."""
+        return await LoadTable.of(ctx).snapshot(ctx)
+
+    @app.get(f"{API}/load/stream")
+    async def load_stream() -> StreamingResponse:
+        """Overwatch: one snapshot per line (NDJSON), each time new samples arrive."""
+        table = LoadTable.of(ctx)
+
+        async def stream() -> AsyncIterator[bytes]:
+            while True:
+                async with table.updated:
+                    await table.updated.wait()
+                yield (json.dumps(await table.snapshot(ctx)) + "\n").encode()
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+    @app.put(API + "/automatons/{name}/qos")
+    async def put_qos(name: str, body: QosBody) -> dict[str, Any]:
+        """Overwatch: set an automaton's rate limits; its running instances are reshaped."""
+        qos = body.model_dump(exclude_none=True)
+        try:
+            obj = await overwatch.set_qos(ctx, name, qos if len(qos) > 1 else None)
+        except KeyError as exc:
+            raise ApiError(404, str(exc.args[0])) from None
+        return {"automaton": name, "qos": obj.spec.get("qos")}
+
+    @app.get(API + "/instances/{name}/flows")
+    async def flows(name: str) -> list[dict[str, Any]]:
+        inst = await placed_instance(name)
+        agent = await agent_of(inst)
+        try:
+            reply = await agent.call("Flows", pb.InstanceRef(instance_uid=inst.uid))
+        except (Retry, Fail) as exc:
+            raise ApiError(503, str(exc)) from None
+        return [
+            MessageToDict(f, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+            for f in reply.flows
+        ]
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        """Prometheus: per instance, automaton and host rates and flows; objects per state."""
+        snapshot = await LoadTable.of(ctx).snapshot(ctx)
+        lines = []
+        for scope, label in (("instance", "instance"), ("automaton", "automaton"), ("host", "host")):
+            rows = snapshot[f"{scope}s"]
+            for field in ("rx_bps", "tx_bps", "rx_pps", "tx_pps", "flows"):
+                metric = f"autonet_{scope}_{field}"
+                lines.append(f"# TYPE {metric} gauge")
+                lines += [f'{metric}{{{label}="{row[label]}"}} {row.get(field, 0)}' for row in rows]
+        lines.append("# TYPE autonet_objects gauge")
+        for info in kinds.all():
+            counts: dict[str, int] = {}
+            for obj in await ctx.list(info.name):
+                counts[obj.state] = counts.get(obj.state, 0) + 1
+            lines += [
+                f'autonet_objects{{kind="{info.name}",state="{st}"}} {n}' for st, n in sorted(counts.items())
+            ]
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     @app.post(API + "/hosts/{name}/events")
     async def process_event(name: str, body: ProcessEvent) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import socket
 import uvicorn
 
 from autonet.api.app import create_app
+from autonet.control import overwatch
 from autonet.control.context import Context
 from autonet.control.registry import PluginAPI, load_plugins
 from autonet.control.runner import Runner
@@ -49,7 +50,7 @@ def bind(listen: str) -> socket.socket:
     return sock
 
 
-async def serve(store_url: str, listens: list[str]) -> None:
+async def serve(store_url: str, listens: list[str], overwatch_specs: list[str] | None = None) -> None:
     store = open_store(store_url)
     plugins = load_plugins(PluginAPI())
     ctx = Context(store=store, kinds=plugins.kinds)
@@ -61,6 +62,9 @@ async def serve(store_url: str, listens: list[str]) -> None:
 
     tasks = [asyncio.create_task(runner.run(), name="runner")]
     tasks += [asyncio.create_task(loop(ctx), name="plugin-background") for loop in plugins.background]
+    watchers = [overwatch.load(spec) for spec in overwatch_specs or []]
+    if watchers:
+        tasks.append(asyncio.create_task(overwatch.run(ctx, watchers), name="overwatch"))
     api_task = asyncio.create_task(server.serve(sockets=sockets), name="api")
     log.info("controller serving on %s, store %s, plugins %s", ", ".join(listens), store_url, plugins.plugins)
 

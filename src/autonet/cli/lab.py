@@ -53,6 +53,7 @@ class LabInfo:
     name: str
     hosts: int
     underlay: str
+    overwatch: list[str] = field(default_factory=list)
     processes: list[LabProcess] = field(default_factory=list)
 
     @property
@@ -125,6 +126,7 @@ def controller_argv(info: LabInfo) -> list[str]:
         info.api,
         "--listen",
         f"tcp:{_bracket(info.address(1))}:{API_PORT}",
+        *[arg for spec in info.overwatch for arg in ("--overwatch", spec)],
     ]
 
 
@@ -172,7 +174,9 @@ async def _build_network(info: LabInfo) -> None:
         nl.close()
 
 
-def up(name: str, hosts: int, underlay: str, timeout: float = 60.0) -> LabInfo:
+def up(
+    name: str, hosts: int, underlay: str, timeout: float = 60.0, overwatch: list[str] | None = None
+) -> LabInfo:
     check_name("Lab", name)
     if not 1 <= hosts <= MAX_HOSTS:
         raise CliError(f"--hosts: must be between 1 and {MAX_HOSTS}")
@@ -183,7 +187,7 @@ def up(name: str, hosts: int, underlay: str, timeout: float = 60.0) -> LabInfo:
         if any(process_start_time(p.pid) == p.start for p in existing.processes):
             raise CliError(f'lab "{name}" is already up (autonet lab down --name {name})')
         down(name)
-    info = LabInfo(name=name, hosts=hosts, underlay=underlay)
+    info = LabInfo(name=name, hosts=hosts, underlay=underlay, overwatch=list(overwatch or []))
     info.save()
     try:
         asyncio.run(_build_network(info))

@@ -275,6 +275,72 @@ def logs(instance: str, tail: Annotated[int, typer.Option("--tail", help="Last N
     typer.echo(client().request("GET", f"/instances/{instance}/logs", params={"tail": tail}), nl=False)
 
 
+# --- flows, load, QoS ---------------------------------------------------------------------------
+def _rate(bps: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if bps >= scale:
+            return f"{bps / scale:.1f}{unit}"
+    return f"{bps:.0f}"
+
+
+@app.command()
+def flows(instance: str, fmt: OutOpt = "table") -> None:
+    """An instance's flows (connections) with their peers and counters, from conntrack."""
+    rows = client().request("GET", f"/instances/{instance}/flows")
+    if fmt != "table":
+        typer.echo(output.render(rows, fmt))
+        return
+    if not rows:
+        typer.echo(f"no flows for {instance}")
+        return
+    header = f"{'FLOW ID':<20} {'PROTO':<6} {'DIR':<8} {'LOCAL':<28} {'PEER':<28} {'PEER INSTANCE':<16} {'TX BYTES':>12} {'RX BYTES':>12} {'AGE':>7}"
+    typer.echo(header)
+    for r in rows:
+        local = f"{r['local_address']}:{r['local_port']}"
+        peer = f"{r['peer_address']}:{r['peer_port']}"
+        who = r["peer_instance"] or "-"
+        typer.echo(
+            f"{r['flow_id']:<20} {r['protocol']:<6} {r['direction']:<8} {local:<28} {peer:<28} {who:<16} "
+            f"{int(r['tx_bytes']):>12} {int(r['rx_bytes']):>12} {r['age_seconds']:>6.1f}s"
+        )
+
+
+@app.command()
+def top(fmt: OutOpt = "table") -> None:
+    """Load per host, automaton and instance: bit/s and packet/s each way, active flows."""
+    snapshot = client().request("GET", "/load")
+    if fmt != "table":
+        typer.echo(output.render(snapshot, fmt))
+        return
+    for scope in ("host", "automaton", "instance"):
+        typer.echo(
+            f"{scope.upper():<20} {'RX bit/s':>10} {'TX bit/s':>10} {'RX pkt/s':>10} {'TX pkt/s':>10} {'FLOWS':>6}"
+        )
+        for row in snapshot[f"{scope}s"]:
+            typer.echo(
+                f"{row[scope]:<20} {_rate(row['rx_bps']):>10} {_rate(row['tx_bps']):>10} "
+                f"{row['rx_pps']:>10.0f} {row['tx_pps']:>10.0f} {row['flows']:>6}"
+            )
+        typer.echo("")
+
+
+@app.command()
+def qos(
+    automaton: str,
+    ingress: Annotated[float | None, typer.Option("--ingress", help="Mbit/s toward each instance")] = None,
+    egress: Annotated[float | None, typer.Option("--egress", help="Mbit/s from each instance")] = None,
+    priority: Annotated[str, typer.Option("--priority", help="high, normal or low")] = "normal",
+) -> None:
+    """Set an automaton's rate limits while it runs (no limit given: remove them)."""
+    body: dict[str, Any] = {"priority": priority}
+    if ingress is not None:
+        body["ingress_mbps"] = ingress
+    if egress is not None:
+        body["egress_mbps"] = egress
+    reply = client().request("PUT", f"/automatons/{automaton}/qos", json=body)
+    typer.echo(f"automaton/{automaton} qos {reply['qos'] or 'removed'}")
+
+
 # --- policy ----------------------------------------------------------------------------------
 policy_app = typer.Typer(help="Composition security: who may talk to whom.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -307,10 +373,13 @@ def lab_up(
     name: LabName = paths.DEFAULT_LAB,
     hosts: Annotated[int, typer.Option("--hosts", help="Number of simulated hosts")] = 1,
     underlay: Annotated[str, typer.Option("--underlay", help="ipv4 or ipv6")] = "ipv4",
+    overwatch: Annotated[
+        list[str] | None, typer.Option("--overwatch", help="Enable an Overwatch plugin in the controller")
+    ] = None,
 ) -> None:
     """Build a lab: underlay switch, controller and one agent per host, in namespaces."""
     started = time.monotonic()
-    info = labs.up(name, hosts, underlay)
+    info = labs.up(name, hosts, underlay, overwatch=overwatch)
     typer.echo(
         f"lab {info.name} up: {info.hosts} host(s), {info.underlay} underlay, API {info.api} "
         f"({time.monotonic() - started:.1f}s)"
@@ -399,15 +468,18 @@ def controller(
     listen: Annotated[
         list[str] | None, typer.Option("--listen", help="unix:/path or tcp:host:port (repeatable)")
     ] = None,
+    overwatch: Annotated[
+        list[str] | None, typer.Option("--overwatch", help="Enable an Overwatch plugin: NAME[:key=value,...]")
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
-    """Run the controller: the operators and the API."""
+    """Run the controller: the operators, the API and /metrics."""
     import asyncio
 
     from autonet.api.controller import serve
 
     _logging(log_level)
-    asyncio.run(serve(store, listen or ["unix:/run/autonet/api.sock"]))
+    asyncio.run(serve(store, listen or ["unix:/run/autonet/api.sock"], overwatch))
 
 
 @app.command()
@@ -423,6 +495,9 @@ def agent(
     ] = None,
     state_dir: Annotated[Path, typer.Option("--state-dir")] = Path("/var/lib/autonet/agent"),
     capacity: Annotated[int | None, typer.Option("--capacity", help="Most instances this host takes")] = None,
+    metrics: Annotated[
+        str, typer.Option("--metrics", help="Prometheus endpoint host:port ('' to disable)")
+    ] = "",
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run the per-host agent (gRPC server programming this host)."""
@@ -434,7 +509,8 @@ def agent(
         fail("--underlay: required (this host's underlay address)")
     _logging(log_level)
     listen = listen or (f"[{underlay}]:7070" if ":" in underlay else f"{underlay}:7070")
-    asyncio.run(serve(name, cluster, listen, underlay, state_dir, controller, capacity))
+    metrics = metrics or (f"[{underlay}]:9101" if ":" in underlay else f"{underlay}:9101")
+    asyncio.run(serve(name, cluster, listen, underlay, state_dir, controller, capacity, metrics))
 
 
 def main() -> None:

@@ -170,6 +170,11 @@ class VpcSyncer:
         automatons = {a.name: a for a in all_automatons if a.name in by_automaton}
         pairs = allowed_pairs(await self.ctx.list("Composition"), automatons, by_automaton)
         services = service_table(all_automatons, by_automaton)
+        members = [
+            pb.Member(address=address, instance=inst.name, automaton=inst.spec["automaton"])
+            for inst in wired
+            for address in addresses(inst)
+        ]
         calls = []
         for name in by_host:
             host = hosts.get(name)
@@ -191,6 +196,7 @@ class VpcSyncer:
                 rules=rules_for(pairs, name),
                 vpc_name=vpc_name,
                 services=services,
+                members=members,
             )
             agent = self.ctx.agents.get(host.name, host.spec["rpc"])
             calls.append(agent.call("SyncVpc", request))

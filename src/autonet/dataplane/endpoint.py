@@ -40,6 +40,8 @@ ROUTER_SYSCTLS = {
     "net.ipv6.conf.all.forwarding": "1",
     "net.ipv4.conf.all.rp_filter": "0",
     "net.ipv4.conf.default.rp_filter": "0",
+    "net.netfilter.nf_conntrack_acct": "1",  # bytes and packets per flow
+    "net.netfilter.nf_conntrack_timestamp": "1",  # flow start times
 }
 
 

@@ -6,14 +6,74 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Qos(_message.Message):
+    __slots__ = ("ingress_mbps", "egress_mbps", "priority")
+    INGRESS_MBPS_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_MBPS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ingress_mbps: float
+    egress_mbps: float
+    priority: str
+    def __init__(self, ingress_mbps: _Optional[float] = ..., egress_mbps: _Optional[float] = ..., priority: _Optional[str] = ...) -> None: ...
+
+class QosRequest(_message.Message):
+    __slots__ = ("instance_uid", "qos")
+    INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    QOS_FIELD_NUMBER: _ClassVar[int]
+    instance_uid: str
+    qos: Qos
+    def __init__(self, instance_uid: _Optional[str] = ..., qos: _Optional[_Union[Qos, _Mapping]] = ...) -> None: ...
+
+class Flow(_message.Message):
+    __slots__ = ("flow_id", "protocol", "direction", "local_address", "local_port", "peer_address", "peer_port", "peer_instance", "peer_automaton", "service_address", "tx_bytes", "tx_packets", "rx_bytes", "rx_packets", "age_seconds")
+    FLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_PORT_FIELD_NUMBER: _ClassVar[int]
+    PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PEER_PORT_FIELD_NUMBER: _ClassVar[int]
+    PEER_INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    PEER_AUTOMATON_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TX_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    RX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RX_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    flow_id: int
+    protocol: str
+    direction: str
+    local_address: str
+    local_port: int
+    peer_address: str
+    peer_port: int
+    peer_instance: str
+    peer_automaton: str
+    service_address: str
+    tx_bytes: int
+    tx_packets: int
+    rx_bytes: int
+    rx_packets: int
+    age_seconds: float
+    def __init__(self, flow_id: _Optional[int] = ..., protocol: _Optional[str] = ..., direction: _Optional[str] = ..., local_address: _Optional[str] = ..., local_port: _Optional[int] = ..., peer_address: _Optional[str] = ..., peer_port: _Optional[int] = ..., peer_instance: _Optional[str] = ..., peer_automaton: _Optional[str] = ..., service_address: _Optional[str] = ..., tx_bytes: _Optional[int] = ..., tx_packets: _Optional[int] = ..., rx_bytes: _Optional[int] = ..., rx_packets: _Optional[int] = ..., age_seconds: _Optional[float] = ...) -> None: ...
+
+class FlowsReply(_message.Message):
+    __slots__ = ("flows",)
+    FLOWS_FIELD_NUMBER: _ClassVar[int]
+    flows: _containers.RepeatedCompositeFieldContainer[Flow]
+    def __init__(self, flows: _Optional[_Iterable[_Union[Flow, _Mapping]]] = ...) -> None: ...
+
 class BootstrapRequest(_message.Message):
-    __slots__ = ("host",)
+    __slots__ = ("host", "index")
     HOST_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
     host: str
-    def __init__(self, host: _Optional[str] = ...) -> None: ...
+    index: int
+    def __init__(self, host: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
 
 class Endpoint(_message.Message):
-    __slots__ = ("instance_uid", "instance_name", "vpc_uid", "netns", "router_netns", "router_ifname", "mac", "router_mac", "ipv4", "ipv6", "mtu", "resolv_conf")
+    __slots__ = ("instance_uid", "instance_name", "vpc_uid", "netns", "router_netns", "router_ifname", "mac", "router_mac", "ipv4", "ipv6", "mtu", "resolv_conf", "qos")
     INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_NAME_FIELD_NUMBER: _ClassVar[int]
     VPC_UID_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +86,7 @@ class Endpoint(_message.Message):
     IPV6_FIELD_NUMBER: _ClassVar[int]
     MTU_FIELD_NUMBER: _ClassVar[int]
     RESOLV_CONF_FIELD_NUMBER: _ClassVar[int]
+    QOS_FIELD_NUMBER: _ClassVar[int]
     instance_uid: str
     instance_name: str
     vpc_uid: str
@@ -38,7 +99,8 @@ class Endpoint(_message.Message):
     ipv6: str
     mtu: int
     resolv_conf: str
-    def __init__(self, instance_uid: _Optional[str] = ..., instance_name: _Optional[str] = ..., vpc_uid: _Optional[str] = ..., netns: _Optional[str] = ..., router_netns: _Optional[str] = ..., router_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., router_mac: _Optional[str] = ..., ipv4: _Optional[str] = ..., ipv6: _Optional[str] = ..., mtu: _Optional[int] = ..., resolv_conf: _Optional[str] = ...) -> None: ...
+    qos: Qos
+    def __init__(self, instance_uid: _Optional[str] = ..., instance_name: _Optional[str] = ..., vpc_uid: _Optional[str] = ..., netns: _Optional[str] = ..., router_netns: _Optional[str] = ..., router_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., router_mac: _Optional[str] = ..., ipv4: _Optional[str] = ..., ipv6: _Optional[str] = ..., mtu: _Optional[int] = ..., resolv_conf: _Optional[str] = ..., qos: _Optional[_Union[Qos, _Mapping]] = ...) -> None: ...
 
 class Process(_message.Message):
     __slots__ = ("instance_uid", "command", "user", "env")
@@ -124,7 +186,7 @@ class Rule(_message.Message):
     def __init__(self, source: _Optional[str] = ..., destination: _Optional[str] = ..., transport: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
 
 class VpcState(_message.Message):
-    __slots__ = ("vpc_uid", "router_netns", "vxlan_ifname", "vni", "local", "mtu", "peers", "rules", "vpc_name", "services")
+    __slots__ = ("vpc_uid", "router_netns", "vxlan_ifname", "vni", "local", "mtu", "peers", "rules", "vpc_name", "services", "members")
     VPC_UID_FIELD_NUMBER: _ClassVar[int]
     ROUTER_NETNS_FIELD_NUMBER: _ClassVar[int]
     VXLAN_IFNAME_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +197,7 @@ class VpcState(_message.Message):
     RULES_FIELD_NUMBER: _ClassVar[int]
     VPC_NAME_FIELD_NUMBER: _ClassVar[int]
     SERVICES_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     vpc_uid: str
     router_netns: str
     vxlan_ifname: str
@@ -145,7 +208,18 @@ class VpcState(_message.Message):
     rules: _containers.RepeatedCompositeFieldContainer[Rule]
     vpc_name: str
     services: _containers.RepeatedCompositeFieldContainer[Service]
-    def __init__(self, vpc_uid: _Optional[str] = ..., router_netns: _Optional[str] = ..., vxlan_ifname: _Optional[str] = ..., vni: _Optional[int] = ..., local: _Optional[_Union[Vtep, _Mapping]] = ..., mtu: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., vpc_name: _Optional[str] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ...) -> None: ...
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    def __init__(self, vpc_uid: _Optional[str] = ..., router_netns: _Optional[str] = ..., vxlan_ifname: _Optional[str] = ..., vni: _Optional[int] = ..., local: _Optional[_Union[Vtep, _Mapping]] = ..., mtu: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., vpc_name: _Optional[str] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
+
+class Member(_message.Message):
+    __slots__ = ("address", "instance", "automaton")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    AUTOMATON_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    instance: str
+    automaton: str
+    def __init__(self, address: _Optional[str] = ..., instance: _Optional[str] = ..., automaton: _Optional[str] = ...) -> None: ...
 
 class Service(_message.Message):
     __slots__ = ("name", "vip4", "vip6", "ports")

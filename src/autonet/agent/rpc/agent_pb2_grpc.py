@@ -74,6 +74,16 @@ class AgentStub:
                 request_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsRequest.SerializeToString,
                 response_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsReply.FromString,
                 _registered_method=True)
+        self.SetQos = channel.unary_unary(
+                '/autonet.agent.v1.Agent/SetQos',
+                request_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.QosRequest.SerializeToString,
+                response_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceReport.FromString,
+                _registered_method=True)
+        self.Flows = channel.unary_unary(
+                '/autonet.agent.v1.Agent/Flows',
+                request_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceRef.SerializeToString,
+                response_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.FlowsReply.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -136,6 +146,20 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetQos(self, request, context):
+        """Change an instance's rate limits while it runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Flows(self, request, context):
+        """An instance's flows, from the conntrack table of its VPC router.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +202,16 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Logs,
                     request_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsRequest.FromString,
                     response_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsReply.SerializeToString,
+            ),
+            'SetQos': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQos,
+                    request_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.QosRequest.FromString,
+                    response_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceReport.SerializeToString,
+            ),
+            'Flows': grpc.unary_unary_rpc_method_handler(
+                    servicer.Flows,
+                    request_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceRef.FromString,
+                    response_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.FlowsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -396,6 +430,60 @@ class Agent:
             '/autonet.agent.v1.Agent/Logs',
             autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsRequest.SerializeToString,
             autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/autonet.agent.v1.Agent/SetQos',
+            autonet_dot_agent_dot_rpc_dot_agent__pb2.QosRequest.SerializeToString,
+            autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Flows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/autonet.agent.v1.Agent/Flows',
+            autonet_dot_agent_dot_rpc_dot_agent__pb2.InstanceRef.SerializeToString,
+            autonet_dot_agent_dot_rpc_dot_agent__pb2.FlowsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,6 +12,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.control.outcomes import Advance, Fail, Outcome, Remove, Retry
 from autonet.control.registry import PluginAPI
@@ -54,6 +55,27 @@ def vip_lease(vpc: str, address: str) -> str:
 
 def _resync(ctx: Context, vpc: str | None) -> Callable[[], Awaitable[None]] | None:
     return (lambda: VpcSyncer.of(ctx).sync(vpc)) if vpc else None
+
+
+def qos_message(qos: dict[str, Any] | None) -> pb.Qos:
+    qos = qos or {}
+    return pb.Qos(
+        ingress_mbps=qos.get("ingress_mbps") or 0,
+        egress_mbps=qos.get("egress_mbps") or 0,
+        priority=qos.get("priority", "normal"),
+    )
+
+
+async def reshape(automaton: Object, ctx: Context) -> None:
+    """Apply a changed spec.qos to the automaton's wired instances, while they run."""
+    wanted = automaton.spec.get("qos") or {}
+    for inst in await instances_of(ctx, automaton.name):
+        if inst.metadata.deleting or "qos" not in inst.status or inst.status["qos"] == wanted:
+            continue
+        agent = await ctx.agent_for(inst.status["host"])
+        await agent.call("SetQos", pb.QosRequest(instance_uid=inst.uid, qos=qos_message(wanted)))
+        done = inst.with_status(qos=wanted)
+        await ctx.store.commit([Put(inst.kind, inst.name, done.to_data(), inst.metadata.revision)])
 
 
 def register(api: PluginAPI) -> None:
@@ -138,6 +160,7 @@ def register(api: PluginAPI) -> None:
                 ops.append(terminate(inst))
         if ops:
             await ctx.store.commit(ops)
+        await reshape(automaton, ctx)
         if busy:
             raise Retry(f"waiting for {', '.join(busy)} to finish terminating", delay=0.3)
         return Advance(

@@ -14,7 +14,8 @@ import ipaddress
 
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
-from autonet.control.operators.automatons import process_hash
+from autonet.control.load import LoadTable
+from autonet.control.operators.automatons import process_hash, qos_message
 from autonet.control.outcomes import Advance, Fail, MoveTo, Outcome, Remove, Retry, Stay
 from autonet.control.placement import choose_host
 from autonet.control.registry import PluginAPI
@@ -57,7 +58,7 @@ def register(api: PluginAPI) -> None:
         async with ctx.lock("placement"):
             hosts = await ctx.list("Host")
             instances = await ctx.list("Instance")
-            host = choose_host(hosts, instances)
+            host = choose_host(hosts, instances, LoadTable.of(ctx).host_bps())
             if host is None:
                 raise Retry("no Ready host with free capacity", delay=1.0)
             # Commit under the lock so the next placement sees this one.
@@ -117,6 +118,7 @@ def register(api: PluginAPI) -> None:
 
     @api.operator("Instance", "Addressed")
     async def wire(inst: Object, ctx: Context) -> Outcome:
+        automaton, _, _ = await owner_objects(ctx, inst)
         agent = await ctx.agent_for(inst.status["host"])
         s = inst.status
         await agent.call(
@@ -134,9 +136,10 @@ def register(api: PluginAPI) -> None:
                 ipv6=s.get("ipv6", ""),
                 mtu=s["mtu"],
                 resolv_conf=resolv_conf(s["vpc"]),
+                qos=qos_message(automaton.spec.get("qos")),
             ),
         )
-        return Advance()
+        return Advance(status={"qos": automaton.spec.get("qos") or {}})
 
     @api.operator("Instance", "Wired")
     async def route(inst: Object, ctx: Context) -> Outcome:

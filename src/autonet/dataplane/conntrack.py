@@ -1,0 +1,105 @@
+"""Connections as the kernel tracks them in a namespace (ctnetlink, with accounting).
+
+The VPC router sees every connection of its local instances, so its conntrack table is
+the flow table: original and reply tuples (the reply source is the real backend of a
+service connection), byte and packet counters per direction (nf_conntrack_acct) and the
+start time (nf_conntrack_timestamp), both switched on in router namespaces.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from pyroute2.netlink.nfnetlink.nfctsocket import AsyncNFCTSocket
+
+from autonet.dataplane import netns
+
+NETLINK_NETFILTER = 12
+PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
+
+
+@dataclass(frozen=True)
+class Tuple:
+    src: str
+    dst: str
+    sport: int
+    dport: int
+
+
+@dataclass(frozen=True)
+class Connection:
+    id: int
+    protocol: str
+    orig: Tuple
+    reply: Tuple
+    orig_bytes: int
+    orig_packets: int
+    reply_bytes: int
+    reply_packets: int
+    start_ns: int
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.id, self.start_ns
+
+
+def _tuple(msg: object, which: str, version: int) -> Tuple:
+    get = msg.get_nested  # type: ignore[attr-defined]
+    field = "CTA_IP_V4_" if version == 4 else "CTA_IP_V6_"
+    return Tuple(
+        str(get(which, "CTA_TUPLE_IP", field + "SRC")),
+        str(get(which, "CTA_TUPLE_IP", field + "DST")),
+        int(get(which, "CTA_TUPLE_PROTO", "CTA_PROTO_SRC_PORT") or 0),
+        int(get(which, "CTA_TUPLE_PROTO", "CTA_PROTO_DST_PORT") or 0),
+    )
+
+
+class ConntrackReader:
+    """A ctnetlink socket inside one namespace, kept open."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._socket: AsyncNFCTSocket | None = None
+
+    async def _open(self) -> AsyncNFCTSocket:
+        if self._socket is None:
+
+            def work() -> socket.socket:
+                netns._enter(self.namespace)
+                return socket.socket(
+                    socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
+                )
+
+            sock = netns.run_in_thread(work)
+            self._socket = AsyncNFCTSocket(fileno=sock.detach())
+            await self._socket.setup_endpoint()
+        return self._socket
+
+    async def dump(self) -> list[Connection]:
+        ct = await self._open()
+        found = []
+        for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+            ct._nfgen_family = family
+            async for msg in await ct.dump():
+                get = msg.get_nested
+                number = int(get("CTA_TUPLE_ORIG", "CTA_TUPLE_PROTO", "CTA_PROTO_NUM") or 0)
+                found.append(
+                    Connection(
+                        id=int(msg.get_attr("CTA_ID") or 0),
+                        protocol=PROTOCOLS.get(number, str(number)),
+                        orig=_tuple(msg, "CTA_TUPLE_ORIG", version),
+                        reply=_tuple(msg, "CTA_TUPLE_REPLY", version),
+                        orig_bytes=int(get("CTA_COUNTERS_ORIG", "CTA_COUNTERS_BYTES") or 0),
+                        orig_packets=int(get("CTA_COUNTERS_ORIG", "CTA_COUNTERS_PACKETS") or 0),
+                        reply_bytes=int(get("CTA_COUNTERS_REPLY", "CTA_COUNTERS_BYTES") or 0),
+                        reply_packets=int(get("CTA_COUNTERS_REPLY", "CTA_COUNTERS_PACKETS") or 0),
+                        start_ns=int(get("CTA_TIMESTAMP", "CTA_TIMESTAMP_START") or 0),
+                    )
+                )
+        return found
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
