@@ -409,10 +409,14 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
             reply = await agent.call("Flows", pb.InstanceRef(instance_uid=inst.uid))
         except (Retry, Fail) as exc:
             raise ApiError(503, str(exc)) from None
-        return [
+        rows = [
             MessageToDict(f, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
             for f in reply.flows
         ]
+        for row in rows:  # 64-bit counters come as strings in protobuf's JSON mapping
+            for field in ("flow_id", "tx_bytes", "tx_packets", "rx_bytes", "rx_packets"):
+                row[field] = int(row[field])
+        return rows
 
     @app.get("/metrics")
     async def metrics() -> PlainTextResponse:
