@@ -33,4 +33,7 @@ def test_bench_rejects_an_unknown_section(tmp_path: Path) -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: unknown bench section(s) speed: choose from provision, throughput, policy, maglev, all"
+    assert (
+        result.stderr.strip()
+        == "error: unknown bench section(s) speed: choose from provision, throughput, policy, maglev, all"
+    )

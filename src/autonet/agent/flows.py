@@ -69,6 +69,7 @@ def flow_rows(
                 "rx_bytes": rx[0],
                 "rx_packets": rx[1],
                 "age_seconds": round((now_ns - conn.start_ns) / 1e9, 3) if conn.start_ns else 0.0,
+                "state": conn.state,
             }
         )
     return rows

@@ -293,14 +293,14 @@ def flows(instance: str, fmt: OutOpt = "table") -> None:
     if not rows:
         typer.echo(f"no flows for {instance}")
         return
-    header = f"{'FLOW ID':<20} {'PROTO':<6} {'DIR':<8} {'LOCAL':<28} {'PEER':<28} {'PEER INSTANCE':<16} {'TX BYTES':>12} {'RX BYTES':>12} {'AGE':>7}"
+    header = f"{'FLOW ID':<20} {'PROTO':<6} {'STATE':<12} {'DIR':<8} {'LOCAL':<28} {'PEER':<28} {'PEER INSTANCE':<16} {'TX BYTES':>12} {'RX BYTES':>12} {'AGE':>7}"
     typer.echo(header)
     for r in rows:
         local = f"{r['local_address']}:{r['local_port']}"
         peer = f"{r['peer_address']}:{r['peer_port']}"
         who = r["peer_instance"] or "-"
         typer.echo(
-            f"{r['flow_id']:<20} {r['protocol']:<6} {r['direction']:<8} {local:<28} {peer:<28} {who:<16} "
+            f"{r['flow_id']:<20} {r['protocol']:<6} {r['state'] or '-':<12} {r['direction']:<8} {local:<28} {peer:<28} {who:<16} "
             f"{int(r['tx_bytes']):>12} {int(r['rx_bytes']):>12} {r['age_seconds']:>6.1f}s"
         )
 

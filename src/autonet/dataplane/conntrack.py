@@ -17,6 +17,10 @@ from autonet.dataplane import netns
 
 NETLINK_NETFILTER = 12
 PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
+TCP_STATES = [
+    "NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE",
+    "SYN_SENT2",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class Connection:
     reply_bytes: int
     reply_packets: int
     start_ns: int
+    state: str = ""  # TCP state; empty for other protocols
 
     @property
     def key(self) -> tuple[int, int]:
@@ -53,6 +58,11 @@ def _tuple(msg: object, which: str, version: int) -> Tuple:
         int(get(which, "CTA_TUPLE_PROTO", "CTA_PROTO_SRC_PORT") or 0),
         int(get(which, "CTA_TUPLE_PROTO", "CTA_PROTO_DST_PORT") or 0),
     )
+
+
+def _tcp_state(msg: object) -> str:
+    value = msg.get_nested("CTA_PROTOINFO", "CTA_PROTOINFO_TCP", "CTA_PROTOINFO_TCP_STATE")  # type: ignore[attr-defined]
+    return TCP_STATES[value] if isinstance(value, int) and value < len(TCP_STATES) else ""
 
 
 class ConntrackReader:
@@ -95,6 +105,7 @@ class ConntrackReader:
                         reply_bytes=int(get("CTA_COUNTERS_REPLY", "CTA_COUNTERS_BYTES") or 0),
                         reply_packets=int(get("CTA_COUNTERS_REPLY", "CTA_COUNTERS_PACKETS") or 0),
                         start_ns=int(get("CTA_TIMESTAMP", "CTA_TIMESTAMP_START") or 0),
+                        state=_tcp_state(msg) if number == 6 else "",
                     )
                 )
         return found

@@ -25,7 +25,7 @@ class QosRequest(_message.Message):
     def __init__(self, instance_uid: _Optional[str] = ..., qos: _Optional[_Union[Qos, _Mapping]] = ...) -> None: ...
 
 class Flow(_message.Message):
-    __slots__ = ("flow_id", "protocol", "direction", "local_address", "local_port", "peer_address", "peer_port", "peer_instance", "peer_automaton", "service_address", "tx_bytes", "tx_packets", "rx_bytes", "rx_packets", "age_seconds")
+    __slots__ = ("flow_id", "protocol", "direction", "local_address", "local_port", "peer_address", "peer_port", "peer_instance", "peer_automaton", "service_address", "tx_bytes", "tx_packets", "rx_bytes", "rx_packets", "age_seconds", "state")
     FLOW_ID_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class Flow(_message.Message):
     RX_BYTES_FIELD_NUMBER: _ClassVar[int]
     RX_PACKETS_FIELD_NUMBER: _ClassVar[int]
     AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     flow_id: int
     protocol: str
     direction: str
@@ -56,7 +57,8 @@ class Flow(_message.Message):
     rx_bytes: int
     rx_packets: int
     age_seconds: float
-    def __init__(self, flow_id: _Optional[int] = ..., protocol: _Optional[str] = ..., direction: _Optional[str] = ..., local_address: _Optional[str] = ..., local_port: _Optional[int] = ..., peer_address: _Optional[str] = ..., peer_port: _Optional[int] = ..., peer_instance: _Optional[str] = ..., peer_automaton: _Optional[str] = ..., service_address: _Optional[str] = ..., tx_bytes: _Optional[int] = ..., tx_packets: _Optional[int] = ..., rx_bytes: _Optional[int] = ..., rx_packets: _Optional[int] = ..., age_seconds: _Optional[float] = ...) -> None: ...
+    state: str
+    def __init__(self, flow_id: _Optional[int] = ..., protocol: _Optional[str] = ..., direction: _Optional[str] = ..., local_address: _Optional[str] = ..., local_port: _Optional[int] = ..., peer_address: _Optional[str] = ..., peer_port: _Optional[int] = ..., peer_instance: _Optional[str] = ..., peer_automaton: _Optional[str] = ..., service_address: _Optional[str] = ..., tx_bytes: _Optional[int] = ..., tx_packets: _Optional[int] = ..., rx_bytes: _Optional[int] = ..., rx_packets: _Optional[int] = ..., age_seconds: _Optional[float] = ..., state: _Optional[str] = ...) -> None: ...
 
 class FlowsReply(_message.Message):
     __slots__ = ("flows",)
