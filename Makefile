@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 nftables iperf3 iputils-ping python3-venv python3-pip conntrack procps curl ethtool tcpdump
+APT_PACKAGES := iproute2 nftables libnftables1 iperf3 iputils-ping python3-venv python3-pip conntrack procps \
+  curl ethtool tcpdump util-linux openvswitch-switch containernetworking-plugins
 STAMP := $(VENV)/.installed
 
 .PHONY: all deps venv test unit e2e lint demo proto clean
@@ -18,20 +19,22 @@ deps:
 
 # Debian's own python3 (not a per-user build): instance processes run as `nobody`
 # and must be able to execute the agent's interpreter.
-$(STAMP): pyproject.toml requirements.lock | deps
+$(STAMP): pyproject.toml requirements.lock plugins/l2ovs/pyproject.toml | deps
 	test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]' -e plugins/l2ovs
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 proto: venv
 	$(PY) -m grpc_tools.protoc -Isrc --python_out=src --grpc_python_out=src --pyi_out=src src/autonet/agent/rpc/agent.proto
+	$(PY) -m grpc_tools.protoc -Iplugins/l2ovs/src --python_out=plugins/l2ovs/src --grpc_python_out=plugins/l2ovs/src \
+	  --pyi_out=plugins/l2ovs/src plugins/l2ovs/src/autonet_l2ovs/l2.proto
 
 lint: venv
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
-	$(VENV)/bin/mypy src
+	$(VENV)/bin/ruff check src tests plugins
+	$(VENV)/bin/ruff format --check src tests plugins
+	$(VENV)/bin/mypy src plugins/l2ovs/src
 	$(VENV)/bin/lint-imports
 
 test: venv

@@ -223,7 +223,7 @@ def test_one_state_has_one_owner() -> None:
 
 
 def test_builtin_operators_register_through_the_plugin_entry_point() -> None:
-    api = load_plugins(PluginAPI())
+    api = load_plugins(PluginAPI(), only=["builtin"])
     assert api.plugins[0] == "builtin"
     assert {k.name for k in api.kinds.all()} >= {
         "Host",
@@ -254,3 +254,21 @@ async def test_commit_of_outcome_is_all_or_nothing(store: Store) -> None:
     assert (await state_of(store, "w"))[0] == "Init"
     lease_record = await store.get("Lease", "x")
     assert lease_record is not None and lease_record.data["owner"] == "other"
+
+
+def test_without_the_l2_plugin_the_core_knows_nothing_of_it() -> None:
+    from autonet.model.errors import ValidationError
+
+    core = load_plugins(PluginAPI(), only=["builtin"])
+    assert "L2Agent" not in core.kinds
+    assert "L2AgentReady" not in [s.state for s in core.kinds["Instance"].pipeline]
+    with pytest.raises(ValidationError, match=r"spec\.l2: unknown field"):
+        core.kinds["Network"].validate_spec("n", {"vpc": "v", "cidrs": ["100.64.1.0/24"], "l2": "ovs"})
+    full = load_plugins(PluginAPI())
+    if "l2ovs" in full.plugins:  # installed by `make`: it extends the same kinds, from outside
+        assert (
+            full.kinds["Network"].validate_spec("n", {"vpc": "v", "cidrs": ["100.64.1.0/24"], "l2": "ovs"})[
+                "l2"
+            ]
+            == "ovs"
+        )

@@ -82,6 +82,10 @@ class PluginAPI:
         """Add `state` to `kind`'s pipeline right after `after` (for objects `when` accepts)."""
         self.kinds[kind].insert_stage(state, after, when)
 
+    def extend_spec(self, kind: str, name: str, annotation: Any, default: Any = None) -> None:
+        """Add a field to a kind's spec (e.g. `l2` on Network); unknown to the core."""
+        self.kinds[kind].extend_spec(name, annotation, default)
+
     def validator(self, check: Check) -> Check:
         """Decorator: an extra apply-time check `check(obj, view)` raising ValidationError."""
         self.validators.append(check)

@@ -27,12 +27,18 @@ from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.model import naming
 from autonet.model.addressing import vtep_addresses, vtep_mac
-from autonet.model.kinds import CONNECTED, PROVISIONED, READY
+from autonet.model.kinds import CONNECTED, PROVISIONED, READY, KindRegistry
 from autonet.model.objects import Object
 from autonet.model.policy import openings
 
-# Instance states in which the instance's endpoint exists on its host.
-WIRED_STATES = {"Wired", "Routed", "Running", "Provisioned"}
+
+def wired_states(kinds: KindRegistry) -> set[str]:
+    """Instance states in which its endpoint exists on its host: `Wired` and every stage
+    after it, including stages plugins inserted."""
+    states = [stage.state for stage in kinds["Instance"].pipeline]
+    return set(states[states.index("Wired") :])
+
+
 VXLAN_OVERHEAD = {4: 50, 6: 70}
 
 
@@ -133,8 +139,7 @@ class VpcSyncer:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.sync = Coalescer(self._sync)
-        # States a plugin inserted into the instance pipeline after Wired count as wired.
-        self.extra_wired_states: set[str] = set()
+        self.wired_states = wired_states(ctx.kinds)
 
     @classmethod
     def of(cls, ctx: Context) -> VpcSyncer:
@@ -145,9 +150,7 @@ class VpcSyncer:
 
     def is_wired(self, inst: Object) -> bool:
         return (
-            not inst.metadata.deleting
-            and inst.state in WIRED_STATES | self.extra_wired_states
-            and bool(inst.status.get("host"))
+            not inst.metadata.deleting and inst.state in self.wired_states and bool(inst.status.get("host"))
         )
 
     async def sync_all(self, vpcs: Iterable[str]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from autonet.model.errors import ValidationError
 from autonet.model.objects import Object
@@ -145,6 +145,27 @@ class KindInfo:
     user_managed: bool = True  # may appear in manifests
     immutable: tuple[str, ...] = ()  # spec fields an update may not change
     aliases: tuple[str, ...] = ()
+    # Fields plugins added to the spec: name -> (annotation, default).
+    extensions: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    _model: type[BaseModel] | None = None
+
+    def extend_spec(self, name: str, annotation: Any, default: Any = None) -> None:
+        if name in self.spec_model.model_fields or name in self.extensions:
+            raise ValueError(f"{self.name}.spec.{name} already exists")
+        self.extensions[name] = (annotation, default)
+        self._model = None
+
+    def model(self) -> type[BaseModel]:
+        """The spec model with the plugins' extensions."""
+        if self._model is None:
+            self._model = (
+                create_model(
+                    f"{self.spec_model.__name__}Extended", __base__=self.spec_model, **self.extensions
+                )  # type: ignore[call-overload]
+                if self.extensions
+                else self.spec_model
+            )
+        return self._model
 
     def first_state(self) -> str:
         return self.pipeline[0].state
@@ -170,7 +191,7 @@ class KindInfo:
         from pydantic import ValidationError as PydanticError
 
         try:
-            model = self.spec_model.model_validate(spec if spec is not None else {})
+            model = self.model().model_validate(spec if spec is not None else {})
         except PydanticError as exc:
             errors = exc.errors()
             # A misspelt field also shows up as a missing one: name the misspelling.

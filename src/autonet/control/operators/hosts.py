@@ -19,7 +19,7 @@ from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.control.outcomes import Advance, Outcome
 from autonet.control.registry import PluginAPI
-from autonet.control.vpcsync import WIRED_STATES, VpcSyncer
+from autonet.control.vpcsync import VpcSyncer, wired_states
 from autonet.model.flowid import MAX_HOSTS
 from autonet.model.kinds import CONNECTED, INIT, LOST, READY
 from autonet.model.objects import Object
@@ -52,7 +52,7 @@ def register(api: PluginAPI) -> None:
         for inst in await ctx.list("Instance"):
             if (
                 inst.status.get("host") == host.name
-                and inst.state in WIRED_STATES
+                and inst.state in wired_states(ctx.kinds)
                 and inst.uid not in known
                 and not inst.metadata.deleting
             ):

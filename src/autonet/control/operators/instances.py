@@ -105,6 +105,8 @@ def register(api: PluginAPI) -> None:
             tag = host.spec["tag"]
             status.update(
                 network=network.name,
+                # What the instance was addressed from; plugins' stage predicates read it.
+                network_spec=network.spec,
                 vpc=vpc.name,
                 vpc_uid=vpc.uid,
                 netns=naming.instance_netns(tag, inst.uid),
@@ -143,9 +145,18 @@ def register(api: PluginAPI) -> None:
 
     @api.operator("Instance", "Wired")
     async def route(inst: Object, ctx: Context) -> Outcome:
-        """The network operator: every host of the VPC learns where the instance is."""
-        await VpcSyncer.of(ctx).sync(inst.status["vpc"])
-        return Advance()
+        """The network operator: every host of the VPC learns where the instance is.
+
+        It also records the hosts that hold instances of the instance's network, for
+        stages a plugin may insert after this one (an L2 agent programs them all)."""
+        syncer = VpcSyncer.of(ctx)
+        await syncer.sync(inst.status["vpc"])
+        hosts = {
+            i.status["host"]
+            for i in await ctx.list("Instance")
+            if i.status.get("network") == inst.status["network"] and syncer.is_wired(i)
+        }
+        return Advance(status={"network_hosts": sorted(hosts | {inst.status["host"]})})
 
     @api.operator("Instance", "Routed")
     async def start_process(inst: Object, ctx: Context) -> Outcome:

@@ -1,0 +1,258 @@
+"""The L2 plugin's control side: the L2Agent kind, the L2 operator, a pipeline stage.
+
+    Network.spec.l2: ovs                 an L2 segment managed through Open vSwitch
+    L2Agent (one per host that needs it) Init -> OvsReady -> Provisioned
+    Instance ... Wired -> L2AgentReady -> Routed ...   (only on l2: ovs networks)
+
+When an instance on an `l2: ovs` network is wired, the core network operator records
+the network's hosts on it (`status.network_hosts`) and the instance moves to
+`L2AgentReady`. The L2 operator owns that state: it makes sure every such host has a
+Provisioned L2Agent (Open vSwitch running), attaches the instance to the network's
+bridge on its host (a second interface, eth1, with the network's prefix), programs the
+OpenFlow rules on every host of the network, and lets the instance continue.
+Deletions are followed by watching the store: a network's hosts are re-synced whenever
+one of its instances changes, so deleted instances lose their rules everywhere.
+
+Composition security and service addresses live in the VPC routers, which L2 traffic
+does not cross: links to or from automatons on `l2: ovs` networks are refused at apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Literal
+
+import grpc
+from pydantic import BaseModel
+
+from autonet.control.context import Context
+from autonet.control.outcomes import Advance, Outcome, Remove, Retry
+from autonet.control.registry import PluginAPI
+from autonet.control.vpcsync import Coalescer
+from autonet.model.addressing import mac_for
+from autonet.model.errors import ValidationError
+from autonet.model.kinds import INIT, PROVISIONED, TERMINATING, KindInfo, Stage
+from autonet.model.manifest import View
+from autonet.model.naming import digest
+from autonet.model.objects import Object
+from autonet.store import Conflict
+from autonet_l2ovs import l2_pb2 as pb
+from autonet_l2ovs import l2_pb2_grpc as pb_grpc
+
+L2_READY = "L2AgentReady"
+OVS_READY = "OvsReady"
+VXLAN_OVERHEAD = {4: 50, 6: 70}
+REFRESH_SECONDS = 3.0
+
+
+class L2AgentSpec(BaseModel):
+    host: str
+
+
+def on_ovs(inst: Object) -> bool:
+    return (inst.status.get("network_spec") or {}).get("l2") == "ovs"
+
+
+def bridge_name(network_uid: str) -> str:
+    return f"anb{digest(network_uid, 8)}"
+
+
+def vxlan_name(network_uid: str) -> str:
+    return f"anw{digest(network_uid, 8)}"
+
+
+def port_name(instance_uid: str) -> str:
+    return f"anq{digest(instance_uid, 8)}"
+
+
+def l2_mac(instance_uid: str) -> str:
+    return mac_for(f"l2:{instance_uid}")
+
+
+async def l2_stub(ctx: Context, host: str) -> pb_grpc.L2Stub:
+    agent = await ctx.agent_for(host)
+    return pb_grpc.L2Stub(agent.channel)
+
+
+async def rpc(ctx: Context, host: str, method: str, request: Any) -> Any:
+    stub = await l2_stub(ctx, host)
+    try:
+        return await getattr(stub, method)(request, timeout=30)
+    except grpc.aio.AioRpcError as exc:
+        raise Retry(f"L2 agent on {host}: {method}: {exc.details() or exc.code().name}") from None
+
+
+def setup(api: PluginAPI) -> None:
+    api.extend_spec("Network", "l2", Literal["ovs"] | None, None)
+    api.add_kind(
+        KindInfo(
+            "L2Agent",
+            "l2agents",
+            L2AgentSpec,
+            [Stage(INIT), Stage(OVS_READY), Stage(PROVISIONED)],
+            user_managed=False,
+        )
+    )
+    api.insert_stage("Instance", L2_READY, after="Wired", when=on_ovs)
+
+    @api.validator
+    def refuse_policy_on_l2(obj: Object, view: View) -> None:
+        if obj.kind != "Composition":
+            return
+        for index, link in enumerate(obj.spec.get("links", [])):
+            for end in ("from", "to"):
+                automaton = view.get("Automaton", link[end])
+                network = view.get("Network", automaton.spec["network"]) if automaton else None
+                if network is not None and network.spec.get("l2") == "ovs":
+                    raise ValidationError(
+                        f'Composition "{obj.name}": spec.links[{index}].{end}: "{link[end]}" is on l2: ovs '
+                        f'network "{network.name}"; composition security and service addresses are not '
+                        "available on l2: ovs networks (their traffic does not cross the VPC router)"
+                    )
+
+    @api.operator("L2Agent", INIT)
+    async def start_ovs(agent: Object, ctx: Context) -> Outcome:
+        status = await rpc(ctx, agent.spec["host"], "StartOvs", pb.StartRequest())
+        if not status.running:
+            raise Retry("Open vSwitch did not start", delay=1.0)
+        return Advance(status={"version": status.version})
+
+    @api.operator("L2Agent", OVS_READY)
+    async def confirm_ovs(agent: Object, ctx: Context) -> Outcome:
+        status = await rpc(ctx, agent.spec["host"], "Dump", pb.DumpRequest())
+        if not status.running:
+            raise Retry("Open vSwitch is not running", delay=1.0)
+        return Advance()
+
+    @api.operator("L2Agent", TERMINATING)
+    async def forget_agent(agent: Object, ctx: Context) -> Outcome:
+        return Remove()
+
+    syncs: dict[int, Coalescer] = {}
+    # Instances being programmed: part of their network before their state says so.
+    programming: dict[str, Object] = {}
+
+    def network_sync(ctx: Context) -> Coalescer:
+        sync = syncs.get(id(ctx))
+        if sync is None:
+            sync = syncs[id(ctx)] = Coalescer(lambda network: sync_network(ctx, network))
+        return sync
+
+    @api.operator("Instance", L2_READY)
+    async def program_l2(inst: Object, ctx: Context) -> Outcome:
+        hosts = inst.status.get("network_hosts") or [inst.status["host"]]
+        missing = []
+        for host in hosts:
+            agent = await ctx.get("L2Agent", host)
+            if agent is None:
+                new = Object(kind="L2Agent", name=host, spec={"host": host}, status={"state": INIT})
+                with contextlib.suppress(Conflict):
+                    await ctx.store.put("L2Agent", host, new.to_data(), 0)
+                missing.append(host)
+            elif agent.state != PROVISIONED:
+                missing.append(host)
+        if missing:
+            raise Retry(f"waiting for Open vSwitch on {', '.join(missing)}", delay=0.3)
+        network = await ctx.get("Network", inst.status["network"])
+        if network is None:
+            raise Retry("network is gone", delay=1.0)
+        prefixes = {4: None, 6: None}
+        for cidr in network.spec["cidrs"]:
+            prefixes[6 if ":" in cidr else 4] = cidr.split("/")[1]
+        addresses = [
+            f"{inst.status[f'ipv{v}']}/{p}" for v, p in prefixes.items() if p and inst.status.get(f"ipv{v}")
+        ]
+        await rpc(
+            ctx, inst.status["host"], "Attach",
+            pb.AttachRequest(
+                instance_uid=inst.uid, bridge=bridge_name(network.uid), port=port_name(inst.uid),
+                mac=l2_mac(inst.uid), addresses=addresses, mtu=int(inst.status["mtu"]),
+            ),
+        )  # fmt: skip
+        l2 = {"l2_port": port_name(inst.uid), "l2_mac": l2_mac(inst.uid)}
+        programming[inst.uid] = inst.with_status(**l2)
+        try:
+            await network_sync(ctx)(network.name)
+        finally:
+            programming.pop(inst.uid, None)
+        return Advance(status=l2)
+
+    async def sync_network(ctx: Context, network_name: str) -> None:
+        network = await ctx.get("Network", network_name)
+        if network is None:
+            return
+        hosts = {h.name: h for h in await ctx.list("Host")}
+        stored = {i.uid: i for i in await ctx.list("Instance")}
+        stored.update(programming)
+        members = [
+            i
+            for i in stored.values()
+            if i.status.get("network") == network_name and i.status.get("l2_port") and not i.metadata.deleting
+        ]
+        by_host: dict[str, list[Object]] = {}
+        for inst in members:
+            by_host.setdefault(inst.status["host"], []).append(inst)
+        agents = {a.name for a in await ctx.list("L2Agent") if a.state == PROVISIONED}
+        calls = []
+        for host_name in sorted(agents):
+            host = hosts.get(host_name)
+            if host is None:
+                continue
+            underlay = host.spec["underlay"]
+            remotes = [
+                pb.Remote(mac=i.status["l2_mac"], underlay=hosts[h].spec["underlay"])
+                for h, insts in by_host.items()
+                if h != host_name and h in hosts
+                for i in insts
+            ]
+            request = pb.NetworkState(
+                bridge=bridge_name(network.uid),
+                vxlan=vxlan_name(network.uid),
+                vni=int(digest(network.uid, 4), 36) % 16_000_000 + 1,
+                local_underlay=underlay,
+                mtu=int(host.status.get("mtu", 1500)) - VXLAN_OVERHEAD[6 if ":" in underlay else 4],
+                ports=[
+                    pb.Port(name=i.status["l2_port"], mac=i.status["l2_mac"])
+                    for i in by_host.get(host_name, [])
+                ],
+                remotes=remotes,
+                peers=sorted(hosts[h].spec["underlay"] for h in by_host if h != host_name and h in hosts),
+            )
+            calls.append(rpc(ctx, host_name, "SyncNetwork", request))
+        await asyncio.gather(*calls)
+
+    async def follow_instances(ctx: Context) -> None:
+        """Re-sync a network's hosts when one of its L2 instances changes or goes."""
+        revision = await ctx.store.revision()
+        async for event in ctx.store.watch(revision, ["Instance"]):
+            status = event.record.data.get("status", {})
+            if (
+                status.get("l2_port")
+                and status.get("network")
+                and (event.type == "delete" or event.record.data["metadata"].get("deleting"))
+            ):
+                with contextlib.suppress(Exception):
+                    await network_sync(ctx)(status["network"])
+
+    async def refresh_agents(ctx: Context) -> None:
+        """Keep each L2Agent's status showing its bridges, ports and rules with counters."""
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            for agent in await ctx.list("L2Agent"):
+                if agent.state != PROVISIONED:
+                    continue
+                with contextlib.suppress(Exception):
+                    status = await (await l2_stub(ctx, agent.spec["host"])).Dump(pb.DumpRequest(), timeout=10)
+                    bridges = [
+                        {"name": b.name, "ports": list(b.ports), "flows": list(b.flows)}
+                        for b in status.bridges
+                    ]
+                    if agent.status.get("bridges") != bridges:
+                        updated = agent.with_status(bridges=bridges, running=status.running)
+                        await ctx.store.put(
+                            agent.kind, agent.name, updated.to_data(), agent.metadata.revision
+                        )
+
+    api.run_in_background(follow_instances)
+    api.run_in_background(refresh_agents)
