@@ -12,7 +12,6 @@ ARP or NDP is needed before the first packet. All calls are idempotent.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from autonet.dataplane import netns
@@ -23,6 +22,7 @@ from autonet.dataplane.netlink import (
     ENOENT,
     ESRCH,
     Netlink,
+    add_veth,
     call,
     link_index,
 )
@@ -94,23 +94,9 @@ async def ensure_endpoint(nl: Netlink, spec: EndpointSpec) -> None:
     if rindex is None:
         if iindex is not None:
             await call(inst.link("del", index=iindex), ENODEV)
-        fd = os.open(netns.netns_path(spec.netns), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            await router.link(
-                "add",
-                ifname=spec.router_ifname,
-                kind="veth",
-                address=spec.router_mac,
-                mtu=spec.mtu,
-                peer={
-                    "ifname": INSTANCE_IFNAME,
-                    "net_ns_fd": fd,
-                    "address": spec.mac,
-                    "mtu": spec.mtu,
-                },
-            )
-        finally:
-            os.close(fd)
+        await add_veth(
+            router, spec.router_ifname, spec.netns, INSTANCE_IFNAME, spec.mtu, spec.router_mac, spec.mac
+        )
         rindex = await link_index(router, spec.router_ifname)
         iindex = await link_index(inst, INSTANCE_IFNAME)
     assert rindex is not None and iindex is not None

@@ -9,7 +9,10 @@ process is forked, and each request is one netlink round trip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import os
+from collections.abc import Iterator
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
@@ -77,6 +80,36 @@ class Netlink:
         for ipr in self._sockets.values():
             ipr.close()
         self._sockets.clear()
+
+
+@contextlib.contextmanager
+def netns_fd(name: str) -> Iterator[int]:
+    """An open descriptor of namespace `name`, to create a device directly inside it."""
+    fd = os.open(netns.netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+async def add_veth(
+    ipr: AsyncIPRoute,
+    ifname: str,
+    peer_netns: str,
+    peer_ifname: str,
+    mtu: int = 1500,
+    mac: str | None = None,
+    peer_mac: str | None = None,
+) -> None:
+    """A veth pair: `ifname` in the socket's namespace, its peer born in `peer_netns`
+    (creating it there avoids moving a device between namespaces, which serialises on
+    a kernel lock)."""
+    peer: dict[str, Any] = {"ifname": peer_ifname, "mtu": mtu}
+    if peer_mac:
+        peer["address"] = peer_mac
+    extra = {"address": mac} if mac else {}
+    with netns_fd(peer_netns) as fd:
+        await ipr.link("add", ifname=ifname, kind="veth", mtu=mtu, peer={**peer, "net_ns_fd": fd}, **extra)
 
 
 async def link_index(ipr: AsyncIPRoute, ifname: str) -> int | None:

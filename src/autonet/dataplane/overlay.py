@@ -16,14 +16,12 @@ No learning, no multicast, no flooding. The device is created from the host name
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass, field
 
 from pyroute2 import AsyncIPRoute
 
-from autonet.dataplane import netns
 from autonet.dataplane.endpoint import IFA_F_NODAD, NUD_PERMANENT
-from autonet.dataplane.netlink import EEXIST, ENOENT, ESRCH, Netlink, call, link_index
+from autonet.dataplane.netlink import EEXIST, ENOENT, ESRCH, Netlink, call, link_index, netns_fd
 
 VXLAN_PORT = 4789
 RTNH_F_ONLINK = 4
@@ -60,8 +58,7 @@ async def ensure_vxlan(nl: Netlink, router_netns: str, spec: VxlanSpec) -> int:
         host = await nl.host()
         local = ipaddress.ip_address(spec.local.underlay)
         attrs = {"vxlan_local6" if local.version == 6 else "vxlan_local": str(local)}
-        fd = os.open(netns.netns_path(router_netns), os.O_RDONLY | os.O_CLOEXEC)
-        try:
+        with netns_fd(router_netns) as fd:
             await host.link(
                 "add",
                 ifname=spec.ifname,
@@ -74,8 +71,6 @@ async def ensure_vxlan(nl: Netlink, router_netns: str, spec: VxlanSpec) -> int:
                 net_ns_fd=fd,
                 **attrs,
             )
-        finally:
-            os.close(fd)
         index = await link_index(router, spec.ifname)
         assert index is not None
     await call(router.link("set", index=index, state="up", mtu=spec.mtu))

@@ -7,11 +7,9 @@ switch, without touching the root namespace.
 from __future__ import annotations
 
 import ipaddress
-import os
 
-from autonet.dataplane import netns
 from autonet.dataplane.endpoint import IFA_F_NODAD
-from autonet.dataplane.netlink import EEXIST, Netlink, call, link_index
+from autonet.dataplane.netlink import EEXIST, Netlink, add_veth, call, link_index
 
 
 async def ensure_bridge(nl: Netlink, namespace: str, name: str) -> int:
@@ -40,13 +38,7 @@ async def plug(
     switch = await nl.ns(switch_ns)
     target = await nl.ns(target_ns, create=True)
     if await link_index(switch, port) is None:
-        fd = os.open(netns.netns_path(target_ns), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            await switch.link(
-                "add", ifname=port, kind="veth", mtu=mtu, peer={"ifname": ifname, "net_ns_fd": fd, "mtu": mtu}
-            )
-        finally:
-            os.close(fd)
+        await add_veth(switch, port, target_ns, ifname, mtu)
     bridge_index = await link_index(switch, bridge)
     port_index = await link_index(switch, port)
     assert bridge_index is not None and port_index is not None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import grpc
 from autonet.agent.plugins import AgentPluginAPI
 from autonet.dataplane import netns
 from autonet.dataplane.endpoint import IFA_F_NODAD
-from autonet.dataplane.netlink import EEXIST, ENOENT, call, link_index
+from autonet.dataplane.netlink import EEXIST, ENOENT, add_veth, call, link_index
 from autonet_l2ovs import l2_pb2 as pb
 from autonet_l2ovs import l2_pb2_grpc as pb_grpc
 from autonet_l2ovs.ovs import Ovs, OvsError
@@ -78,14 +77,9 @@ class L2Servicer(pb_grpc.L2Servicer):
             host = await nl.host()
             inst = await nl.ns(record.netns)
             if await link_index(host, request.port) is None:
-                fd = os.open(netns.netns_path(record.netns), os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    await host.link(
-                        "add", ifname=request.port, kind="veth", mtu=request.mtu,
-                        peer={"ifname": INSTANCE_IFNAME, "net_ns_fd": fd, "address": request.mac, "mtu": request.mtu},
-                    )  # fmt: skip
-                finally:
-                    os.close(fd)
+                await add_veth(
+                    host, request.port, record.netns, INSTANCE_IFNAME, request.mtu, peer_mac=request.mac
+                )
             port = await link_index(host, request.port)
             index = await link_index(inst, INSTANCE_IFNAME)
             assert port is not None and index is not None

@@ -14,14 +14,14 @@ from typing import Any
 
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
-from autonet.control.outcomes import Advance, Fail, Outcome, Remove, Retry
+from autonet.control.leases import lease_addresses, release
+from autonet.control.outcomes import Advance, Outcome, Remove, Retry
 from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer
-from autonet.model.addressing import family_cidr, pick_address, service_ranges
-from autonet.model.errors import ExhaustedError
+from autonet.model.addressing import family_cidr, service_ranges
 from autonet.model.kinds import TERMINATING
 from autonet.model.objects import Metadata, Object
-from autonet.store import Delete, Op, Put
+from autonet.store import Op, Put
 
 RESTART_FROM = {"Running", "Provisioned"}
 
@@ -46,11 +46,8 @@ def terminate(obj: Object) -> Op:
     return Put(obj.kind, obj.name, gone.to_data(), obj.metadata.revision)
 
 
-LEASE = "Lease"
-
-
-def vip_lease(vpc: str, address: str) -> str:
-    return f"vip/{vpc}/{address}"
+def vip_pool(vpc: str) -> str:
+    return f"vip/{vpc}"
 
 
 def _resync(ctx: Context, vpc: str | None) -> Callable[[], Awaitable[None]] | None:
@@ -87,43 +84,15 @@ def register(api: PluginAPI) -> None:
         vpc = await ctx.get("Vpc", network.spec["vpc"])
         if vpc is None:
             raise Retry(f'waiting for Vpc "{network.spec["vpc"]}"', delay=0.3)
-        status: dict[str, str] = {"vpc": vpc.name}
-        ops: list[Op] = []
-        async with ctx.lock(f"vip/{vpc.name}"):
-            leases = await ctx.list(LEASE, prefix=f"vip/{vpc.name}/")
-            taken = {lease.spec["address"] for lease in leases}
-            for version in (4, 6):
-                if family_cidr(network.spec["cidrs"], version) is None:
-                    continue
-                key = f"vip{version}"
-                mine = [
-                    x.spec["address"]
-                    for x in leases
-                    if x.spec["owner"] == automaton.uid and x.spec["version"] == version
-                ]
-                if automaton.status.get(key) or mine:
-                    status[key] = automaton.status.get(key) or mine[0]
-                    continue
-                cidr = family_cidr(service_ranges(vpc.spec), version)
-                if cidr is None:
-                    continue
-                try:
-                    address = pick_address(cidr, taken)
-                except ExhaustedError as exc:
-                    raise Fail(f'Vpc "{vpc.name}": service {exc}') from None
-                lease = Object(
-                    kind=LEASE,
-                    name=vip_lease(vpc.name, address),
-                    spec={
-                        "address": address,
-                        "version": version,
-                        "owner": automaton.uid,
-                        "ref": automaton.ref,
-                    },
-                )
-                ops.append(Put(LEASE, lease.name, lease.to_data(), 0))
-                status[key] = address
-        return status, ops
+        cidrs = {}
+        for version in (4, 6):
+            service = family_cidr(service_ranges(vpc.spec), version)
+            if family_cidr(network.spec["cidrs"], version) and service:
+                cidrs[version] = service
+        vips, ops = await lease_addresses(
+            ctx, vip_pool(vpc.name), cidrs, automaton, f'Vpc "{vpc.name}": service'
+        )
+        return {"vpc": vpc.name, **{f"vip{v}": a for v, a in vips.items()}}, ops
 
     @api.operator("Automaton", "Init")
     async def reconcile_replicas(automaton: Object, ctx: Context) -> Outcome:
@@ -178,9 +147,10 @@ def register(api: PluginAPI) -> None:
             await ctx.store.commit(ops)
         if remaining:
             raise Retry(f"waiting for {len(remaining)} instance(s) to terminate", delay=0.3)
-        leases = [
-            Delete(LEASE, vip_lease(automaton.status["vpc"], automaton.status[key]))
-            for key in ("vip4", "vip6")
-            if automaton.status.get(key) and automaton.status.get("vpc")
-        ]
-        return Remove(also=leases, after=_resync(ctx, automaton.status.get("vpc")))
+        vpc = automaton.status.get("vpc")
+        leases = (
+            release(vip_pool(vpc), [automaton.status.get("vip4"), automaton.status.get("vip6")])
+            if vpc
+            else []
+        )
+        return Remove(also=leases, after=_resync(ctx, vpc))

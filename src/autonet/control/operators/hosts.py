@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
+from autonet.control.leases import LEASE
 from autonet.control.outcomes import Advance, Outcome
 from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer, wired_states
@@ -25,7 +26,6 @@ from autonet.model.kinds import CONNECTED, INIT, LOST, READY
 from autonet.model.objects import Object
 from autonet.store import Conflict, Op, Put
 
-LEASE = "Lease"
 LOST_AFTER = 10.0  # seconds without a heartbeat
 CHECK_EVERY = 2.0
 

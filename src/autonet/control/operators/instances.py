@@ -10,10 +10,9 @@ address is never held twice, and a crash between the two writes cannot happen.
 
 from __future__ import annotations
 
-import ipaddress
-
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
+from autonet.control.leases import lease_addresses, release
 from autonet.control.load import LoadTable
 from autonet.control.operators.automatons import process_hash, qos_message
 from autonet.control.outcomes import Advance, Fail, MoveTo, Outcome, Remove, Retry, Stay
@@ -21,18 +20,16 @@ from autonet.control.placement import choose_host
 from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer, overlay_mtu
 from autonet.model import naming
-from autonet.model.addressing import family_cidr, mac_for, pick_address
-from autonet.model.errors import ExhaustedError
+from autonet.model.addressing import family_cidr, mac_for
 from autonet.model.kinds import TERMINATING
 from autonet.model.objects import Object
-from autonet.store import Delete, Op, Put
+from autonet.store import Put
 
-LEASE = "Lease"
 READY_CHECK_DELAY = 0.2
 
 
-def ip_lease_name(network: str, address: str) -> str:
-    return f"ip/{network}/{address}"
+def ip_pool(network: str) -> str:
+    return f"ip/{network}"
 
 
 async def owner_objects(ctx: Context, inst: Object) -> tuple[Object, Object, Object]:
@@ -72,51 +69,26 @@ def register(api: PluginAPI) -> None:
         host = await ctx.get("Host", inst.status["host"])
         if host is None:
             raise Retry(f"host {inst.status['host']} is gone", delay=1.0)
-        async with ctx.lock(f"ipam/{network.name}"):
-            leases = await ctx.list(LEASE, prefix=f"ip/{network.name}/")
-            mine = {lease.spec["address"] for lease in leases if lease.spec["owner"] == inst.uid}
-            taken = {lease.spec["address"] for lease in leases}
-            status: dict[str, object] = {}
-            ops: list[Op] = []
-            for version in (4, 6):
-                cidr = family_cidr(network.spec["cidrs"], version)
-                if cidr is None:
-                    continue
-                held = [a for a in mine if ipaddress.ip_address(a).version == version]
-                if held:
-                    address = held[0]
-                else:
-                    try:
-                        address = pick_address(cidr, taken)
-                    except ExhaustedError as exc:
-                        raise Fail(f'network "{network.name}": {exc}') from None
-                    lease = Object(
-                        kind=LEASE,
-                        name=ip_lease_name(network.name, address),
-                        spec={
-                            "address": address,
-                            "network": network.name,
-                            "owner": inst.uid,
-                            "ref": inst.ref,
-                        },
-                    )
-                    ops.append(Put(LEASE, lease.name, lease.to_data(), 0))
-                status[f"ipv{version}"] = address
-            tag = host.spec["tag"]
-            status.update(
-                network=network.name,
-                # What the instance was addressed from; plugins' stage predicates read it.
-                network_spec=network.spec,
-                vpc=vpc.name,
-                vpc_uid=vpc.uid,
-                netns=naming.instance_netns(tag, inst.uid),
-                router_netns=naming.router_netns(tag, vpc.uid),
-                router_ifname=naming.router_ifname(inst.uid),
-                mac=mac_for(inst.uid),
-                router_mac=mac_for("gw:" + inst.uid),
-                mtu=overlay_mtu(host),
-            )
-            return Advance(status=status, also=ops)
+        cidrs = {v: c for v in (4, 6) if (c := family_cidr(network.spec["cidrs"], v))}
+        held, ops = await lease_addresses(
+            ctx, ip_pool(network.name), cidrs, inst, f'network "{network.name}"'
+        )
+        status: dict[str, object] = {f"ipv{v}": a for v, a in held.items()}
+        tag = host.spec["tag"]
+        status.update(
+            network=network.name,
+            # What the instance was addressed from; plugins' stage predicates read it.
+            network_spec=network.spec,
+            vpc=vpc.name,
+            vpc_uid=vpc.uid,
+            netns=naming.instance_netns(tag, inst.uid),
+            router_netns=naming.router_netns(tag, vpc.uid),
+            router_ifname=naming.router_ifname(inst.uid),
+            mac=mac_for(inst.uid),
+            router_mac=mac_for("gw:" + inst.uid),
+            mtu=overlay_mtu(host),
+        )
+        return Advance(status=status, also=ops)
 
     @api.operator("Instance", "Addressed")
     async def wire(inst: Object, ctx: Context) -> Outcome:
@@ -212,9 +184,8 @@ def register(api: PluginAPI) -> None:
         if host and inst.status.get("netns"):
             agent = await ctx.agent_for(host)
             await agent.call("DeleteInstance", pb.InstanceRef(instance_uid=inst.uid))
-        leases = [
-            Delete(LEASE, ip_lease_name(inst.status["network"], inst.status[key]))
-            for key in ("ipv4", "ipv6")
-            if inst.status.get(key) and inst.status.get("network")
-        ]
+        network = inst.status.get("network")
+        leases = (
+            release(ip_pool(network), [inst.status.get("ipv4"), inst.status.get("ipv6")]) if network else []
+        )
         return Remove(also=leases)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from autonet.control.context import Context
+from autonet.control.leases import LEASE
 from autonet.control.outcomes import Advance, Outcome, Remove, Retry
 from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer
@@ -11,8 +12,6 @@ from autonet.model.errors import ExhaustedError
 from autonet.model.kinds import TERMINATING
 from autonet.model.objects import Object
 from autonet.store import Delete, Put
-
-LEASE = "Lease"
 
 
 def vni_lease(vni: int) -> str:

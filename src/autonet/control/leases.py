@@ -1,0 +1,73 @@
+"""Address leases: objects of the internal kind `Lease`, one per address held.
+
+A lease is created with "must not exist" compare-and-swap in the same transaction as
+the transition of its owner (an instance's addresses, an automaton's service
+addresses), and deleted in the transaction that removes the owner. So an address is
+never held twice, even across controllers and restarts, and never leaks between two
+writes. Within one controller, addresses picked but not yet committed are remembered
+for a few seconds, so that concurrent handlers do not all pick the same lowest free
+address and lose the race but one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+
+from autonet.control.context import Context
+from autonet.control.outcomes import Fail
+from autonet.model.addressing import pick_address
+from autonet.model.errors import ExhaustedError
+from autonet.model.objects import Object
+from autonet.store import Delete, Op, Put
+
+LEASE = "Lease"
+PENDING_SECONDS = 5.0
+
+
+def lease_name(pool: str, address: str) -> str:
+    return f"{pool}/{address}"
+
+
+async def lease_addresses(
+    ctx: Context, pool: str, cidrs: dict[int, str], owner: Object, what: str
+) -> tuple[dict[int, str], list[Op]]:
+    """Per IP version: the address `owner` holds in `pool`, or the lowest free one of the
+    version's CIDR with the operation that leases it. Exhaustion fails with `what: ...`."""
+    pending: dict[str, float] = ctx.extras.setdefault(f"pending-leases/{pool}", {})
+    now = time.monotonic()
+    for address in [a for a, until in pending.items() if until < now]:
+        del pending[address]
+    async with ctx.lock(f"lease/{pool}"):
+        leases = await ctx.list(LEASE, prefix=f"{pool}/")
+        taken = {lease.spec["address"] for lease in leases} | set(pending)
+        addresses: dict[int, str] = {}
+        ops: list[Op] = []
+        for version, cidr in cidrs.items():
+            held = [
+                lease.spec["address"]
+                for lease in leases
+                if lease.spec["owner"] == owner.uid
+                and ipaddress.ip_address(lease.spec["address"]).version == version
+            ]
+            if held:
+                addresses[version] = held[0]
+                continue
+            try:
+                address = pick_address(cidr, taken)
+            except ExhaustedError as exc:
+                raise Fail(f"{what}: {exc}") from None
+            taken.add(address)
+            pending[address] = now + PENDING_SECONDS
+            lease = Object(
+                kind=LEASE,
+                name=lease_name(pool, address),
+                spec={"address": address, "owner": owner.uid, "ref": owner.ref},
+            )
+            ops.append(Put(LEASE, lease.name, lease.to_data(), 0))
+            addresses[version] = address
+        return addresses, ops
+
+
+def release(pool: str, addresses: list[str | None]) -> list[Op]:
+    return [Delete(LEASE, lease_name(pool, address)) for address in addresses if address]
