@@ -267,19 +267,10 @@ def _ping_ms(output: str) -> float:
 
 
 def _exec(client: Client, instance: str, command: list[str], user: str = "root") -> str:
-    import base64
-
-    out, code = b"", 1
-    for line in client.stream(
-        "POST", f"/instances/{instance}/exec", json={"command": command, "user": user, "timeout": 60}
-    ):
-        if "stdout" in line:
-            out += base64.b64decode(line["stdout"])
-        elif "exit" in line:
-            code = line["exit"]
+    code, out = client.run(instance, command, user, timeout=60)
     if code != 0:
-        raise CliError(f"bench: {' '.join(command)} in {instance} failed ({code}): {out.decode()[-300:]}")
-    return out.decode()
+        raise CliError(f"bench: {' '.join(command)} in {instance} failed ({code}): {out[-300:]}")
+    return out
 
 
 def veth_baseline(seconds: int) -> tuple[float, float]:
@@ -421,7 +412,6 @@ while time.time() < deadline:
 
 def link_open_latency(client: Client, samples: int) -> dict[str, float]:
     """Apply a link; how long until a connection gets through, seen from inside the client."""
-    import base64
     import threading
 
     docs = [
@@ -448,10 +438,7 @@ def link_open_latency(client: Client, samples: int) -> dict[str, float]:
         box: dict[str, float] = {}
 
         def probe(box: dict[str, float] = box) -> None:
-            body = {"command": ["python3", "-c", OPEN_PROBE, web["status"]["ipv4"]], "timeout": 30}
-            out = b""
-            for line in client.stream("POST", "/instances/lcli-0/exec", json=body):
-                out += base64.b64decode(line.get("stdout", ""))
+            _, out = client.run("lcli-0", ["python3", "-c", OPEN_PROBE, web["status"]["ipv4"]], timeout=30)
             if out.strip():
                 box["opened"] = float(out)
 

@@ -6,6 +6,7 @@ from `--lab` / AUTONET_LAB (a lab's name), else the default lab's socket.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Iterator
@@ -75,6 +76,36 @@ class Client:
                         yield json.loads(line)
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach the API at {self.address}: {exc}") from None
+
+    def exec(
+        self, instance: str, command: list[str], user: str = "", timeout: float = 0.0, stdin: bytes = b""
+    ) -> Iterator[tuple[str, bytes | int]]:
+        """Run `command` in an instance: ("stdout" | "stderr", bytes) chunks as they come,
+        then ("exit", code)."""
+        body = {
+            "command": command,
+            "stdin": base64.b64encode(stdin).decode(),
+            "user": user,
+            "timeout": timeout,
+        }
+        for line in self.stream("POST", f"/instances/{instance}/exec", json=body):
+            if "error" in line:
+                raise CliError(line["error"])
+            for key in ("stdout", "stderr"):
+                if key in line:
+                    yield key, base64.b64decode(line[key])
+            if "exit" in line:
+                yield "exit", int(line["exit"])
+
+    def run(self, instance: str, command: list[str], user: str = "", timeout: float = 0.0) -> tuple[int, str]:
+        """Run `command` in an instance to the end: (exit code, standard output)."""
+        out, code = b"", 1
+        for key, data in self.exec(instance, command, user, timeout):
+            if key == "stdout":
+                out += data  # type: ignore[operator]
+            elif key == "exit":
+                code = int(data)
+        return code, out.decode()
 
     def objects(self, kind: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.request("GET", f"/objects/{kind}")

@@ -7,7 +7,6 @@ scales, deletes, checks the kernel is clean, and takes the lab down (unless --ke
 
 from __future__ import annotations
 
-import base64
 import time
 from importlib.resources import files
 from typing import Any
@@ -26,18 +25,6 @@ HOSTS = 1
 
 def say(text: str) -> None:
     typer.secho(f"==> {text}", bold=True)
-
-
-def exec_in(c: Client, instance: str, *command: str) -> tuple[int, str]:
-    out, code = b"", 1
-    for line in c.stream(
-        "POST", f"/instances/{instance}/exec", json={"command": list(command), "timeout": 10}
-    ):
-        if "stdout" in line:
-            out += base64.b64decode(line["stdout"])
-        elif "exit" in line:
-            code = line["exit"]
-    return code, out.decode().strip()
 
 
 def wait_provisioned(c: Client, automatons: dict[str, int], timeout: float = 60) -> list[dict[str, Any]]:
@@ -86,7 +73,8 @@ def run(keep: bool) -> None:
         ):
             for address in (inst["status"]["ipv4"], f"[{inst['status']['ipv6']}]"):
                 url = f"http://{address}:8080/"
-                code, body = exec_in(c, "client-0", "python3", "-m", "autonet.examples.http_get", url)
+                code, out = c.run("client-0", ["python3", "-m", "autonet.examples.http_get", url], timeout=10)
+                body = out.strip()
                 print(f"    GET {url:<32} -> {body if code == 0 else 'FAILED'}")
                 if code != 0 or body != inst["name"]:
                     raise CliError(f"demo: {url} answered {body!r} instead of {inst['name']!r}")

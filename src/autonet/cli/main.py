@@ -5,7 +5,6 @@ The daemons (`autonet controller`, `autonet agent`) are commands of the same pro
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import sys
@@ -253,19 +252,14 @@ def exec_(
     if not command:
         fail("give the command after --, e.g. autonet exec web-0 -- ip addr")
     data = sys.stdin.buffer.read() if stdin else b""
-    body = {"command": command, "stdin": base64.b64encode(data).decode(), "user": user, "timeout": timeout}
     code = 1
-    for line in client().stream("POST", f"/instances/{instance}/exec", json=body):
-        if "stdout" in line:
-            sys.stdout.buffer.write(base64.b64decode(line["stdout"]))
-            sys.stdout.buffer.flush()
-        elif "stderr" in line:
-            sys.stderr.buffer.write(base64.b64decode(line["stderr"]))
-            sys.stderr.buffer.flush()
-        elif "exit" in line:
-            code = int(line["exit"])
-        elif "error" in line:
-            fail(line["error"])
+    for key, chunk in client().exec(instance, command, user, timeout, data):
+        if key == "exit":
+            code = int(chunk)
+        else:
+            out = sys.stdout.buffer if key == "stdout" else sys.stderr.buffer
+            out.write(chunk)  # type: ignore[arg-type]
+            out.flush()
     raise typer.Exit(code)
 
 
