@@ -1,5 +1,6 @@
 """Address leases: objects of the internal kind `Lease`, one per address held.
 
+Pools: `ip/<network>` and `vip/<vpc>` (addresses), `vni` and `host` (numbers).
 A lease is created with "must not exist" compare-and-swap in the same transaction as
 the transition of its owner (an instance's addresses, an automaton's service
 addresses), and deleted in the transaction that removes the owner. So an address is
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable
 
 from autonet.control.context import Context
 from autonet.control.outcomes import Fail
@@ -67,6 +69,25 @@ async def lease_addresses(
             ops.append(Put(LEASE, lease.name, lease.to_data(), 0))
             addresses[version] = address
         return addresses, ops
+
+
+async def lease_number(
+    ctx: Context, pool: str, owner: Object, choose: Callable[[set[int]], int]
+) -> tuple[int, list[Op]]:
+    """The number `owner` holds in `pool` (a host index, a VNI), or `choose(taken)` with
+    the operation that leases it."""
+    async with ctx.lock(f"lease/{pool}"):
+        leases = await ctx.list(LEASE, prefix=f"{pool}/")
+        mine = [lease.spec["number"] for lease in leases if lease.spec["owner"] == owner.uid]
+        if mine:
+            return int(mine[0]), []
+        number = choose({int(lease.spec["number"]) for lease in leases})
+        lease = Object(
+            kind=LEASE,
+            name=lease_name(pool, str(number)),
+            spec={"number": number, "owner": owner.uid, "ref": owner.ref},
+        )
+        return number, [Put(LEASE, lease.name, lease.to_data(), 0)]
 
 
 def release(pool: str, addresses: list[str | None]) -> list[Op]:

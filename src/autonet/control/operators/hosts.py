@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
-from autonet.control.leases import LEASE
+from autonet.control.leases import lease_number
 from autonet.control.outcomes import Advance, Outcome
 from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer, wired_states
@@ -36,16 +36,11 @@ def register(api: PluginAPI) -> None:
         ops: list[Op] = []
         index = host.status.get("index")
         if index is None:
-            async with ctx.lock("host-index"):
-                leases = await ctx.list(LEASE, prefix="host/")
-                mine = [lease for lease in leases if lease.spec["owner"] == host.uid]
-                if mine:
-                    index = mine[0].spec["index"]
-                else:
-                    taken = {lease.spec["index"] for lease in leases}
-                    index = next(i for i in range(MAX_HOSTS) if i not in taken)
-                    lease = Object(kind=LEASE, name=f"host/{index}", spec={"index": index, "owner": host.uid})
-                    ops.append(Put(LEASE, lease.name, lease.to_data(), 0))
+
+            def lowest_free(taken: set[int]) -> int:
+                return next(i for i in range(MAX_HOSTS) if i not in taken)
+
+            index, ops = await lease_number(ctx, "host", host, lowest_free)
         agent = await ctx.agent_for(host.name)
         report = await agent.call("Bootstrap", pb.BootstrapRequest(host=host.name))
         known = {row.instance_uid for row in report.instances}

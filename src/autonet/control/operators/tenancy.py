@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from autonet.control.context import Context
-from autonet.control.leases import LEASE
+from autonet.control.leases import lease_number, release
 from autonet.control.outcomes import Advance, Outcome, Remove, Retry
 from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer
@@ -11,11 +11,6 @@ from autonet.model.addressing import pick_vni
 from autonet.model.errors import ExhaustedError
 from autonet.model.kinds import TERMINATING
 from autonet.model.objects import Object
-from autonet.store import Delete, Put
-
-
-def vni_lease(vni: int) -> str:
-    return f"vni/{vni}"
 
 
 def register(api: PluginAPI) -> None:
@@ -23,30 +18,18 @@ def register(api: PluginAPI) -> None:
     async def lease_vni(vpc: Object, ctx: Context) -> Outcome:
         if vpc.status.get("vni"):
             return Advance()
-        async with ctx.lock("vni"):
-            leases = await ctx.list(LEASE, prefix="vni/")
-            mine = [lease for lease in leases if lease.spec.get("owner") == vpc.uid]
-            if mine:
-                return Advance(status={"vni": mine[0].spec["vni"]})
-            taken = {int(lease.spec["vni"]) for lease in leases}
-            try:
-                vni = pick_vni(taken, vpc.spec.get("vni"))
-            except ExhaustedError as exc:
-                raise Retry(str(exc), delay=2.0) from None
-            lease = Object(
-                kind=LEASE, name=vni_lease(vni), spec={"vni": vni, "owner": vpc.uid, "ref": vpc.ref}
-            )
-            return Advance(status={"vni": vni}, also=[Put(LEASE, lease.name, lease.to_data(), 0)])
+        try:
+            vni, ops = await lease_number(ctx, "vni", vpc, lambda taken: pick_vni(taken, vpc.spec.get("vni")))
+        except ExhaustedError as exc:
+            raise Retry(str(exc), delay=2.0) from None
+        return Advance(status={"vni": vni}, also=ops)
 
     @api.operator("Vpc", TERMINATING)
     async def delete_vpc(vpc: Object, ctx: Context) -> Outcome:
         users = [n.name for n in await ctx.list("Network") if n.spec["vpc"] == vpc.name]
         if users:
             raise Retry(f"waiting for networks to go: {', '.join(users)}", delay=0.5)
-        also = []
-        if vpc.status.get("vni"):
-            also.append(Delete(LEASE, vni_lease(int(vpc.status["vni"]))))
-        return Remove(also=also)
+        return Remove(also=release("vni", [str(vpc.status["vni"])] if vpc.status.get("vni") else []))
 
     @api.operator("Network", "Init")
     async def provision_network(network: Object, ctx: Context) -> Outcome:
