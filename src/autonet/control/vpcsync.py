@@ -140,6 +140,8 @@ class VpcSyncer:
         self.ctx = ctx
         self.sync = Coalescer(self._sync)
         self.wired_states = wired_states(ctx.kinds)
+        # Per network, the hosts holding its wired instances, as of the last sync.
+        self.network_hosts: dict[str, set[str]] = {}
 
     @classmethod
     def of(cls, ctx: Context) -> VpcSyncer:
@@ -166,9 +168,12 @@ class VpcSyncer:
         ]
         by_host: dict[str, list[str]] = defaultdict(list)
         by_automaton: dict[str, list[Object]] = defaultdict(list)
+        network_hosts: dict[str, set[str]] = defaultdict(set)
         for inst in wired:
             by_host[inst.status["host"]].extend(addresses(inst))
             by_automaton[inst.spec["automaton"]].append(inst)
+            network_hosts[inst.status["network"]].add(inst.status["host"])
+        self.network_hosts.update(network_hosts)
         all_automatons = [a for a in await self.ctx.list("Automaton") if a.status.get("vpc") == vpc_name]
         automatons = {a.name: a for a in all_automatons if a.name in by_automaton}
         pairs = allowed_pairs(await self.ctx.list("Composition"), automatons, by_automaton)

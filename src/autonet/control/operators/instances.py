@@ -122,12 +122,8 @@ def register(api: PluginAPI) -> None:
         It also records the hosts that hold instances of the instance's network, for
         stages a plugin may insert after this one (an L2 agent programs them all)."""
         syncer = VpcSyncer.of(ctx)
-        await syncer.sync(inst.status["vpc"])
-        hosts = {
-            i.status["host"]
-            for i in await ctx.list("Instance")
-            if i.status.get("network") == inst.status["network"] and syncer.is_wired(i)
-        }
+        await syncer.sync(inst.status["vpc"])  # a sync that started after this instance was wired
+        hosts = syncer.network_hosts.get(inst.status["network"], set())
         return Advance(status={"network_hosts": sorted(hosts | {inst.status["host"]})})
 
     @api.operator("Instance", "Routed")
