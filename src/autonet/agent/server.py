@@ -211,26 +211,26 @@ async def underlay_mtu(agent: HostAgent, address: str) -> int:
     return 1500
 
 
-def _http_target(controller: str) -> tuple[str, httpx.AsyncHTTPTransport | None]:
+def controller_client(controller: str) -> httpx.AsyncClient:
+    """One HTTP client to the controller's API (`unix:/path` or a URL), for every loop."""
     if controller.startswith("unix:"):
-        return "http://controller", httpx.AsyncHTTPTransport(uds=controller.removeprefix("unix:"))
-    return controller.rstrip("/"), None
+        transport = httpx.AsyncHTTPTransport(uds=controller.removeprefix("unix:"))
+        return httpx.AsyncClient(base_url="http://controller", transport=transport, timeout=5.0)
+    return httpx.AsyncClient(base_url=controller.rstrip("/"), timeout=5.0)
 
 
-async def event_loop(agent: HostAgent, controller: str) -> None:
+async def event_loop(agent: HostAgent, client: httpx.AsyncClient) -> None:
     """Forward process state changes to the controller as they happen."""
-    base, transport = _http_target(controller)
-    async with httpx.AsyncClient(base_url=base, transport=transport, timeout=5.0) as client:
-        while True:
-            event = await agent.events.get()
-            for attempt in range(5):
-                try:
-                    reply = await client.post(f"/api/v1/hosts/{agent.host}/events", json=event)
-                    if reply.status_code < 500:
-                        break
-                except httpx.HTTPError as exc:
-                    log.warning("cannot report %s to the controller: %s", event, exc)
-                await asyncio.sleep(0.2 * (attempt + 1))
+    while True:
+        event = await agent.events.get()
+        for attempt in range(5):
+            try:
+                reply = await client.post(f"/api/v1/hosts/{agent.host}/events", json=event)
+                if reply.status_code < 500:
+                    break
+            except httpx.HTTPError as exc:
+                log.warning("cannot report %s to the controller: %s", event, exc)
+            await asyncio.sleep(0.2 * (attempt + 1))
 
 
 LOAD_SECONDS = 2.0
@@ -267,47 +267,43 @@ def serve_metrics(metrics: AgentMetrics, address: str) -> None:
     start_http_server(int(port), addr=host.strip("[]"), registry=registry)
 
 
-async def load_loop(agent: HostAgent, controller: str | None, metrics: AgentMetrics) -> None:
+async def load_loop(agent: HostAgent, client: httpx.AsyncClient | None, metrics: AgentMetrics) -> None:
     """Sample the instances' counters, keep them for /metrics, post them to the controller."""
-    base, transport = _http_target(controller) if controller else ("", None)
-    async with httpx.AsyncClient(base_url=base or "http://none", transport=transport, timeout=5.0) as client:
-        while True:
-            await asyncio.sleep(LOAD_SECONDS)
-            try:
-                metrics.latest = await agent.sample_load()
-            except Exception as exc:  # a router going away mid-sample: try again next round
-                log.debug("load sample failed: %s", exc)
-                continue
-            if controller:
-                with contextlib.suppress(httpx.HTTPError):
-                    await client.post(f"/api/v1/hosts/{agent.host}/load", json={"instances": metrics.latest})
+    while True:
+        await asyncio.sleep(LOAD_SECONDS)
+        try:
+            metrics.latest = await agent.sample_load()
+        except Exception as exc:  # a router going away mid-sample: try again next round
+            log.debug("load sample failed: %s", exc)
+            continue
+        if client is not None:
+            with contextlib.suppress(httpx.HTTPError):
+                await client.post(f"/api/v1/hosts/{agent.host}/load", json={"instances": metrics.latest})
 
 
-async def heartbeat_loop(agent: HostAgent, controller: str, registration: dict[str, Any]) -> None:
-    base, transport = _http_target(controller)
-    async with httpx.AsyncClient(base_url=base, transport=transport, timeout=5.0) as client:
-        registered = False
-        while True:
-            try:
-                if not registered:
-                    reply = await client.post("/api/v1/hosts/register", json=registration)
-                    reply.raise_for_status()
-                    registered = True
-                    log.info("registered with the controller at %s", controller)
-                reply = await client.post(
-                    f"/api/v1/hosts/{agent.host}/heartbeat",
-                    json={"boot_id": agent.boot_id, "instances": len(agent.table.records)},
-                )
-                if reply.status_code == 404:
-                    registered = False
-                    continue
+async def heartbeat_loop(agent: HostAgent, client: httpx.AsyncClient, registration: dict[str, Any]) -> None:
+    registered = False
+    while True:
+        try:
+            if not registered:
+                reply = await client.post("/api/v1/hosts/register", json=registration)
                 reply.raise_for_status()
-            except httpx.HTTPError as exc:
-                if registered:
-                    log.warning("controller unreachable at %s: %s", controller, exc)
+                registered = True
+                log.info("registered with the controller at %s", client.base_url)
+            reply = await client.post(
+                f"/api/v1/hosts/{agent.host}/heartbeat",
+                json={"boot_id": agent.boot_id, "instances": len(agent.table.records)},
+            )
+            if reply.status_code == 404:
                 registered = False
-            # Until registered, knock often: the controller may be starting next to us.
-            await asyncio.sleep(HEARTBEAT_SECONDS if registered else 0.2)
+                continue
+            reply.raise_for_status()
+        except httpx.HTTPError as exc:
+            if registered:
+                log.warning("controller unreachable at %s: %s", client.base_url, exc)
+            registered = False
+        # Until registered, knock often: the controller may be starting next to us.
+        await asyncio.sleep(HEARTBEAT_SECONDS if registered else 0.2)
 
 
 async def serve(
@@ -347,8 +343,9 @@ async def serve(
     metrics = AgentMetrics(agent)
     if metrics_address:
         serve_metrics(metrics, metrics_address)
-    tasks = [asyncio.create_task(load_loop(agent, controller, metrics))]
-    if controller:
+    client = controller_client(controller) if controller else None
+    tasks = [asyncio.create_task(load_loop(agent, client, metrics))]
+    if client is not None:
         registration = {
             "name": host,
             "underlay": underlay,
@@ -359,11 +356,13 @@ async def serve(
             "mtu": await underlay_mtu(agent, underlay),
             "hostname": socket.gethostname(),
         }
-        tasks.append(asyncio.create_task(heartbeat_loop(agent, controller, registration)))
-        tasks.append(asyncio.create_task(event_loop(agent, controller)))
+        tasks.append(asyncio.create_task(heartbeat_loop(agent, client, registration)))
+        tasks.append(asyncio.create_task(event_loop(agent, client)))
     await stop.wait()
     for task in tasks:
         task.cancel()
+    if client is not None:
+        await client.aclose()
     for hook in plugin_api.stop_hooks:
         await hook()
     await server.stop(1.0)
