@@ -17,6 +17,8 @@ import socketserver
 import sys
 import time
 
+from autonet.examples.dualstack import TcpServer
+
 CHUNK = 1 << 16
 
 
@@ -26,16 +28,6 @@ class Sink(socketserver.BaseRequestHandler):
         while data := self.request.recv(CHUNK):
             digest.update(data)
         self.request.sendall(digest.hexdigest().encode())
-
-
-class Server(socketserver.ThreadingTCPServer):
-    address_family = socket.AF_INET6
-    allow_reuse_address = True
-    daemon_threads = True
-
-    def server_bind(self) -> None:
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
 
 
 def send(host: str, port: int, megabytes: int, timeout: float) -> int:
@@ -75,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.mode == "serve":
         print(f"bulk sink listening on port {args.port}", flush=True)
-        Server(("::", args.port), Sink).serve_forever()
+        TcpServer(("::", args.port), Sink).serve_forever()
     else:
         sys.exit(send(args.host, args.port, args.megabytes, args.timeout))
 

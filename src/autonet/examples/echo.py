@@ -9,14 +9,10 @@ python3 -m autonet.examples.echo --port 7000 [--port 7001 ...] [--tcp-only | --u
 from __future__ import annotations
 
 import argparse
-import socket
 import socketserver
 import threading
 
-
-def peer(address: str) -> str:
-    """IPv4 peers of a dual-stack socket show as ::ffff:a.b.c.d; print them plainly."""
-    return address.removeprefix("::ffff:")
+from autonet.examples.dualstack import TcpServer, UdpServer, peer
 
 
 class TcpEcho(socketserver.BaseRequestHandler):
@@ -31,30 +27,6 @@ class UdpEcho(socketserver.BaseRequestHandler):
         data, sock = self.request
         print(f"udp from {peer(self.client_address[0])}", flush=True)
         sock.sendto(data, self.client_address)
-
-
-def _dual_stack(sock: socket.socket) -> None:
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-
-
-class TcpServer(socketserver.ThreadingTCPServer):
-    address_family = socket.AF_INET6
-    allow_reuse_address = True
-    daemon_threads = True
-
-    def server_bind(self) -> None:
-        _dual_stack(self.socket)
-        super().server_bind()
-
-
-class UdpServer(socketserver.ThreadingUDPServer):
-    address_family = socket.AF_INET6
-    allow_reuse_address = True
-    daemon_threads = True
-
-    def server_bind(self) -> None:
-        _dual_stack(self.socket)
-        super().server_bind()
 
 
 def main() -> None:

@@ -11,16 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-
-class DualStackServer(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-    daemon_threads = True
-
-    def server_bind(self) -> None:
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
+from autonet.examples.dualstack import HttpServer
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -42,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
-    server = DualStackServer(("::", args.port), Handler)
+    server = HttpServer(("::", args.port), Handler)
     print(f"http_echo listening on port {args.port}", flush=True)
     server.serve_forever()
 
