@@ -435,13 +435,10 @@ class HostAgent:
     def report(self, only: str = "") -> list[dict[str, Any]]:
         """One row per instance (or only for `only`), with the ports it listens on (readiness)."""
         rows = []
-        records = (
-            [self.table.records[only]]
-            if only in self.table.records
-            else []
-            if only
-            else self.table.records.values()
-        )
+        if only:
+            records = [self.table.records[only]] if only in self.table.records else []
+        else:
+            records = list(self.table.records.values())
         for record in records:
             proc = self.processes.get(record.uid)
             rows.append(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ class InstanceRecord:
     pid: int = 0
     pid_start: int = 0  # /proc/PID/stat start time: tells a re-used PID from ours
     restarts: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def netns(self) -> str:

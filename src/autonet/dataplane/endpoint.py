@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pyroute2 import AsyncIPRoute
+
 from autonet.dataplane import netns
 from autonet.dataplane.netlink import (
     EADDRNOTAVAIL,
@@ -126,12 +128,8 @@ async def ensure_endpoint(nl: Netlink, spec: EndpointSpec) -> None:
         await call(router.route("replace", dst=f"{spec.ipv6}/128", oif=rindex))
 
 
-async def _neigh(ipr: object, index: int, address: str, mac: str) -> None:
-    await call(
-        ipr.neigh(  # type: ignore[attr-defined]
-            "replace", ifindex=index, dst=address, lladdr=mac, state=NUD_PERMANENT
-        )
-    )
+async def _neigh(ipr: AsyncIPRoute, index: int, address: str, mac: str) -> None:
+    await call(ipr.neigh("replace", ifindex=index, dst=address, lladdr=mac, state=NUD_PERMANENT))
 
 
 async def delete_endpoint(nl: Netlink, instance_netns: str, router_netns: str, router_ifname: str) -> None:
