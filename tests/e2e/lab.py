@@ -10,13 +10,56 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from autonet.cli import lab as labs
 from autonet.dataplane import netns
 from autonet.model import naming
+
+T = TypeVar("T")
+
+TCP_CONNECT = (
+    "import socket, sys\n"
+    "try:\n"
+    "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()\n"
+    "except OSError as exc:\n"
+    "    sys.exit(f'connect: {exc}')\n"
+    "print('connected')\n"
+)
+
+FAILURE_KINDS = {
+    "refused": ("Connection refused", "Connection reset"),
+    "unreachable": ("No route to host", "Network is unreachable"),
+    "timeout": ("timed out",),
+}
+
+
+def failure_kind(stderr: str) -> str:
+    """How a connection failed: refused (RST), unreachable (ICMP), timeout, or other
+    (a typo, NXDOMAIN, an unwired instance ... which no negative test may count)."""
+    for kind, texts in FAILURE_KINDS.items():
+        if any(text in stderr for text in texts):
+            return kind
+    return "other"
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, every: float = 0.2) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout`.
+
+    Tests wait for a condition with a deadline instead of sleeping a fixed time and
+    hoping it holds (a fixed sleep is either too short on a loaded machine or wasted)."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 @dataclass
@@ -89,9 +132,23 @@ class Lab:
     def http_get(self, instance: str, url: str) -> Result:
         return self.exec_in(instance, "python3", "-m", "autonet.examples.http_get", url, "--timeout", "3")
 
-    def assert_no_connection(self, instance: str, url: str) -> None:
+    def assert_no_connection(
+        self, instance: str, url: str, kinds: tuple[str, ...] = ("refused",), allowed_from: str = ""
+    ) -> None:
+        """`instance` cannot fetch `url`, and fails the way promised (`kinds` of
+        `failure_kind`); with `allowed_from`, the same probe from there succeeds (the
+        positive control: the target exists and serves, so the failure is the policy's)."""
+        if allowed_from:
+            control = self.http_get(allowed_from, url)
+            assert control.code == 0, f"positive control {allowed_from} -> {url} failed: {control.err}"
         result = self.http_get(instance, url)
         assert result.code != 0, f"{instance} reached {url}: {result.out!r}"
+        kind = failure_kind(result.err)
+        assert kind in kinds, f"{instance} -> {url} failed as {kind!r}, expected {kinds}: {result.err!r}"
+
+    def connect(self, instance: str, host: str, port: int) -> Result:
+        """A TCP connect from inside `instance` (stdout: `connected`, or stderr: the error)."""
+        return self.exec_in(instance, "python3", "-c", TCP_CONNECT, host, str(port))
 
     # -- the kernel's view ----------------------------------------------------------------------
     def host_tags(self) -> list[str]:

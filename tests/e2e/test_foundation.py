@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,8 @@ import pytest
 
 from autonet.agent.supervisor import process_start_time
 from autonet.dataplane import netns
-from tests.e2e.lab import Lab
+from autonet.model import naming
+from tests.e2e.lab import TCP_CONNECT, Lab, failure_kind
 
 pytestmark = pytest.mark.lab
 
@@ -61,10 +63,32 @@ def test_exec_passes_exit_code_and_runs_as_nobody(lab: Lab) -> None:
     assert "nameserver 169.254.1.1" in lab.exec_in("client-0", "cat", "/etc/resolv.conf").out
 
 
+GRPC_READY = (
+    "import grpc, sys\n"
+    "grpc.channel_ready_future(grpc.insecure_channel(sys.argv[1])).result(timeout=3)\n"
+    "print('ready')\n"
+)
+
+
+def in_control_netns(lab: Lab, *argv: str) -> subprocess.CompletedProcess[str]:
+    control = naming.lab_netns(lab.name, "c")
+    return subprocess.run(["ip", "netns", "exec", control, *argv], capture_output=True, text=True, timeout=30)
+
+
 def test_instances_cannot_reach_the_underlay(lab: Lab) -> None:
-    agent = lab.info.address(11)
-    lab.assert_no_connection("client-0", f"http://{agent}:7070/")
-    lab.assert_no_connection("client-0", f"http://{lab.info.address(1)}:7080/healthz")
+    agent, api = lab.info.address(11), lab.info.address(1)
+    for host, port in ((agent, 7070), (api, 7080)):
+        # Positive control: from the controller's namespace the same connect succeeds.
+        control = in_control_netns(lab, sys.executable, "-c", TCP_CONNECT, host, str(port))
+        assert control.returncode == 0, control.stderr
+        result = lab.connect("client-0", host, port)
+        assert result.code != 0, f"client-0 connected to {host}:{port}"
+        assert failure_kind(result.err) == "unreachable", result.err
+    # And a gRPC call to the agent: ready from the control namespace, never from an instance.
+    assert in_control_netns(lab, sys.executable, "-c", GRPC_READY, f"{agent}:7070").returncode == 0
+    result = lab.exec_in("client-0", "python3", "-c", GRPC_READY, f"{agent}:7070")
+    assert result.code != 0 and "ready" not in result.out
+    assert "FutureTimeoutError" in result.err, result.err
 
 
 def test_logs_show_the_process_output(lab: Lab) -> None:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -131,8 +130,9 @@ def test_connections_spread_evenly_over_instances_on_three_hosts(lab: Lab) -> No
 
 
 def test_service_traffic_obeys_composition_security(lab: Lab) -> None:
-    lab.assert_no_connection("outsider-0", "http://web:8080/")
-    lab.assert_no_connection("web-0", "http://client:8080/")
+    # Same name, same port: the linked client gets through, the others are refused.
+    lab.assert_no_connection("outsider-0", "http://web:8080/", allowed_from="client-0")
+    lab.assert_no_connection("web-0", "http://web:8080/", allowed_from="client-0")  # no web -> web link
 
 
 def test_a_long_connection_keeps_its_instance_while_one_is_added(lab: Lab) -> None:
@@ -146,9 +146,11 @@ def test_a_long_connection_keeps_its_instance_while_one_is_added(lab: Lab) -> No
     long.stdin.write(LONG)
     long.stdin.close()
     long.stdin = None  # written in full: communicate() only reads
-    time.sleep(2)
+    assert long.stdout is not None
+    first = long.stdout.readline()  # the connection is up and has its backend
     lab.ok("scale", "web", "4", "--wait")
-    out, err = long.communicate(timeout=60)
+    rest, err = long.communicate(timeout=60)
+    out = first + rest
     assert long.returncode == 0, err
     assert out.split()[-1] == "same", out
     counts = spread(lab, "http://web:8080/", 200)
