@@ -347,6 +347,7 @@ class HostAgent:
                 self.events.put_nowait(
                     {
                         "instance_uid": record.uid,
+                        "instance": record.name,
                         "process": proc.state,
                         "pid": proc.pid,
                         "last_exit": proc.last_exit,
@@ -431,6 +432,19 @@ class HostAgent:
                 self._supervise(record, adopt=bool(alive))
                 done["adopted" if alive else "restarted"] += 1
         return done
+
+    def process_states(self) -> list[dict[str, Any]]:
+        """Every supervised process's state, cheaply (no /proc scans): for heartbeats."""
+        return [
+            {
+                "instance_uid": uid,
+                "instance": proc.name,
+                "process": proc.state,
+                "pid": proc.pid,
+                "last_exit": proc.last_exit,
+            }
+            for uid, proc in self.processes.items()
+        ]
 
     def report(self, only: str = "") -> list[dict[str, Any]]:
         """One row per instance (or only for `only`), with the ports it listens on (readiness)."""

@@ -32,7 +32,7 @@ from autonet.dataplane.nsexec import launcher_argv
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 2.0
+HEARTBEAT_SECONDS = 1.0
 EXEC_CHUNK = 64 * 1024
 
 
@@ -226,7 +226,7 @@ async def event_loop(agent: HostAgent, client: httpx.AsyncClient) -> None:
         for attempt in range(5):
             try:
                 reply = await client.post(f"/api/v1/hosts/{agent.host}/events", json=event)
-                if reply.status_code < 500:
+                if reply.status_code < 500 and reply.status_code != 409:  # 409: lost a race, again
                     break
             except httpx.HTTPError as exc:
                 log.warning("cannot report %s to the controller: %s", event, exc)
@@ -292,7 +292,12 @@ async def heartbeat_loop(agent: HostAgent, client: httpx.AsyncClient, registrati
                 log.info("registered with the controller at %s", client.base_url)
             reply = await client.post(
                 f"/api/v1/hosts/{agent.host}/heartbeat",
-                json={"boot_id": agent.boot_id, "instances": len(agent.table.records)},
+                json={
+                    "boot_id": agent.boot_id,
+                    "instances": len(agent.table.records),
+                    # Level-triggered: a lost process event is corrected by the next beat.
+                    "processes": agent.process_states(),
+                },
             )
             if reply.status_code == 404:
                 registered = False

@@ -21,10 +21,11 @@ from pydantic import BaseModel, Field
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control import overwatch
 from autonet.control.context import Context
+from autonet.control.liveness import HostLiveness
 from autonet.control.load import LoadTable
+from autonet.control.operators.instances import process_stopped
 from autonet.control.outcomes import Fail, Retry
 from autonet.control.registry import PluginAPI
-from autonet.control.vpcsync import VpcSyncer
 from autonet.model import manifest, policy
 from autonet.model.errors import ValidationError
 from autonet.model.kinds import INIT, LOST, TERMINATING, KindInfo
@@ -69,6 +70,7 @@ class Registration(BaseModel):
 
 class ProcessEvent(BaseModel):
     instance_uid: str
+    instance: str = ""
     process: str
     pid: int = 0
     last_exit: str = ""
@@ -87,6 +89,7 @@ class QosBody(BaseModel):
 class Heartbeat(BaseModel):
     boot_id: str
     instances: int = 0
+    processes: list[ProcessEvent] = Field(default_factory=list)  # every instance's process, each beat
 
 
 def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
@@ -210,7 +213,7 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
     @app.delete(API + "/objects/{kind}/{name}")
     async def delete_one(kind: str, name: str) -> dict[str, Any]:
         info = resolve(kind)
-        if not info.user_managed and info.name != "Instance":
+        if not info.user_managed and info.name not in ("Instance", "Host"):
             raise ApiError(422, f"{info.name} objects are managed by autonet and cannot be deleted")
         obj = await ctx.get(info.name, name)
         if obj is None:
@@ -329,6 +332,7 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
         if body.capacity is not None:
             spec["capacity"] = body.capacity
         spec = kinds["Host"].validate_spec(body.name, spec)
+        HostLiveness.of(ctx).beat(body.name)
         for _ in range(10):
             old = await ctx.get("Host", body.name)
             host = old.model_copy(deep=True) if old else Object(kind="Host", name=body.name)
@@ -352,21 +356,28 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
 
     @app.post(API + "/hosts/{name}/heartbeat")
     async def heartbeat(name: str, body: Heartbeat) -> dict[str, Any]:
+        """Liveness lives in memory; the Host is written only when its state changes."""
+        HostLiveness.of(ctx).beat(name)
         for _ in range(10):
             host = await ctx.get("Host", name)
             if host is None:
                 raise ApiError(404, f'Host "{name}" is not registered')
-            changes: dict[str, Any] = {"last_seen": now()}
-            if host.status.get("boot_id") != body.boot_id or host.state == LOST:
-                # A restarted agent, or one back from silence: bootstrap and resync it.
-                changes.update(state=INIT, boot_id=body.boot_id, reason="")
-            updated = host.with_status(**changes)
+            if host.status.get("boot_id") == body.boot_id and host.state != LOST:
+                break
+            # A restarted agent, or one back from silence: bootstrap and resync it.
+            again = host.with_status(state=INIT, boot_id=body.boot_id, reason="", last_seen=now())
             try:
-                await ctx.store.commit([Put("Host", name, updated.to_data(), host.metadata.revision)])
-                return {"host": name, "state": updated.state}
+                await ctx.store.commit([Put("Host", name, again.to_data(), host.metadata.revision)])
+                host = again
+                break
             except Conflict:
                 continue
-        raise ApiError(409, "heartbeat raced; try again")
+        else:
+            raise ApiError(409, "heartbeat raced; try again")
+        for row in body.processes:
+            if row.process != "running":
+                await stopped(name, row)
+        return {"host": name, "state": host.state}
 
     @app.post(API + "/hosts/{name}/load")
     async def ingest_load(name: str, body: LoadSample) -> dict[str, Any]:
@@ -439,25 +450,17 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
             ]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
+    async def stopped(host: str, event: ProcessEvent) -> bool:
+        try:
+            return await process_stopped(ctx, host, event.instance_uid, event.instance, event.last_exit)
+        except Retry as exc:
+            raise ApiError(409, exc.reason) from None
+
     @app.post(API + "/hosts/{name}/events")
     async def process_event(name: str, body: ProcessEvent) -> dict[str, Any]:
         """A process stopped: its instance stops serving at once and waits to be ready again."""
-        if body.process == "running":
+        if body.process == "running" or not await stopped(name, body):
             return {"action": "none"}
-        for inst in await ctx.list("Instance"):
-            if inst.uid != body.instance_uid or inst.status.get("host") != name:
-                continue
-            if inst.state != "Provisioned" or inst.metadata.deleting:
-                return {"action": "none"}
-            waiting = inst.with_status(
-                state="Running", reason=f"process {body.last_exit}; waiting until it is ready"
-            )
-            try:
-                await ctx.store.commit([Put(inst.kind, inst.name, waiting.to_data(), inst.metadata.revision)])
-            except Conflict:
-                raise ApiError(409, "instance changed meanwhile; report again") from None
-            await VpcSyncer.of(ctx).sync(inst.status["vpc"])
-            return {"action": "unready", "instance": inst.name}
-        return {"action": "none"}
+        return {"action": "unready", "instance": body.instance}
 
     return app

@@ -19,6 +19,7 @@ import uvicorn
 from autonet.api.app import create_app
 from autonet.control import overwatch
 from autonet.control.context import Context
+from autonet.control.liveness import DEFAULT_HOST_TIMEOUT, HostLiveness
 from autonet.control.registry import PluginAPI, load_plugins
 from autonet.control.runner import Runner
 from autonet.store import open_store
@@ -50,10 +51,16 @@ def bind(listen: str) -> socket.socket:
     return sock
 
 
-async def serve(store_url: str, listens: list[str], overwatch_specs: list[str] | None = None) -> None:
+async def serve(
+    store_url: str,
+    listens: list[str],
+    overwatch_specs: list[str] | None = None,
+    host_timeout: float = DEFAULT_HOST_TIMEOUT,
+) -> None:
     store = open_store(store_url)
     plugins = load_plugins(PluginAPI())
     ctx = Context(store=store, kinds=plugins.kinds)
+    ctx.extras["liveness"] = HostLiveness(host_timeout)
     runner = Runner(ctx, plugins)
     app = create_app(ctx, plugins)
     sockets = [bind(listen) for listen in listens]

@@ -30,7 +30,7 @@ from autonet.agent.supervisor import process_start_time
 from autonet.cli import paths
 from autonet.cli.client import Client, CliError
 from autonet.dataplane import netns, topology
-from autonet.dataplane.netlink import Netlink
+from autonet.dataplane.netlink import Netlink, call, link_index
 from autonet.dataplane.nsexec import launcher_argv
 from autonet.model import naming
 from autonet.model.kinds import check_name
@@ -238,14 +238,30 @@ def _log_tails(info: LabInfo) -> str:
     return f" (last log lines: {'; '.join(tails)})" if tails else ""
 
 
-def respawn(name: str, role: str) -> LabProcess:
-    """Start a lab daemon again (after a crash or a kill): `controller` or a host name."""
+def _loaded(name: str) -> LabInfo:
     info = LabInfo.load(name)
     if info is None:
         raise CliError(f'lab "{name}" is not up')
+    return info
+
+
+def _check_role(info: LabInfo, role: str, hosts_only: bool = False) -> None:
     hosts = info.host_names()
-    if role != "controller" and role not in hosts:
-        raise CliError(f"unknown role {role!r}: controller or one of {', '.join(hosts)}")
+    if role in hosts or (role == "controller" and not hosts_only):
+        return
+    expected = f"one of {', '.join(hosts)}" if hosts_only else f"controller or one of {', '.join(hosts)}"
+    raise CliError(f"unknown {'host' if hosts_only else 'role'} {role!r}: {expected}")
+
+
+def _alive(proc: LabProcess | None) -> bool:
+    return proc is not None and process_start_time(proc.pid) == proc.start
+
+
+def respawn(name: str, role: str) -> LabProcess:
+    """Start a lab daemon again (after a crash or a kill): `controller` or a host name."""
+    info = _loaded(name)
+    hosts = info.host_names()
+    _check_role(info, role)
     old = next((p for p in info.processes if p.role == role), None)
     if old is not None:
         _stop(old)
@@ -260,16 +276,88 @@ def respawn(name: str, role: str) -> LabProcess:
     return proc
 
 
+def kill(name: str, role: str) -> LabProcess:
+    """kill -9 a lab daemon (`controller` or a host's agent); it stays dead until restarted."""
+    info = _loaded(name)
+    _check_role(info, role)
+    proc = next((p for p in info.processes if p.role == role), None)
+    if proc is None or not _alive(proc):
+        raise CliError(f"lab {name}: {role} is not running")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    _reap(proc)
+    return proc
+
+
+def _reap(proc: LabProcess) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and process_start_time(proc.pid) == proc.start:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(proc.pid, os.WNOHANG)
+        time.sleep(0.02)
+
+
+def _host_namespaces(info: LabInfo, host: str) -> list[str]:
+    """The host's own namespace and every router and instance namespace of its agent."""
+    tag = naming.host_tag(info.name, host)
+    prefixes = (naming.instance_netns_prefix(tag), naming.router_netns_prefix(tag))
+    return [naming.lab_netns(info.name, host), *(n for n in netns.list_names("an") if n.startswith(prefixes))]
+
+
+async def _set_underlay(info: LabInfo, host: str, up: bool) -> None:
+    """Unplug (or plug back) the host's cable at the underlay switch."""
+    nl = Netlink()
+    try:
+        switch = await nl.ns(naming.lab_netns(info.name, "u"))
+        index = await link_index(switch, f"p{host}")
+        if index is None:
+            raise CliError(f"lab {info.name}: host {host} has no underlay port")
+        await call(switch.link("set", index=index, state="up" if up else "down"))
+    finally:
+        nl.close()
+
+
+def fail(name: str, host: str) -> int:
+    """The machine crashes: its agent and every process on it get SIGKILL and its underlay
+    link goes down; its namespaces stay, as a crashed machine's disk would. Returns the
+    number of processes killed."""
+    info = _loaded(name)
+    _check_role(info, host, hosts_only=True)
+    asyncio.run(_set_underlay(info, host, up=False))
+    killed = 0
+    for namespace in _host_namespaces(info, host):
+        for pid in netns.pids_in(namespace):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+    agent = next((p for p in info.processes if p.role == host), None)
+    if agent is not None:
+        _reap(agent)
+    return killed
+
+
+def partition(name: str, host: str) -> None:
+    """Only the host's underlay link goes down; its agent and instances keep running."""
+    info = _loaded(name)
+    _check_role(info, host, hosts_only=True)
+    asyncio.run(_set_underlay(info, host, up=False))
+
+
+def heal(name: str, host: str) -> LabProcess | None:
+    """The underlay link comes up again, and a dead agent is started again (returned)."""
+    info = _loaded(name)
+    _check_role(info, host, hosts_only=True)
+    asyncio.run(_set_underlay(info, host, up=True))
+    agent = next((p for p in info.processes if p.role == host), None)
+    return None if _alive(agent) else respawn(name, host)
+
+
 def _stop(proc: LabProcess) -> None:
     if process_start_time(proc.pid) != proc.start:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and process_start_time(proc.pid) == proc.start:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(proc.pid, os.WNOHANG)
-        time.sleep(0.05)
+    _reap(proc)
     if process_start_time(proc.pid) == proc.start:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

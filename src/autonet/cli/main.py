@@ -28,7 +28,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 lab_app = typer.Typer(
-    help="Simulated multi-host labs on this machine (namespaces, real agents).", no_args_is_help=True
+    help="Simulated multi-host labs on this machine (namespaces, real agents). "
+    "Fault injection: `kill ROLE` (SIGKILL a daemon), `fail HOST` (the host crashes), "
+    "`partition HOST` (it loses its underlay), `heal HOST` (it comes back); "
+    "see docs/operations.md.",
+    no_args_is_help=True,
 )
 app.add_typer(lab_app, name="lab")
 
@@ -411,6 +415,41 @@ def lab_restart(
     typer.echo(f"lab {name}: {role} restarted (pid {proc.pid})")
 
 
+HostArg = Annotated[str, typer.Argument(help="a host of the lab: h1, h2 ...")]
+
+
+@lab_app.command("kill")
+def lab_kill(
+    role: Annotated[str, typer.Argument(help="controller, or a host name (its agent)")],
+    name: LabName = paths.DEFAULT_LAB,
+) -> None:
+    """kill -9 a lab daemon and leave it dead (`lab restart ROLE` starts it again)."""
+    proc = labs.kill(name, role)
+    typer.echo(f"lab {name}: {role} killed (pid {proc.pid})")
+
+
+@lab_app.command("fail")
+def lab_fail(host: HostArg, name: LabName = paths.DEFAULT_LAB) -> None:
+    """A host crashes: SIGKILL to its agent and instances, underlay link down (namespaces stay)."""
+    killed = labs.fail(name, host)
+    typer.echo(f"lab {name}: {host} failed ({killed} process(es) killed, underlay down)")
+
+
+@lab_app.command("partition")
+def lab_partition(host: HostArg, name: LabName = paths.DEFAULT_LAB) -> None:
+    """A host loses its underlay link; its agent and instances keep running."""
+    labs.partition(name, host)
+    typer.echo(f"lab {name}: {host} partitioned (underlay down)")
+
+
+@lab_app.command("heal")
+def lab_heal(host: HostArg, name: LabName = paths.DEFAULT_LAB) -> None:
+    """A failed or partitioned host comes back: underlay up, a dead agent started again."""
+    proc = labs.heal(name, host)
+    started = f", agent started (pid {proc.pid})" if proc else ""
+    typer.echo(f"lab {name}: {host} healed (underlay up{started})")
+
+
 @lab_app.command("list")
 def lab_list() -> None:
     """The labs that are up on this machine."""
@@ -465,6 +504,10 @@ def controller(
     overwatch: Annotated[
         list[str] | None, typer.Option("--overwatch", help="Enable an Overwatch plugin: NAME[:key=value,...]")
     ] = None,
+    host_timeout: Annotated[
+        float,
+        typer.Option("--host-timeout", help="Seconds without a heartbeat after which a host is Lost"),
+    ] = 3.0,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run the controller: the operators, the API and /metrics."""
@@ -473,7 +516,7 @@ def controller(
     from autonet.api.controller import serve
 
     _logging(log_level)
-    asyncio.run(serve(store, listen or ["unix:/run/autonet/api.sock"], overwatch))
+    asyncio.run(serve(store, listen or ["unix:/run/autonet/api.sock"], overwatch, host_timeout))
 
 
 @app.command()

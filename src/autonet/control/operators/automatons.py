@@ -1,13 +1,15 @@
 """Automaton operator: keep `replicas` instances, named `<automaton>-<ordinal>`.
 
-Scaling up creates the missing ordinals; scaling down sends the highest ordinals to
-`Terminating`. A changed command, user or environment sends running instances back to
+Scaling up creates instances with the lowest free ordinals; scaling down sends the
+highest ordinals to `Terminating`. Instances on a lost host (state `Lost`) do not count:
+the automaton replaces them elsewhere. A changed command, user or environment sends running instances back to
 `Routed`, where their process is restarted with the new spec.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,7 +21,7 @@ from autonet.control.outcomes import Advance, Outcome, Remove, Retry
 from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer
 from autonet.model.addressing import family_cidr, service_ranges
-from autonet.model.kinds import TERMINATING
+from autonet.model.kinds import LOST, TERMINATING
 from autonet.model.objects import Metadata, Object
 from autonet.store import Op, Put
 
@@ -67,7 +69,7 @@ async def reshape(automaton: Object, ctx: Context) -> None:
     """Apply a changed spec.qos to the automaton's wired instances, while they run."""
     wanted = automaton.spec.get("qos") or {}
     for inst in await instances_of(ctx, automaton.name):
-        if inst.metadata.deleting or "qos" not in inst.status or inst.status["qos"] == wanted:
+        if inst.metadata.deleting or inst.state == LOST or inst.status.get("qos", wanted) == wanted:
             continue
         agent = await ctx.agent_for(inst.status["host"])
         await agent.call("SetQos", pb.QosRequest(instance_uid=inst.uid, qos=qos_message(wanted)))
@@ -98,40 +100,34 @@ def register(api: PluginAPI) -> None:
     async def reconcile_replicas(automaton: Object, ctx: Context) -> Outcome:
         vips, lease_ops = await lease_vips(automaton, ctx)
         wanted = int(automaton.spec.get("replicas", 1))
-        current = {i.spec["ordinal"]: i for i in await instances_of(ctx, automaton.name)}
-        ops: list[Op] = []
-        busy = []
+        current = await instances_of(ctx, automaton.name)
+        # Instances on a lost host do not count: they are replaced, and removed when
+        # their host returns. Ordinals still held by any object are not reused yet.
+        live = sorted(
+            (i for i in current if not i.metadata.deleting and i.state != LOST),
+            key=lambda i: int(i.spec["ordinal"]),
+        )
+        used = {int(i.spec["ordinal"]) for i in current}
+        free = (n for n in itertools.count() if n not in used)
+        ops: list[Op] = [terminate(inst) for inst in live[wanted:]]  # the highest ordinals go
+        for _ in range(wanted - len(live)):
+            ordinal = next(free)
+            new = Object(
+                kind="Instance",
+                name=instance_name(automaton.name, ordinal),
+                metadata=Metadata(owner=automaton.ref),
+                spec={"automaton": automaton.name, "ordinal": ordinal},
+                status={"state": "Init"},
+            )
+            ops.append(Put(new.kind, new.name, new.to_data(), 0))
         digest = process_hash(automaton.spec)
-        for ordinal in range(wanted):
-            inst = current.get(ordinal)
-            if inst is None:
-                new = Object(
-                    kind="Instance",
-                    name=instance_name(automaton.name, ordinal),
-                    metadata=Metadata(owner=automaton.ref),
-                    spec={"automaton": automaton.name, "ordinal": ordinal},
-                    status={"state": "Init"},
-                )
-                ops.append(Put(new.kind, new.name, new.to_data(), 0))
-            elif inst.metadata.deleting:
-                busy.append(inst.name)  # re-created once the old one is gone
-            elif inst.state in RESTART_FROM and inst.status.get("process_hash") != digest:
-                ops.append(
-                    Put(
-                        inst.kind,
-                        inst.name,
-                        inst.with_status(state="Routed").to_data(),
-                        inst.metadata.revision,
-                    )
-                )
-        for ordinal, inst in current.items():
-            if ordinal >= wanted and not inst.metadata.deleting:
-                ops.append(terminate(inst))
+        for inst in live[:wanted]:
+            if inst.state in RESTART_FROM and inst.status.get("process_hash") != digest:
+                restart = inst.with_status(state="Routed")
+                ops.append(Put(inst.kind, inst.name, restart.to_data(), inst.metadata.revision))
         if ops:
             await ctx.store.commit(ops)
         await reshape(automaton, ctx)
-        if busy:
-            raise Retry(f"waiting for {', '.join(busy)} to finish terminating", delay=0.3)
         return Advance(
             status={"replicas": wanted, **vips},
             also=lease_ops,

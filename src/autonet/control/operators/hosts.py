@@ -1,33 +1,45 @@
-"""Host operator: bootstrap a registered host, resync its overlays, notice when it is lost.
+"""Host operator: bootstrap a registered host, resync its overlays, handle its loss.
 
     Init -> Connected -> Ready   (-> Lost when heartbeats stop; a heartbeat brings it back)
+    Terminating -> (removed)     (`autonet delete host NAME`, e.g. for a host that is gone)
 
 Agents register themselves through the API (Host `Init`). `Init` leases the host an
 index (its VTEP addresses and flow-ID space derive from it) and asks the agent what it
-holds; instances the store places on this host but the agent has lost (a wiped state
-directory) are sent back to `Addressed`, so the pipeline wires them again. `Connected`
-resends the overlay of every VPC the host has instances of, then the host is `Ready`.
+holds. What the agent holds that no longer exists (instances deleted, or lost and
+replaced while the host was away) is removed from the host right there, before the
+host can be Ready again; instances the store places on this host but the agent has lost
+(a wiped or torn state directory) are sent back to `Addressed`, so the pipeline wires
+them again. `Connected` resends the overlay of every VPC the host has instances of,
+then the host is `Ready`.
+
+`Lost` (control/liveness.py decides it) takes every instance of the host out of service
+at once: they become `Lost`, which is not a wired state, so the VPC syncs that follow
+drop their routes, policy elements, Maglev slots and DNS members on every other host;
+their automatons go back to `Init` and create replacements on Ready hosts. A lost
+instance keeps its address leases until its host returns (and removes it) or is
+deleted, so no address is answered by two live instances.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from datetime import UTC, datetime
-
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
-from autonet.control.leases import lease_number
-from autonet.control.outcomes import Advance, Outcome
+from autonet.control.leases import lease_number, release
+from autonet.control.liveness import HostLiveness, watch_heartbeats
+from autonet.control.operators.automatons import terminate
+from autonet.control.outcomes import Advance, Outcome, Remove, Retry, Stay
 from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer, wired_states
 from autonet.model.flowid import MAX_HOSTS
-from autonet.model.kinds import CONNECTED, INIT, LOST, READY
+from autonet.model.kinds import CONNECTED, INIT, LOST, TERMINATING
 from autonet.model.objects import Object
-from autonet.store import Conflict, Op, Put
+from autonet.store import Op, Put
 
-LOST_AFTER = 10.0  # seconds without a heartbeat
-CHECK_EVERY = 2.0
+HOST_POOL = "host"
+
+
+async def instances_on(ctx: Context, host: str) -> list[Object]:
+    return [i for i in await ctx.list("Instance") if i.status.get("host") == host]
 
 
 def register(api: PluginAPI) -> None:
@@ -40,43 +52,69 @@ def register(api: PluginAPI) -> None:
             def lowest_free(taken: set[int]) -> int:
                 return next(i for i in range(MAX_HOSTS) if i not in taken)
 
-            index, ops = await lease_number(ctx, "host", host, lowest_free)
+            index, ops = await lease_number(ctx, HOST_POOL, host, lowest_free)
         agent = await ctx.agent_for(host.name)
         report = await agent.call("Bootstrap", pb.BootstrapRequest(host=host.name))
-        known = {row.instance_uid for row in report.instances}
-        for inst in await ctx.list("Instance"):
-            if (
-                inst.status.get("host") == host.name
-                and inst.state in wired_states(ctx.kinds)
-                and inst.uid not in known
-                and not inst.metadata.deleting
-            ):
+        mine = {inst.uid: inst for inst in await instances_on(ctx, host.name)}
+        held = {row.instance_uid for row in report.instances}
+        for uid in sorted(held):
+            inst = mine.get(uid)
+            if inst is None or inst.state == LOST or inst.metadata.deleting:
+                # Deleted, or lost and replaced, while the host was away: it goes before
+                # the host is Ready again, so it never serves next to its replacement.
+                await agent.call("DeleteInstance", pb.InstanceRef(instance_uid=uid))
+        for inst in mine.values():
+            if inst.metadata.deleting:
+                continue
+            if inst.state == LOST:  # gone from the host now; its Terminating releases its leases
+                ops.append(terminate(inst))
+            elif inst.state in wired_states(ctx.kinds) and inst.uid not in held:
                 redo = inst.with_status(state="Addressed", reason="re-wiring: the agent lost it")
                 ops.append(Put(inst.kind, inst.name, redo.to_data(), inst.metadata.revision))
         return Advance(status={"boot_id": report.boot_id, "index": index}, also=ops)
 
     @api.operator("Host", CONNECTED)
     async def resync(host: Object, ctx: Context) -> Outcome:
-        vpcs = {
-            i.status["vpc"]
-            for i in await ctx.list("Instance")
-            if i.status.get("host") == host.name and i.status.get("vpc")
-        }
+        vpcs = {i.status["vpc"] for i in await instances_on(ctx, host.name) if i.status.get("vpc")}
         await VpcSyncer.of(ctx).sync_all(vpcs)
         return Advance()
 
-    async def watch_heartbeats(ctx: Context) -> None:
-        while True:
-            await asyncio.sleep(CHECK_EVERY)
-            now = datetime.now(UTC)
-            for host in await ctx.list("Host"):
-                seen = host.status.get("last_seen")
-                if host.state != READY or not seen:
-                    continue
-                silent = (now - datetime.fromisoformat(seen)).total_seconds()
-                if silent > LOST_AFTER:
-                    lost = host.with_status(state=LOST, reason=f"no heartbeat for {silent:.0f}s")
-                    with contextlib.suppress(Conflict):
-                        await ctx.store.put(host.kind, host.name, lost.to_data(), host.metadata.revision)
+    @api.operator("Host", LOST)
+    async def evacuate(host: Object, ctx: Context) -> Outcome:
+        """Its instances leave every data plane and are replaced on Ready hosts."""
+        ops: list[Op] = []
+        vpcs: set[str] = set()
+        automatons: set[str] = set()
+        for inst in await instances_on(ctx, host.name):
+            if inst.metadata.deleting or inst.state == LOST:
+                continue
+            lost = inst.with_status(state=LOST, reason=f"host {host.name} is lost")
+            ops.append(Put(inst.kind, inst.name, lost.to_data(), inst.metadata.revision))
+            automatons.add(inst.spec["automaton"])
+            if inst.status.get("vpc"):
+                vpcs.add(inst.status["vpc"])
+        for name in sorted(automatons):  # back to Init: they count their live instances again
+            automaton = await ctx.get("Automaton", name)
+            if automaton is not None and not automaton.metadata.deleting:
+                again = automaton.with_status(state=INIT, reason=f"replacing instances lost with {host.name}")
+                ops.append(Put(automaton.kind, automaton.name, again.to_data(), automaton.metadata.revision))
+        if ops:
+            await ctx.store.commit(ops)
+            ctx.log.warning("host %s lost: %d instance(s) out of service", host.name, len(ops))
+            await VpcSyncer.of(ctx).sync_all(vpcs)
+        return Stay()
+
+    @api.operator("Host", TERMINATING)
+    async def remove_host(host: Object, ctx: Context) -> Outcome:
+        """A host deleted by the user: its instances go (no agent is asked), then the host."""
+        remaining = await instances_on(ctx, host.name)
+        ops = [terminate(i) for i in remaining if not i.metadata.deleting]
+        if ops:
+            await ctx.store.commit(ops)
+        if remaining:
+            raise Retry(f"waiting for {len(remaining)} instance(s) of the host to go", delay=0.3)
+        HostLiveness.of(ctx).forget(host.name)
+        index = host.status.get("index")
+        return Remove(also=release(HOST_POOL, [str(index)]) if index is not None else [])
 
     api.run_in_background(watch_heartbeats)

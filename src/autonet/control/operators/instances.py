@@ -21,9 +21,9 @@ from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer, overlay_mtu
 from autonet.model import naming
 from autonet.model.addressing import family_cidr, mac_for
-from autonet.model.kinds import TERMINATING
+from autonet.model.kinds import LOST, PROVISIONED, TERMINATING
 from autonet.model.objects import Object
-from autonet.store import Put
+from autonet.store import Conflict, Put
 
 READY_CHECK_DELAY = 0.2
 
@@ -47,6 +47,29 @@ async def owner_objects(ctx: Context, inst: Object) -> tuple[Object, Object, Obj
 
 def resolv_conf(vpc: str) -> str:
     return f"nameserver 169.254.1.1\nsearch {vpc}.autonet\noptions ndots:1 timeout:1 attempts:2\n"
+
+
+async def process_stopped(ctx: Context, host: str, uid: str, name: str, why: str) -> bool:
+    """An agent says an instance's process is not running: if the instance was serving,
+    it leaves its service at once (back to `Running`, where readiness waits for it).
+
+    Level-triggered: agents say it in every heartbeat, so a lost event or a lost race
+    cannot leave a dead process as a backend. Returns whether the instance was taken
+    out of service."""
+    for _ in range(10):
+        inst = await ctx.get("Instance", name) if name else None
+        if inst is None or inst.uid != uid or inst.status.get("host") != host:
+            return False
+        if inst.state != PROVISIONED or inst.metadata.deleting:
+            return False
+        waiting = inst.with_status(state="Running", reason=f"process {why}; waiting until it is ready")
+        try:
+            await ctx.store.commit([Put(inst.kind, inst.name, waiting.to_data(), inst.metadata.revision)])
+        except Conflict:
+            continue  # changed meanwhile: judge the new version
+        await VpcSyncer.of(ctx).sync(inst.status["vpc"])
+        return True
+    raise Retry(f"instance {name} keeps changing; report again")
 
 
 def register(api: PluginAPI) -> None:
@@ -174,11 +197,15 @@ def register(api: PluginAPI) -> None:
 
     @api.operator("Instance", TERMINATING)
     async def tear_down(inst: Object, ctx: Context) -> Outcome:
-        host = inst.status.get("host")
+        host = await ctx.get("Host", inst.status["host"]) if inst.status.get("host") else None
+        if host is not None and host.state == LOST and not host.metadata.deleting:
+            # Its process may still run behind a partition: its addresses stay leased
+            # until the host returns (and removes it) or is deleted.
+            raise Retry(f"host {host.name} is lost: the instance goes when it returns", delay=1.0)
         if inst.status.get("vpc"):  # first the other hosts forget it, then it goes
             await VpcSyncer.of(ctx).sync(inst.status["vpc"])
-        if host and inst.status.get("netns"):
-            agent = await ctx.agent_for(host)
+        if host is not None and not host.metadata.deleting and inst.status.get("netns"):
+            agent = await ctx.agent_for(host.name)
             await agent.call("DeleteInstance", pb.InstanceRef(instance_uid=inst.uid))
         network = inst.status.get("network")
         leases = (
