@@ -20,7 +20,7 @@ from autonet.api.app import create_app
 from autonet.control import overwatch
 from autonet.control.context import Context
 from autonet.control.registry import PluginAPI, load_plugins
-from autonet.control.runner import Runner
+from autonet.control.runner import HANDLER_TIMEOUT, Runner
 from autonet.store import open_store
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,16 @@ def bind(listen: str) -> socket.socket:
     return sock
 
 
-async def serve(store_url: str, listens: list[str], overwatch_specs: list[str] | None = None) -> None:
+async def serve(
+    store_url: str,
+    listens: list[str],
+    overwatch_specs: list[str] | None = None,
+    handler_timeout: float = HANDLER_TIMEOUT,
+) -> None:
     store = open_store(store_url)
     plugins = load_plugins(PluginAPI())
     ctx = Context(store=store, kinds=plugins.kinds)
-    runner = Runner(ctx, plugins)
+    runner = Runner(ctx, plugins, handler_timeout=handler_timeout)
     app = create_app(ctx, plugins)
     sockets = [bind(listen) for listen in listens]
     config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)

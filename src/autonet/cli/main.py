@@ -465,6 +465,14 @@ def controller(
     overwatch: Annotated[
         list[str] | None, typer.Option("--overwatch", help="Enable an Overwatch plugin: NAME[:key=value,...]")
     ] = None,
+    handler_timeout: Annotated[
+        float,
+        typer.Option(
+            "--handler-timeout",
+            min=0.001,
+            help="Seconds an operator's handler may run before it is cancelled and retried",
+        ),
+    ] = 60.0,  # control.runner.HANDLER_TIMEOUT, not imported here: it would slow every command
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run the controller: the operators, the API and /metrics."""
@@ -473,7 +481,7 @@ def controller(
     from autonet.api.controller import serve
 
     _logging(log_level)
-    asyncio.run(serve(store, listen or ["unix:/run/autonet/api.sock"], overwatch))
+    asyncio.run(serve(store, listen or ["unix:/run/autonet/api.sock"], overwatch, handler_timeout))
 
 
 @app.command()
