@@ -266,15 +266,25 @@ async def test_commit_of_outcome_is_all_or_nothing(store: Store) -> None:
     api = PluginAPI()
     api.add_kind(widget_kind())
 
+    calls = 0
+
     @api.operator("Widget", "Init")
     async def lease(obj: Object, ctx: Context) -> Outcome:
+        nonlocal calls
+        calls += 1
         # The lease already exists (held by someone else): the transition must not happen.
         return Advance(status={"lease": "x"}, also=[Put("Lease", "x", {"owner": obj.name}, 0)])
 
     await store.put("Lease", "x", {"owner": "other"}, 0)
     await put_widget(store, "w")
     runner, task = await run(store, api)
-    await asyncio.sleep(0.3)
+
+    async def committed_and_lost() -> bool:
+        # A second run happens only once the first outcome's commit has been tried and
+        # refused (a lost compare-and-swap is re-read and run again).
+        return calls >= 2
+
+    await until(committed_and_lost)
     await stop(runner, task)
     assert (await state_of(store, "w"))[0] == "Init"
     lease_record = await store.get("Lease", "x")
