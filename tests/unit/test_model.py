@@ -1,14 +1,28 @@
-"""Model: naming, addressing, MACs, flow IDs, kinds and manifest validation."""
+"""Model: naming, addressing, MACs, flow IDs, kinds and manifest validation.
+
+Address reuse is checked through the leases and the instance operator that release them
+(control), on a real SQLite store: the model only picks the lowest free address.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from autonet.control import leases
+from autonet.control.context import Context
+from autonet.control.leases import LEASE, PENDING_SECONDS, lease_addresses
+from autonet.control.operators.instances import ip_pool
+from autonet.control.registry import PluginAPI, load_plugins
+from autonet.control.runner import Runner
 from autonet.model import naming
 from autonet.model.addressing import mac_for, pick_address, pick_vni
 from autonet.model.errors import ExhaustedError, ValidationError
@@ -16,6 +30,7 @@ from autonet.model.flowid import FlowIdGenerator, host_of
 from autonet.model.kinds import KindRegistry, builtin_kinds
 from autonet.model.manifest import parse, validate
 from autonet.model.objects import Object
+from autonet.store import Put, open_store
 
 KINDS = KindRegistry(builtin_kinds())
 
@@ -60,10 +75,44 @@ def test_ipv6_addresses_skip_the_subnet_router_anycast() -> None:
     assert pick_address("fd00:1::/64", {first}) == "fd00:1::2"
 
 
-def test_released_address_is_reused_lowest_first() -> None:
-    taken = {"100.64.7.1", "100.64.7.2", "100.64.7.3"}
-    taken.discard("100.64.7.2")
-    assert pick_address("100.64.7.0/24", taken) == "100.64.7.2"
+async def test_the_address_an_instance_releases_when_removed_is_leased_again_lowest_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    api = load_plugins(PluginAPI(), only=["builtin"])
+    ctx = Context(store=store, kinds=api.kinds)
+    pool, cidrs = ip_pool("n"), {4: "100.64.7.0/24"}
+    try:
+        for name, state in (("a", "Provisioned"), ("b", "Terminating"), ("c", "Provisioned")):
+            inst = Object(kind="Instance", name=name, status={"state": state, "network": "n"})
+            held, ops = await lease_addresses(ctx, pool, cidrs, inst, 'network "n"')
+            inst = inst.with_status(ipv4=held[4])
+            await store.commit([Put("Instance", name, inst.to_data(), 0), *ops])
+        assert sorted(lease.name for lease in await ctx.list(LEASE)) == [
+            f"ip/n/100.64.7.{i}" for i in (1, 2, 3)
+        ]
+
+        # The Terminating instance's own operator removes it, through the runner.
+        runner = Runner(ctx, api)
+        task = asyncio.create_task(runner.run())
+        deadline = asyncio.get_running_loop().time() + 5
+        while await store.get("Instance", "b") is not None:
+            assert asyncio.get_running_loop().time() < deadline, "instance b was not removed"
+            await asyncio.sleep(0.01)
+        await runner.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert sorted(lease.name for lease in await ctx.list(LEASE)) == ["ip/n/100.64.7.1", "ip/n/100.64.7.3"]
+
+        # This controller keeps its own recent picks aside for a few seconds; past those:
+        later = time.monotonic() + PENDING_SECONDS + 1
+        monkeypatch.setattr(leases, "time", SimpleNamespace(monotonic=lambda: later))
+        newcomer = Object(kind="Instance", name="d", status={"state": "Scheduled"})
+        held, ops = await lease_addresses(ctx, pool, cidrs, newcomer, 'network "n"')
+        assert held == {4: "100.64.7.2"}
+        assert [op.name for op in ops if isinstance(op, Put)] == ["ip/n/100.64.7.2"]
+    finally:
+        await store.close()
 
 
 @given(st.uuids())

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,11 @@ from pydantic import BaseModel
 from autonet.control.context import Context
 from autonet.control.outcomes import Advance, Fail, Outcome, Remove, Retry
 from autonet.control.registry import PluginAPI, load_plugins
-from autonet.control.runner import Runner
+from autonet.control.runner import BACKOFF_MAX, BACKOFF_START, HANDLER_TIMEOUT, Runner, backoff_delay
 from autonet.model.kinds import KindInfo, Stage
 from autonet.model.objects import Object
-from autonet.store import Put, Store, open_store
+from autonet.store import Compacted, Event, Put, Store, StoreError, open_store
+from autonet.store.sqlite import SqliteStore
 
 
 class WidgetSpec(BaseModel):
@@ -53,9 +55,32 @@ async def until(predicate: object, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def run(store: Store, api: PluginAPI) -> tuple[Runner, asyncio.Task[None]]:
-    runner = Runner(Context(store=store, kinds=api.kinds), api)
+async def run(
+    store: Store, api: PluginAPI, handler_timeout: float = HANDLER_TIMEOUT
+) -> tuple[Runner, asyncio.Task[None]]:
+    runner = Runner(Context(store=store, kinds=api.kinds), api, handler_timeout=handler_timeout)
     return runner, asyncio.create_task(runner.run())
+
+
+def widget_pipeline() -> PluginAPI:
+    """Widgets whose every stage simply advances, up to Provisioned."""
+    api = PluginAPI()
+    api.add_kind(widget_kind())
+    for state in ("Init", "Cut", "Painted"):
+
+        @api.operator("Widget", state)
+        async def step(obj: Object, ctx: Context) -> Outcome:
+            return Advance()
+
+    return api
+
+
+def reaches(store: Store, name: str, state: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        record = await store.get("Widget", name)
+        return record is not None and record.data["status"]["state"] == state
+
+    return check
 
 
 async def stop(runner: Runner, task: asyncio.Task[None]) -> None:
@@ -241,15 +266,25 @@ async def test_commit_of_outcome_is_all_or_nothing(store: Store) -> None:
     api = PluginAPI()
     api.add_kind(widget_kind())
 
+    calls = 0
+
     @api.operator("Widget", "Init")
     async def lease(obj: Object, ctx: Context) -> Outcome:
+        nonlocal calls
+        calls += 1
         # The lease already exists (held by someone else): the transition must not happen.
         return Advance(status={"lease": "x"}, also=[Put("Lease", "x", {"owner": obj.name}, 0)])
 
     await store.put("Lease", "x", {"owner": "other"}, 0)
     await put_widget(store, "w")
     runner, task = await run(store, api)
-    await asyncio.sleep(0.3)
+
+    async def committed_and_lost() -> bool:
+        # A second run happens only once the first outcome's commit has been tried and
+        # refused (a lost compare-and-swap is re-read and run again).
+        return calls >= 2
+
+    await until(committed_and_lost)
     await stop(runner, task)
     assert (await state_of(store, "w"))[0] == "Init"
     lease_record = await store.get("Lease", "x")
@@ -272,3 +307,133 @@ def test_without_the_l2_plugin_the_core_knows_nothing_of_it() -> None:
             ]
             == "ovs"
         )
+
+
+async def test_a_hanging_handler_times_out_shows_why_and_is_retried_until_it_completes(store: Store) -> None:
+    api = PluginAPI()
+    api.add_kind(widget_kind())
+    hanging = True
+    calls = 0
+
+    @api.operator("Widget", "Init")
+    async def cut(obj: Object, ctx: Context) -> Outcome:
+        nonlocal calls
+        calls += 1
+        if hanging:
+            await asyncio.Event().wait()  # like an agent call that never answers
+        return Advance()
+
+    await put_widget(store, "w")
+    runner, task = await run(store, api, handler_timeout=0.1)
+
+    async def timed_out() -> bool:
+        return "timed out" in (await state_of(store, "w"))[1]
+
+    await until(timed_out)
+    operator = api.owner("Widget", "Init")
+    assert operator is not None
+    assert await state_of(store, "w") == ("Init", f"{operator.name}: timed out after 0.1 s (retrying)")
+
+    async def retried() -> bool:
+        return calls >= 3
+
+    await until(retried)  # the object is not held by the call that hangs
+    hanging = False
+    await until(reaches(store, "w", "Cut"))
+    await stop(runner, task)
+    assert await state_of(store, "w") == ("Cut", "")
+
+
+def test_backoff_grows_to_its_cap_and_each_delay_is_jittered_within_its_step() -> None:
+    rng = random.Random(11)
+    for attempt in (*range(12), 100, 10_000):
+        step = min(BACKOFF_START * 2 ** min(attempt, 32), BACKOFF_MAX)
+        delays = [backoff_delay(attempt, rng) for _ in range(100)]
+        assert all(step / 2 <= delay <= step <= BACKOFF_MAX for delay in delays), attempt
+        assert len(set(delays)) > 50, attempt
+    assert BACKOFF_MAX / 2 <= backoff_delay(10_000, rng) <= BACKOFF_MAX
+
+
+async def test_objects_failing_together_do_not_retry_in_lockstep(store: Store) -> None:
+    api = widget_pipeline()
+    runner = Runner(Context(store=store, kinds=api.kinds), api)
+    first = [runner._backoff(("Widget", f"w{i}")) for i in range(100)]
+    assert all(BACKOFF_START / 2 <= delay <= BACKOFF_START for delay in first)
+    assert len(set(first)) > 50
+    again = [runner._backoff(("Widget", f"w{i}")) for i in range(100)]
+    assert all(BACKOFF_START <= delay <= 2 * BACKOFF_START for delay in again)  # attempt 1 of each
+
+
+class SabotagedStore(SqliteStore):
+    """A real SQLite store that records how its watches end, and can break the next ones."""
+
+    def __init__(self, path: Path, history: int = 100_000) -> None:
+        super().__init__(path, history=history)
+        self.watches = 0
+        self.broken: list[StoreError] = []
+        self.sabotage: list[StoreError | None] = []  # per next watch: raise this, or (None) end
+
+    async def watch(self, from_revision: int, kinds: Collection[str] | None = None) -> AsyncIterator[Event]:
+        self.watches += 1
+        if self.sabotage:
+            failure = self.sabotage.pop(0)
+            if failure is not None:
+                raise failure
+            return
+        try:
+            async for event in super().watch(from_revision, kinds):
+                yield event
+        except StoreError as exc:
+            self.broken.append(exc)
+            raise
+
+
+async def test_a_compacted_watch_is_resumed_by_listing_again(tmp_path: Path) -> None:
+    store = SabotagedStore(tmp_path / "store.db", history=5)
+    try:
+        api = widget_pipeline()
+        await put_widget(store, "before")
+        runner, task = await run(store, api)
+        await until(reaches(store, "before", "Provisioned"))
+        assert store.watches == 1 and not store.broken  # 4 revisions fit in the history
+        # Writes of a kind the runner does not watch, several times the history, while it
+        # waits: a commit never yields to the loop, so it cannot read them in between.
+        for i in range(20):
+            await store.put("Other", f"o{i}", {"n": i})
+
+        async def resumed() -> bool:
+            return store.watches >= 2
+
+        await until(resumed)
+        assert isinstance(store.broken[0], Compacted)
+        await put_widget(store, "after")
+        await until(reaches(store, "after", "Provisioned"))
+        assert not task.done()
+        await stop(runner, task)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("failure", [StoreError("connection reset by peer"), None], ids=["fails", "ends"])
+async def test_a_broken_or_ended_watch_is_resumed_by_listing_again(
+    tmp_path: Path, failure: StoreError | None
+) -> None:
+    store = SabotagedStore(tmp_path / "store.db")
+    try:
+        store.sabotage = [failure, failure]
+        await put_widget(store, "w")
+        runner, task = await run(store, widget_pipeline())
+        # The first list starts w; its next stages are only seen by a watch that works.
+        await until(reaches(store, "w", "Provisioned"))
+        assert store.watches == 3 and not task.done()
+        await stop(runner, task)
+    finally:
+        await store.close()
+
+
+def test_the_controller_flag_defaults_to_the_runners_handler_timeout() -> None:
+    import inspect
+
+    from autonet.cli.main import controller
+
+    assert inspect.signature(controller).parameters["handler_timeout"].default == HANDLER_TIMEOUT

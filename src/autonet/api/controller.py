@@ -21,7 +21,7 @@ from autonet.control import overwatch
 from autonet.control.context import Context
 from autonet.control.liveness import DEFAULT_HOST_TIMEOUT, HostLiveness
 from autonet.control.registry import PluginAPI, load_plugins
-from autonet.control.runner import Runner
+from autonet.control.runner import HANDLER_TIMEOUT, Runner
 from autonet.store import open_store
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,13 @@ async def serve(
     listens: list[str],
     overwatch_specs: list[str] | None = None,
     host_timeout: float = DEFAULT_HOST_TIMEOUT,
+    handler_timeout: float = HANDLER_TIMEOUT,
 ) -> None:
     store = open_store(store_url)
     plugins = load_plugins(PluginAPI())
     ctx = Context(store=store, kinds=plugins.kinds)
     ctx.extras["liveness"] = HostLiveness(host_timeout)
-    runner = Runner(ctx, plugins)
+    runner = Runner(ctx, plugins, handler_timeout=handler_timeout)
     app = create_app(ctx, plugins)
     sockets = [bind(listen) for listen in listens]
     config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)

@@ -508,6 +508,14 @@ def controller(
         float,
         typer.Option("--host-timeout", help="Seconds without a heartbeat after which a host is Lost"),
     ] = 3.0,
+    handler_timeout: Annotated[
+        float,
+        typer.Option(
+            "--handler-timeout",
+            min=0.001,
+            help="Seconds an operator's handler may run before it is cancelled and retried",
+        ),
+    ] = 60.0,  # control.runner.HANDLER_TIMEOUT, not imported here: it would slow every command
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run the controller: the operators, the API and /metrics."""
@@ -516,7 +524,9 @@ def controller(
     from autonet.api.controller import serve
 
     _logging(log_level)
-    asyncio.run(serve(store, listen or ["unix:/run/autonet/api.sock"], overwatch, host_timeout))
+    asyncio.run(
+        serve(store, listen or ["unix:/run/autonet/api.sock"], overwatch, host_timeout, handler_timeout)
+    )
 
 
 @app.command()

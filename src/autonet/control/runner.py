@@ -10,6 +10,16 @@ Per object, handlers run one at a time; across objects they run concurrently (bo
 A write that loses a race (Conflict) re-reads and runs the handler again; handlers are
 idempotent. Temporary errors retry with exponential backoff; permanent ones put the
 object in `Failed` with the reason.
+
+Faults. A handler that runs longer than ``handler_timeout`` (a hung agent call, say) is
+cancelled and retried like any temporary error, with the timeout as the object's
+reason, so no object is held forever. Backoff has jitter (each delay is drawn between
+half and all of the exponential step, capped at ``BACKOFF_MAX``), so objects that fail
+together do not all retry in the same instant. If the watch breaks — its history was
+compacted (``Compacted``), the store failed, or it simply ended — the runner lists
+everything again and watches from the revision it read before that list, after a
+short backoff; only cancellation stops it. Nothing is missed: a change made meanwhile
+is either in the list or after its revision.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +36,7 @@ from autonet.control.outcomes import Advance, Fail, Outcome, Remove, Retry, Stay
 from autonet.control.registry import PluginAPI
 from autonet.model.kinds import FAILED
 from autonet.model.objects import Object
-from autonet.store import Conflict, Delete, Put, StoreError
+from autonet.store import Compacted, Conflict, Delete, Put, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -33,28 +44,74 @@ Key = tuple[str, str]
 
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
+# Longer than one agent RPC (30 s, control/agents.py) so that a handler may make a call
+# that times out by itself and still report that error rather than this one.
+HANDLER_TIMEOUT = 60.0
+
+
+def backoff_delay(attempt: int, rng: random.Random) -> float:
+    """The delay before retry number ``attempt`` (from 0): exponential, capped at
+    BACKOFF_MAX, drawn uniformly from the upper half of that step ("equal jitter").
+
+    The lower half is left out so that a retry still waits at least half its step: full
+    jitter would sometimes retry a failing agent at once, hammering it."""
+    # (The exponent is capped: an object retried for days would overflow the float.)
+    step = min(BACKOFF_START * 2 ** min(attempt, 32), BACKOFF_MAX)
+    return rng.uniform(step / 2, step)
 
 
 class Runner:
-    def __init__(self, ctx: Context, api: PluginAPI, concurrency: int = 64) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        api: PluginAPI,
+        concurrency: int = 64,
+        handler_timeout: float = HANDLER_TIMEOUT,
+    ) -> None:
+        if handler_timeout <= 0:
+            raise ValueError(f"handler timeout must be > 0 s, not {handler_timeout}")
         self.ctx = ctx
         self.api = api
+        self.handler_timeout = handler_timeout
+        self._rng = random.Random()
         self._limit = asyncio.Semaphore(concurrency)
         self._active: set[Key] = set()
         self._dirty: set[Key] = set()
         self._attempts: dict[Key, int] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watched = 0  # events seen by the current watch
         self.transitions = 0
 
     async def run(self) -> None:
-        """List, then watch forever (cancel to stop)."""
-        revision = await self.ctx.store.revision()
+        """List, then watch forever; list again whenever the watch breaks (cancel to stop)."""
         kinds = [kind.name for kind in self.api.kinds.all()]
+        failures = 0
+        while True:
+            self._watched = 0
+            try:
+                await self._list_and_watch(kinds)
+                log.warning("store watch ended; listing again")
+            except Compacted as exc:
+                log.warning("store watch fell behind the history (%s); listing again", exc)
+            except Exception as exc:
+                # Whatever broke the watch (store down, a bug in a backend), the controller
+                # must not stop running operators because of it: log and start over.
+                log.warning("store watch failed: %s: %s; listing again", type(exc).__name__, exc)
+            # A watch that delivered events made progress: its failure is not a streak.
+            failures = 0 if self._watched else failures
+            await asyncio.sleep(backoff_delay(failures, self._rng))
+            failures += 1
+
+    async def _list_and_watch(self, kinds: list[str]) -> None:
+        # The revision is read before the list: a write between the two is then both
+        # listed and watched (handled twice, harmlessly) rather than missed.
+        revision = await self.ctx.store.revision()
         for record in await self.ctx.store.list():
             if record.kind in kinds:
                 self.enqueue((record.kind, record.name))
         async for event in self.ctx.store.watch(revision, kinds):
+            self._watched += 1
             if event.type == "put":
                 self.enqueue((event.record.kind, event.record.name))
 
@@ -89,7 +146,12 @@ class Runner:
 
     async def _step(self, key: Key) -> None:
         kind, name = key
-        obj = await self.ctx.get(kind, name)
+        try:
+            obj = await self.ctx.get(kind, name)
+        except StoreError as exc:
+            log.warning("%s/%s: cannot read it: %s (retrying)", kind, name, exc)
+            self.enqueue(key, self._backoff(key))
+            return
         if obj is None:
             self._attempts.pop(key, None)
             return
@@ -97,8 +159,10 @@ class Runner:
         if operator is None:
             self._attempts.pop(key, None)
             return
+        deadline = asyncio.timeout(self.handler_timeout)
         try:
-            outcome = await operator(obj, self.ctx)
+            async with deadline:
+                outcome = await operator(obj, self.ctx)
             await self._apply(obj, outcome)
             self._attempts.pop(key, None)
         except Conflict:
@@ -110,29 +174,42 @@ class Runner:
                 self._attempts[key] = 0
                 self._dirty.add(key)
         except Retry as retry:
-            await self._note_reason(obj, retry.reason)
             self.enqueue(key, retry.delay if retry.delay is not None else self._backoff(key))
+            await self._note_reason(obj, retry.reason)
         except Fail as failure:
             log.info("%s failed: %s", obj.ref, failure.reason)
             with contextlib.suppress(Conflict):
                 await self._write(obj.with_status(state=FAILED, reason=failure.reason), [])
+        except TimeoutError as exc:
+            self.enqueue(key, self._backoff(key))
+            if deadline.expired():
+                reason = f"{operator.name}: timed out after {self.handler_timeout:g} s (retrying)"
+                log.warning("%s: handler %s", obj.ref, reason)
+                await self._note_reason(obj, reason)
+            else:  # the handler's own timeout (a socket's, say): temporary, like any OSError
+                log.warning("%s: %s (retrying)", obj.ref, exc or "timed out")
         except (StoreError, OSError) as exc:
             log.warning("%s: %s (retrying)", obj.ref, exc)
             self.enqueue(key, self._backoff(key))
         except Exception as exc:
             log.exception("%s: handler %s crashed", obj.ref, operator.name)
-            await self._note_reason(obj, f"{operator.name}: {type(exc).__name__}: {exc}")
             self.enqueue(key, self._backoff(key))
+            await self._note_reason(obj, f"{operator.name}: {type(exc).__name__}: {exc}")
 
     def _backoff(self, key: Key) -> float:
         attempt = self._attempts.get(key, 0)
         self._attempts[key] = attempt + 1
-        return min(BACKOFF_START * (2**attempt), BACKOFF_MAX)
+        return backoff_delay(attempt, self._rng)
 
     async def _note_reason(self, obj: Object, reason: str) -> None:
+        """Show why the object waits; best effort, as its retry is scheduled already."""
         if obj.status.get("reason") != reason:
-            with contextlib.suppress(Conflict):
+            try:
                 await self._write(obj.with_status(reason=reason), [])
+            except Conflict:
+                pass  # it changed meanwhile: the retry reads the new one
+            except StoreError as exc:
+                log.warning("%s: cannot record the reason %r: %s", obj.ref, reason, exc)
 
     async def _write(self, obj: Object, also: Sequence[Any]) -> None:
         ops = [Put(obj.kind, obj.name, obj.to_data(), obj.metadata.revision), *also]
