@@ -24,7 +24,7 @@ from typing import Any
 
 from autonet.agent.dns import DnsResponder
 from autonet.agent.flows import Counters, FlowIds, Member, flow_rows, rates
-from autonet.agent.state import InstanceRecord, InstanceTable
+from autonet.agent.state import InstanceRecord, InstanceTable, write_atomically
 from autonet.agent.supervisor import Spec, Supervised, process_start_time
 from autonet.dataplane import endpoint as ep
 from autonet.dataplane import netns, overlay
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 TCP_LISTEN = "0A"
 OVERLAY_REREAD = 30.0  # seconds between reading a router's overlay back from the kernel
+OVERLAY_KEYS = ("vxlan_ifname", "vni", "local", "mtu")  # what _apply_overlay cannot do without
 
 
 class Router:
@@ -158,19 +159,27 @@ class HostAgent:
             return record
 
     async def _wire(self, record: InstanceRecord) -> None:
+        # Not write_atomically: the file is bind-mounted into the instance's processes, so
+        # it must keep its inode; it is rewritten from the table at every wiring anyway.
         resolv = self.resolv_path(record.uid)
         resolv.parent.mkdir(parents=True, exist_ok=True)
-        resolv.write_text(record.endpoint.get("resolv_conf") or "")
+        contents = (record.endpoint.get("resolv_conf") or "").encode()
+        if not resolv.exists() or resolv.read_bytes() != contents:
+            resolv.write_bytes(contents)
         os.chmod(resolv, 0o644)
         async with self._router_locks[record.router_netns]:
             if record.router_netns not in self.routers or not netns.exists(record.router_netns):
                 await ep.ensure_router(self.nl, record.router_netns)
             router = await self._router(record.router_netns)
             if router.policy.applied is None:  # fail closed: deny until the control plane says more
-                saved = self.overlay_path(record.router_netns)
-                if saved.exists():
-                    await self._apply_vpc(record.router_netns, json.loads(saved.read_text()))
-                else:
+                saved = self.saved_vpc(record.router_netns)
+                try:
+                    if saved is not None:
+                        await self._apply_vpc(record.router_netns, saved)
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.warning("overlay file of %s does not apply (%r): ignored", record.router_netns, exc)
+                    saved = None
+                if saved is None:
                     router.policy.sync(set())
                     router.services.sync([])
             await ep.ensure_endpoint(self.nl, self._endpoint_spec(record))
@@ -263,13 +272,29 @@ class HostAgent:
         async with self._router_locks[router_netns]:
             if router_netns not in self.table.routers() or not netns.exists(router_netns):
                 return False, 0, 0
-            path = self.overlay_path(router_netns)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(desired))
-            os.replace(tmp, path)
+            write_atomically(self.overlay_path(router_netns), json.dumps(desired).encode())
             added, removed = await self._apply_vpc(router_netns, desired)
             return True, added, removed
+
+    def saved_vpc(self, router_netns: str) -> dict[str, Any] | None:
+        """The VPC state last synced to this router, None if there is none or it is unusable.
+
+        Unusable is as good as absent: the router denies everything until the controller
+        syncs the VPC again, which it does when the host (re)connects.
+        """
+        path = self.overlay_path(router_netns)
+        try:
+            desired = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("overlay file %s is unreadable (%s): ignored", path, exc)
+            return None
+        missing = [k for k in OVERLAY_KEYS if not isinstance(desired, dict) or k not in desired]
+        if missing:
+            log.warning("overlay file %s lacks %s: ignored", path, ", ".join(missing))
+            return None
+        return dict(desired)
 
     async def _router(self, router_netns: str) -> Router:
         router = self.routers.get(router_netns)
