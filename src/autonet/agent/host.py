@@ -3,8 +3,9 @@
 `HostAgent` is the implementation behind the RPC servicer. It serialises kernel work per
 VPC router (instances of different VPCs are wired concurrently), keeps the instance
 table on disk, and on start reconciles: kernel objects carrying this host's tag that
-the table does not know are removed, and every known instance is repaired and its
-process adopted or restarted.
+the table does not know are removed (and the logs of instances it does not hold), and
+every known instance is repaired and its process adopted or restarted. Instance logs
+are capped by copytruncate rotation (agent/logs.py), which the server runs every second.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from autonet.agent import logs
 from autonet.agent.dns import DnsResponder
 from autonet.agent.flows import Counters, FlowIds, Member, flow_rows, rates
 from autonet.agent.state import InstanceRecord, InstanceTable, write_atomically
@@ -100,10 +102,13 @@ def listening_ports(pid: int) -> list[str]:
 
 
 class HostAgent:
-    def __init__(self, host: str, tag: str, state_dir: Path) -> None:
+    def __init__(
+        self, host: str, tag: str, state_dir: Path, log_max_bytes: int = logs.DEFAULT_MAX_BYTES
+    ) -> None:
         self.host = host
         self.tag = tag
         self.state_dir = state_dir
+        self.log_max_bytes = log_max_bytes
         self.boot_id = uuid.uuid4().hex
         self.table = InstanceTable(state_dir)
         self.nl = Netlink()
@@ -415,8 +420,32 @@ class HostAgent:
                     await ep.delete_router(self.nl, record.router_netns)
                     self.overlay_path(record.router_netns).unlink(missing_ok=True)
             self.resolv_path(uid).unlink(missing_ok=True)
+            # Names are reused (web-0 again after a scale down and up): keep a newer one's log.
+            if all(other.name != record.name for other in self.table.records.values()):
+                logs.remove(self.log_path(record.name))
         self._instance_locks.pop(uid, None)
         return record
+
+    def rotate_logs(self) -> int:
+        """Rotate the logs grown past the cap; returns how many were rotated."""
+        done = 0
+        for name in sorted({record.name for record in self.table.records.values()}):
+            try:
+                done += logs.rotate_if_larger(self.log_path(name), self.log_max_bytes)
+            except OSError as exc:
+                log.warning("cannot rotate the log of %s: %s", name, exc)
+        return done
+
+    def _remove_stray_logs(self) -> int:
+        """Logs of instances the table does not hold (deleted while the agent was down)."""
+        kept = {f.name for r in self.table.records.values() for f in logs.files_of(self.log_path(r.name))}
+        removed = 0
+        directory = self.state_dir / "logs"
+        for path in directory.iterdir() if directory.is_dir() else []:
+            if path.name not in kept and path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def _kill_namespace_processes(self, name: str) -> None:
         """Processes left in a namespace we remove (e.g. from `exec`) go with it."""
@@ -429,6 +458,7 @@ class HostAgent:
     async def reconcile(self) -> dict[str, int]:
         """Make the kernel match the instance table; returns counts of what was done."""
         done = {"removed_netns": 0, "removed_links": 0, "repaired": 0, "adopted": 0, "restarted": 0}
+        done["removed_logs"] = self._remove_stray_logs()
         wanted = {record.netns for record in self.table.records.values()} | self.table.routers()
         for name in netns.list_names("an"):
             if self.owns_netns(name) and name not in wanted:

@@ -493,6 +493,14 @@ def agent(
         str, typer.Option("--metrics", help="Prometheus endpoint host:port ('' to disable)")
     ] = "",
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    log_max_bytes: Annotated[
+        int,
+        typer.Option(
+            "--log-max-bytes",
+            envvar="AUTONET_LOG_MAX_BYTES",
+            help="Rotate an instance log past this size, keeping one older file (0: never)",
+        ),
+    ] = 10 * 1024 * 1024,
 ) -> None:
     """Run the per-host agent (gRPC server programming this host)."""
     import asyncio
@@ -504,7 +512,11 @@ def agent(
     _logging(log_level)
     listen = listen or (f"[{underlay}]:7070" if ":" in underlay else f"{underlay}:7070")
     metrics = metrics or (f"[{underlay}]:9101" if ":" in underlay else f"{underlay}:9101")
-    asyncio.run(serve(name, cluster, listen, underlay, state_dir, controller, capacity, metrics))
+    if log_max_bytes < 0:
+        fail("--log-max-bytes: must be >= 0")
+    asyncio.run(
+        serve(name, cluster, listen, underlay, state_dir, controller, capacity, metrics, log_max_bytes)
+    )
 
 
 def main() -> None:
