@@ -142,13 +142,27 @@ class AgentServicer(pb_grpc.AgentServicer):
     async def Logs(self, request: pb.LogsRequest, context: Any) -> pb.LogsReply:
         record = await self._record(request.instance_uid, context)
         path = self.agent.log_path(record.name)
-        if not path.exists():
-            return pb.LogsReply(data=b"")
-        size = path.stat().st_size
-        tail = request.tail_bytes or size
-        with open(path, "rb") as handle:
-            handle.seek(max(0, size - tail))
-            return pb.LogsReply(data=handle.read())
+        return pb.LogsReply(data=logs.tail(path, request.tail_lines, LOGS_REPLY_LIMIT))
+
+    async def FollowLogs(self, request: pb.LogsRequest, context: Any) -> Any:
+        record = await self._record(request.instance_uid, context)
+        path = self.agent.log_path(record.name)
+        follower = logs.Follower(path)
+        try:
+            backlog = logs.tail(path, request.tail_lines, end=follower.offset)
+            # At least one reply, even empty: the caller learns that the instance is there.
+            yield pb.LogsReply(data=backlog[:LOGS_CHUNK])
+            for start in range(LOGS_CHUNK, len(backlog), LOGS_CHUNK):
+                yield pb.LogsReply(data=backlog[start : start + LOGS_CHUNK])
+            del backlog
+            while request.follow and self.agent.table.get(record.uid) is not None:
+                data = follower.read(LOGS_CHUNK)
+                if data:
+                    yield pb.LogsReply(data=data)
+                if len(data) < LOGS_CHUNK:
+                    await asyncio.sleep(FOLLOW_POLL)
+        finally:
+            follower.close()
 
     async def Exec(self, request: pb.ExecRequest, context: Any) -> Any:
         record = await self._record(request.instance_uid, context)

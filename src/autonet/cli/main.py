@@ -264,9 +264,38 @@ def exec_(
 
 
 @app.command()
-def logs(instance: str, tail: Annotated[int, typer.Option("--tail", help="Last N bytes")] = 0) -> None:
-    """Print the output of an instance's process."""
-    typer.echo(client().request("GET", f"/instances/{instance}/logs", params={"tail": tail}), nl=False)
+def logs(
+    instance: str,
+    tail: Annotated[
+        int, typer.Option("--tail", "-n", help="Only the last N lines (0: all the log kept)")
+    ] = 0,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new output until Ctrl-C")
+    ] = False,
+) -> None:
+    """Print the output (stdout and stderr) of an instance's process.
+
+    The agent keeps each log under a size cap (`autonet agent --log-max-bytes`): the
+    current file and the one rotated before it. Without -f, at most the newest 3 MiB.
+    """
+    if tail < 0:
+        fail("--tail: must be >= 0")
+    params: dict[str, Any] = {"tail": tail}
+    if not follow:
+        typer.echo(client().request("GET", f"/instances/{instance}/logs", params=params), nl=False)
+        return
+    out = sys.stdout.buffer
+    try:
+        for chunk in client().stream_bytes(
+            "GET", f"/instances/{instance}/logs", params={**params, "follow": "true"}
+        ):
+            out.write(chunk)
+            out.flush()
+    except KeyboardInterrupt:
+        pass  # the way to stop following: not an error
+    except BrokenPipeError:
+        # The reader went away (`| head`): quiet, and no second error when Python flushes stdout.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 # --- flows, load, QoS ---------------------------------------------------------------------------
