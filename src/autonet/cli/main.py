@@ -275,8 +275,7 @@ def logs(
 ) -> None:
     """Print the output (stdout and stderr) of an instance's process.
 
-    The agent keeps each log under a size cap (`autonet agent --log-max-bytes`): the
-    current file and the one rotated before it. Without -f, at most the newest 3 MiB.
+    Kept: the current log and the one rotated before it (agent --log-max-bytes); at most 3 MiB without -f.
     """
     if tail < 0:
         fail("--tail: must be >= 0")
