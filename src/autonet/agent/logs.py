@@ -5,8 +5,8 @@ with O_APPEND, so that it keeps running (and logging) while the agent is down. T
 agent therefore cannot rotate by renaming (the process would go on writing into the
 renamed file): when the log grows past the cap it copies it to `<name>.log.1`
 (replacing the previous one) and truncates it to zero; the process's next write lands
-at the new end. Output written between the copy and the truncation is lost, which the
-agent keeps short by doing both in one step of its event loop.
+at the new end. Output written between the end of the copy and the truncation is lost,
+which the agent keeps to a few microseconds by truncating as soon as the copy is done.
 
 Rotation and followers run in the agent's event loop and rotation never yields in the
 middle, so a follower sees a log either before or after a rotation, never in between;
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 CHUNK = 64 * 1024
+COPY_BUFFER = 1024 * 1024
 
 
 # Rotations done by this process, per log: how a follower knows what `.1` holds for it.
@@ -51,9 +52,12 @@ def rotate_if_larger(path: Path, max_bytes: int) -> bool:
         return False
     target = rotated(path)
     tmp = target.with_name(target.name + ".tmp")
-    shutil.copyfile(path, tmp)
+    with open(path, "r+b") as source, open(tmp, "wb") as copy:
+        shutil.copyfileobj(source, copy, COPY_BUFFER)
+        # Truncate right after the copy reached the end: what the process writes in
+        # between is lost, so nothing else (not even the rename) happens in between.
+        os.ftruncate(source.fileno(), 0)
     os.replace(tmp, target)
-    os.truncate(path, 0)
     _rotations[path] = _rotations.get(path, 0) + 1
     return True
 
