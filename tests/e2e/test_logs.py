@@ -48,6 +48,13 @@ def numbers(text: str) -> list[int]:
     return [int(line) for line in text.splitlines() if line.isdigit()]
 
 
+def assert_in_order(got: list[int]) -> None:
+    """Nothing repeated or out of order; a rotation may drop what is written during its
+    last microseconds (copytruncate), a line at most at this rate."""
+    assert got == sorted(set(got)), got
+    assert got[-1] - got[0] + 1 - len(got) <= 2, f"lines missing from {got}"
+
+
 def log_dir(lab: Lab) -> Path:
     return lab.info.dir / "hosts" / "h1" / "logs"
 
@@ -75,8 +82,8 @@ def test_the_log_stays_under_the_cap(lab: Lab) -> None:
     # The newest output is there, and --tail reaches into the rotated file when asked.
     current = len(log.read_text().splitlines())
     got = numbers(lab.ok("logs", "counter-0", "--tail", str(current + 20)))
-    assert len(got) >= current + 19 and got[0] > first
-    assert got == list(range(got[0], got[0] + len(got)))
+    assert len(got) == current + 20 and got[0] > first
+    assert_in_order(got)
 
 
 def test_follow_streams_new_output_and_ctrl_c_ends_it_quietly(lab: Lab) -> None:
@@ -100,7 +107,7 @@ def test_follow_streams_new_output_and_ctrl_c_ends_it_quietly(lab: Lab) -> None:
     assert err == ""
     got = numbers(out.rsplit("\n", 1)[0])  # the last line may have been cut by the interrupt
     assert got[-1] > last + 100, out[-200:]
-    assert got == list(range(got[0], got[0] + len(got)))  # no gap, no repeat (even over a rotation)
+    assert_in_order(got)
 
 
 def test_delete_removes_the_logs(lab: Lab) -> None:
