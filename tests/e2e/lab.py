@@ -70,10 +70,11 @@ class Result:
 
 
 class Lab:
-    def __init__(self, hosts: int = 1, underlay: str = "ipv4") -> None:
+    def __init__(self, hosts: int = 1, underlay: str = "ipv4", env: dict[str, str] | None = None) -> None:
         self.name = "t" + uuid.uuid4().hex[:8]
         self.hosts = hosts
         self.underlay = underlay
+        self.env = dict(env or {})  # for every command, so `lab up` hands it on to the daemons
 
     def __enter__(self) -> Lab:
         self.up()
@@ -98,7 +99,7 @@ class Lab:
         return info
 
     def cli(self, *args: str, stdin: str | None = None, timeout: float = 180) -> Result:
-        env = {**os.environ, "AUTONET_LAB": self.name}
+        env = {**os.environ, **self.env, "AUTONET_LAB": self.name}
         proc = subprocess.run(
             [sys.executable, "-m", "autonet.cli.main", *args],
             input=stdin,

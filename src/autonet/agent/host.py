@@ -3,8 +3,9 @@
 `HostAgent` is the implementation behind the RPC servicer. It serialises kernel work per
 VPC router (instances of different VPCs are wired concurrently), keeps the instance
 table on disk, and on start reconciles: kernel objects carrying this host's tag that
-the table does not know are removed, and every known instance is repaired and its
-process adopted or restarted.
+the table does not know are removed (and the logs of instances it does not hold), and
+every known instance is repaired and its process adopted or restarted. Instance logs
+are capped by copytruncate rotation (agent/logs.py), which the server runs every second.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from autonet.agent import logs
 from autonet.agent.dns import DnsResponder
 from autonet.agent.flows import Counters, FlowIds, Member, flow_rows, rates
-from autonet.agent.state import InstanceRecord, InstanceTable
+from autonet.agent.state import InstanceRecord, InstanceTable, write_atomically
 from autonet.agent.supervisor import Spec, Supervised, process_start_time
 from autonet.dataplane import endpoint as ep
 from autonet.dataplane import netns, overlay
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 TCP_LISTEN = "0A"
 OVERLAY_REREAD = 30.0  # seconds between reading a router's overlay back from the kernel
+OVERLAY_KEYS = ("vxlan_ifname", "vni", "local", "mtu")  # what _apply_overlay cannot do without
 
 
 class Router:
@@ -99,10 +102,13 @@ def listening_ports(pid: int) -> list[str]:
 
 
 class HostAgent:
-    def __init__(self, host: str, tag: str, state_dir: Path) -> None:
+    def __init__(
+        self, host: str, tag: str, state_dir: Path, log_max_bytes: int = logs.DEFAULT_MAX_BYTES
+    ) -> None:
         self.host = host
         self.tag = tag
         self.state_dir = state_dir
+        self.log_max_bytes = log_max_bytes
         self.boot_id = uuid.uuid4().hex
         self.table = InstanceTable(state_dir)
         self.nl = Netlink()
@@ -158,19 +164,27 @@ class HostAgent:
             return record
 
     async def _wire(self, record: InstanceRecord) -> None:
+        # Not write_atomically: the file is bind-mounted into the instance's processes, so
+        # it must keep its inode; it is rewritten from the table at every wiring anyway.
         resolv = self.resolv_path(record.uid)
         resolv.parent.mkdir(parents=True, exist_ok=True)
-        resolv.write_text(record.endpoint.get("resolv_conf") or "")
+        contents = (record.endpoint.get("resolv_conf") or "").encode()
+        if not resolv.exists() or resolv.read_bytes() != contents:
+            resolv.write_bytes(contents)
         os.chmod(resolv, 0o644)
         async with self._router_locks[record.router_netns]:
             if record.router_netns not in self.routers or not netns.exists(record.router_netns):
                 await ep.ensure_router(self.nl, record.router_netns)
             router = await self._router(record.router_netns)
             if router.policy.applied is None:  # fail closed: deny until the control plane says more
-                saved = self.overlay_path(record.router_netns)
-                if saved.exists():
-                    await self._apply_vpc(record.router_netns, json.loads(saved.read_text()))
-                else:
+                saved = self.saved_vpc(record.router_netns)
+                try:
+                    if saved is not None:
+                        await self._apply_vpc(record.router_netns, saved)
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.warning("overlay file of %s does not apply (%r): ignored", record.router_netns, exc)
+                    saved = None
+                if saved is None:
                     router.policy.sync(set())
                     router.services.sync([])
             await ep.ensure_endpoint(self.nl, self._endpoint_spec(record))
@@ -263,13 +277,29 @@ class HostAgent:
         async with self._router_locks[router_netns]:
             if router_netns not in self.table.routers() or not netns.exists(router_netns):
                 return False, 0, 0
-            path = self.overlay_path(router_netns)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(desired))
-            os.replace(tmp, path)
+            write_atomically(self.overlay_path(router_netns), json.dumps(desired).encode())
             added, removed = await self._apply_vpc(router_netns, desired)
             return True, added, removed
+
+    def saved_vpc(self, router_netns: str) -> dict[str, Any] | None:
+        """The VPC state last synced to this router, None if there is none or it is unusable.
+
+        Unusable is as good as absent: the router denies everything until the controller
+        syncs the VPC again, which it does when the host (re)connects.
+        """
+        path = self.overlay_path(router_netns)
+        try:
+            desired = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("overlay file %s is unreadable (%s): ignored", path, exc)
+            return None
+        missing = [k for k in OVERLAY_KEYS if not isinstance(desired, dict) or k not in desired]
+        if missing:
+            log.warning("overlay file %s lacks %s: ignored", path, ", ".join(missing))
+            return None
+        return dict(desired)
 
     async def _router(self, router_netns: str) -> Router:
         router = self.routers.get(router_netns)
@@ -391,8 +421,32 @@ class HostAgent:
                     await ep.delete_router(self.nl, record.router_netns)
                     self.overlay_path(record.router_netns).unlink(missing_ok=True)
             self.resolv_path(uid).unlink(missing_ok=True)
+            # Names are reused (web-0 again after a scale down and up): keep a newer one's log.
+            if all(other.name != record.name for other in self.table.records.values()):
+                logs.remove(self.log_path(record.name))
         self._instance_locks.pop(uid, None)
         return record
+
+    def rotate_logs(self) -> int:
+        """Rotate the logs grown past the cap; returns how many were rotated."""
+        done = 0
+        for name in sorted({record.name for record in self.table.records.values()}):
+            try:
+                done += logs.rotate_if_larger(self.log_path(name), self.log_max_bytes)
+            except OSError as exc:
+                log.warning("cannot rotate the log of %s: %s", name, exc)
+        return done
+
+    def _remove_stray_logs(self) -> int:
+        """Logs of instances the table does not hold (deleted while the agent was down)."""
+        kept = {f.name for r in self.table.records.values() for f in logs.files_of(self.log_path(r.name))}
+        removed = 0
+        directory = self.state_dir / "logs"
+        for path in directory.iterdir() if directory.is_dir() else []:
+            if path.name not in kept and path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def _kill_namespace_processes(self, name: str) -> None:
         """Processes left in a namespace we remove (e.g. from `exec`) go with it."""
@@ -405,6 +459,7 @@ class HostAgent:
     async def reconcile(self) -> dict[str, int]:
         """Make the kernel match the instance table; returns counts of what was done."""
         done = {"removed_netns": 0, "removed_links": 0, "repaired": 0, "adopted": 0, "restarted": 0}
+        done["removed_logs"] = self._remove_stray_logs()
         wanted = {record.netns for record in self.table.records.values()} | self.table.routers()
         for name in netns.list_names("an"):
             if self.owns_netns(name) and name not in wanted:

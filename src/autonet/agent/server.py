@@ -2,8 +2,9 @@
 
 `autonet agent` runs `serve()`: it reconciles the host from its instance table, starts
 the gRPC server on the host's underlay address, and registers the host with the
-controller's API, then heartbeats. The agent works without the controller (its
-instances keep running and are repaired); the controller drives it through RPC.
+controller's API, then heartbeats; every second it rotates the instance logs grown
+past the cap. The agent works without the controller (its instances keep running and
+are repaired); the controller drives it through RPC.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import grpc
 import httpx
 from google.protobuf.json_format import MessageToDict
 
+from autonet.agent import logs
 from autonet.agent.host import HostAgent
 from autonet.agent.plugins import AgentPluginAPI
 from autonet.agent.plugins import load as load_plugins
@@ -34,6 +36,10 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
 EXEC_CHUNK = 64 * 1024
+LOGS_CHUNK = 64 * 1024
+LOGS_REPLY_LIMIT = 3 * 1024 * 1024  # a Logs reply stays under gRPC's default 4 MiB per message
+FOLLOW_POLL = 0.2  # seconds between looks at a followed log
+LOG_ROTATE_SECONDS = 1.0
 
 
 def _report(row: dict[str, Any]) -> pb.InstanceReport:
@@ -136,13 +142,27 @@ class AgentServicer(pb_grpc.AgentServicer):
     async def Logs(self, request: pb.LogsRequest, context: Any) -> pb.LogsReply:
         record = await self._record(request.instance_uid, context)
         path = self.agent.log_path(record.name)
-        if not path.exists():
-            return pb.LogsReply(data=b"")
-        size = path.stat().st_size
-        tail = request.tail_bytes or size
-        with open(path, "rb") as handle:
-            handle.seek(max(0, size - tail))
-            return pb.LogsReply(data=handle.read())
+        return pb.LogsReply(data=logs.tail(path, request.tail_lines, LOGS_REPLY_LIMIT))
+
+    async def FollowLogs(self, request: pb.LogsRequest, context: Any) -> Any:
+        record = await self._record(request.instance_uid, context)
+        path = self.agent.log_path(record.name)
+        follower = logs.Follower(path)
+        try:
+            backlog = logs.tail(path, request.tail_lines, end=follower.offset)
+            # At least one reply, even empty: the caller learns that the instance is there.
+            yield pb.LogsReply(data=backlog[:LOGS_CHUNK])
+            for start in range(LOGS_CHUNK, len(backlog), LOGS_CHUNK):
+                yield pb.LogsReply(data=backlog[start : start + LOGS_CHUNK])
+            del backlog
+            while request.follow and self.agent.table.get(record.uid) is not None:
+                data = follower.read(LOGS_CHUNK)
+                if data:
+                    yield pb.LogsReply(data=data)
+                if len(data) < LOGS_CHUNK:
+                    await asyncio.sleep(FOLLOW_POLL)
+        finally:
+            follower.close()
 
     async def Exec(self, request: pb.ExecRequest, context: Any) -> Any:
         record = await self._record(request.instance_uid, context)
@@ -281,6 +301,13 @@ async def load_loop(agent: HostAgent, client: httpx.AsyncClient | None, metrics:
                 await client.post(f"/api/v1/hosts/{agent.host}/load", json={"instances": metrics.latest})
 
 
+async def log_loop(agent: HostAgent) -> None:
+    """Keep every instance log under the cap (see agent/logs.py)."""
+    while True:
+        await asyncio.sleep(LOG_ROTATE_SECONDS)
+        agent.rotate_logs()
+
+
 async def heartbeat_loop(agent: HostAgent, client: httpx.AsyncClient, registration: dict[str, Any]) -> None:
     registered = False
     while True:
@@ -320,11 +347,12 @@ async def serve(
     controller: str | None,
     capacity: int | None = None,
     metrics_address: str | None = None,
+    log_max_bytes: int = logs.DEFAULT_MAX_BYTES,
 ) -> None:
     from autonet.model.naming import host_tag
 
     tag = host_tag(cluster, host)
-    agent = HostAgent(host, tag, state_dir)
+    agent = HostAgent(host, tag, state_dir, log_max_bytes)
     done = await agent.reconcile()
     log.info("agent %s (tag %s) reconciled: %s", host, tag, done)
 
@@ -349,7 +377,7 @@ async def serve(
     if metrics_address:
         serve_metrics(metrics, metrics_address)
     client = controller_client(controller) if controller else None
-    tasks = [asyncio.create_task(load_loop(agent, client, metrics))]
+    tasks = [asyncio.create_task(load_loop(agent, client, metrics)), asyncio.create_task(log_loop(agent))]
     if client is not None:
         registration = {
             "name": host,

@@ -1,17 +1,66 @@
 """The agent's instance table, kept on disk so a restarted agent knows what it owns.
 
-One JSON file per instance under `<state dir>/instances/`, written atomically. It holds
-what the controller asked for (endpoint and process) and the PID and start time of
-the process, so that after a crash the agent re-adopts processes that still run.
+One JSON file per instance under `<state dir>/instances/`, written atomically (see
+`write_atomically`). It holds what the controller asked for (endpoint and process) and
+the PID and start time of the process, so that after a crash the agent re-adopts
+processes that still run. A file that cannot be read back (torn, edited, from another
+version) is set aside as `<file>.corrupt` with a warning: the agent starts without that
+instance, removes what is left of it in the kernel, and the controller, which no longer
+sees it in the agent's report, has it wired again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_KEYS = ("netns", "router_netns", "router_ifname", "mac", "router_mac")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash at any point leaves the old or the new file.
+
+    The data reaches the disk before the rename, and the rename before we return: after
+    a power cut the file is never empty or half written (as it can be when a rename
+    overtakes the data it points to).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    sync_directory(path.parent)
+
+
+def sync_directory(directory: Path) -> None:
+    """Make renames and removals in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Temporary files of `write_atomically` left by a crash mid-write."""
+    for path in directory.glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 @dataclass
@@ -33,25 +82,65 @@ class InstanceRecord:
         return str(self.endpoint["router_netns"])
 
 
+def parse_record(path: Path) -> InstanceRecord:
+    """The record stored in `path`; ValueError saying what is wrong if it is not usable."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    try:
+        record = InstanceRecord(**data)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    if not isinstance(record.uid, str) or record.uid != path.stem:
+        raise ValueError(f"uid {record.uid!r} does not match the file name")
+    if not isinstance(record.name, str) or not record.name:
+        raise ValueError("no instance name")
+    if not isinstance(record.endpoint, dict):
+        raise ValueError("endpoint is not an object")
+    missing = [key for key in ENDPOINT_KEYS if not isinstance(record.endpoint.get(key), str)]
+    if missing:
+        raise ValueError(f"endpoint lacks {', '.join(missing)}")
+    if record.process is not None and not (
+        isinstance(record.process, dict) and isinstance(record.process.get("command"), list)
+    ):
+        raise ValueError("process has no command")
+    for key in ("pid", "pid_start", "restarts"):
+        if not isinstance(getattr(record, key), int):
+            raise ValueError(f"{key} is not an integer")
+    return record
+
+
 class InstanceTable:
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir / "instances"
         self.dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.dir)
         self.records: dict[str, InstanceRecord] = {}
-        for path in self.dir.glob("*.json"):
-            data = json.loads(path.read_text())
-            self.records[data["uid"]] = InstanceRecord(**data)
+        for path in sorted(self.dir.glob("*.json")):
+            try:
+                record = parse_record(path)
+            except (OSError, ValueError) as exc:
+                aside = path.with_name(path.name + ".corrupt")
+                log.warning("instance file %s is unreadable (%s): set aside as %s", path, exc, aside.name)
+                try:
+                    os.replace(path, aside)
+                except OSError as err:
+                    log.warning("cannot set %s aside: %s", path, err)
+                continue
+            self.records[record.uid] = record
 
     def save(self, record: InstanceRecord) -> None:
         self.records[record.uid] = record
-        path = self.dir / f"{record.uid}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(record)))
-        os.replace(tmp, path)
+        write_atomically(self.dir / f"{record.uid}.json", json.dumps(asdict(record)).encode())
 
     def remove(self, uid: str) -> None:
         self.records.pop(uid, None)
         (self.dir / f"{uid}.json").unlink(missing_ok=True)
+        # A removal lost in a crash would bring a deleted instance back at the next start.
+        sync_directory(self.dir)
 
     def get(self, uid: str) -> InstanceRecord | None:
         return self.records.get(uid)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from google.protobuf.json_format import MessageToDict
 from pydantic import BaseModel, Field
 
@@ -317,14 +317,36 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
         return StreamingResponse(stream(), media_type="application/x-ndjson")
 
     @app.get(API + "/instances/{name}/logs")
-    async def logs(name: str, tail: int = 0) -> PlainTextResponse:
+    async def logs(name: str, tail: int = 0, follow: bool = False) -> Response:
+        if tail < 0:
+            raise ApiError(422, "tail: must be >= 0")
         inst = await placed_instance(name)
         agent = await agent_of(inst)
+        request = pb.LogsRequest(instance_uid=inst.uid, tail_lines=tail, follow=follow)
+        if not follow:
+            try:
+                reply = await agent.call("Logs", request)
+            except (Retry, Fail) as exc:
+                raise ApiError(503, str(exc)) from None
+            return PlainTextResponse(reply.data.decode(errors="replace"))
+        chunks = agent.follow_logs(request)
         try:
-            reply = await agent.call("Logs", pb.LogsRequest(instance_uid=inst.uid, tail_bytes=tail))
+            # The first reply comes at once: an unknown instance is still an HTTP error.
+            first = await anext(chunks, b"")
         except (Retry, Fail) as exc:
             raise ApiError(503, str(exc)) from None
-        return PlainTextResponse(reply.data.decode(errors="replace"))
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                yield first
+                async for chunk in chunks:
+                    yield chunk
+            except Retry:
+                return  # the agent went away: end the stream as `tail -f` ends on EOF
+            finally:
+                await chunks.aclose()
+
+        return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
 
     @app.post(f"{API}/hosts/register")
     async def register_host(body: Registration) -> dict[str, Any]:

@@ -77,6 +77,17 @@ class Client:
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach the API at {self.address}: {exc}") from None
 
+    def stream_bytes(self, method: str, path: str, **kwargs: Any) -> Iterator[bytes]:
+        """A streamed reply's body as it comes (the API's errors raised as one line)."""
+        try:
+            with self.http.stream(method, API + path, timeout=None, **kwargs) as reply:
+                if reply.status_code >= 400:
+                    reply.read()
+                    self._decode(reply)
+                yield from reply.iter_bytes()
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach the API at {self.address}: {exc}") from None
+
     def exec(
         self, instance: str, command: list[str], user: str = "", timeout: float = 0.0, stdin: bytes = b""
     ) -> Iterator[tuple[str, bytes | int]]:

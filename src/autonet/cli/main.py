@@ -268,9 +268,37 @@ def exec_(
 
 
 @app.command()
-def logs(instance: str, tail: Annotated[int, typer.Option("--tail", help="Last N bytes")] = 0) -> None:
-    """Print the output of an instance's process."""
-    typer.echo(client().request("GET", f"/instances/{instance}/logs", params={"tail": tail}), nl=False)
+def logs(
+    instance: str,
+    tail: Annotated[
+        int, typer.Option("--tail", "-n", help="Only the last N lines (0: all the log kept)")
+    ] = 0,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new output until Ctrl-C")
+    ] = False,
+) -> None:
+    """Print the output (stdout and stderr) of an instance's process.
+
+    Kept: the current log and the one rotated before it (agent --log-max-bytes); at most 3 MiB without -f.
+    """
+    if tail < 0:
+        fail("--tail: must be >= 0")
+    params: dict[str, Any] = {"tail": tail}
+    if not follow:
+        typer.echo(client().request("GET", f"/instances/{instance}/logs", params=params), nl=False)
+        return
+    out = sys.stdout.buffer
+    try:
+        for chunk in client().stream_bytes(
+            "GET", f"/instances/{instance}/logs", params={**params, "follow": "true"}
+        ):
+            out.write(chunk)
+            out.flush()
+    except KeyboardInterrupt:
+        pass  # the way to stop following: not an error
+    except BrokenPipeError:
+        # The reader went away (`| head`): quiet, and no second error when Python flushes stdout.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 # --- flows, load, QoS ---------------------------------------------------------------------------
@@ -546,6 +574,14 @@ def agent(
         str, typer.Option("--metrics", help="Prometheus endpoint host:port ('' to disable)")
     ] = "",
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    log_max_bytes: Annotated[
+        int,
+        typer.Option(
+            "--log-max-bytes",
+            envvar="AUTONET_LOG_MAX_BYTES",
+            help="Rotate an instance log past this size, keeping one older file (0: never)",
+        ),
+    ] = 10 * 1024 * 1024,
 ) -> None:
     """Run the per-host agent (gRPC server programming this host)."""
     import asyncio
@@ -557,7 +593,11 @@ def agent(
     _logging(log_level)
     listen = listen or (f"[{underlay}]:7070" if ":" in underlay else f"{underlay}:7070")
     metrics = metrics or (f"[{underlay}]:9101" if ":" in underlay else f"{underlay}:9101")
-    asyncio.run(serve(name, cluster, listen, underlay, state_dir, controller, capacity, metrics))
+    if log_max_bytes < 0:
+        fail("--log-max-bytes: must be >= 0")
+    asyncio.run(
+        serve(name, cluster, listen, underlay, state_dir, controller, capacity, metrics, log_max_bytes)
+    )
 
 
 def main() -> None:

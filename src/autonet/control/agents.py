@@ -6,7 +6,7 @@ request as invalid is a permanent one (`Fail`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpc
@@ -37,6 +37,19 @@ class AgentClient:
     async def exec(self, request: pb.ExecRequest) -> AsyncIterator[pb.ExecChunk]:
         async for chunk in self.stub.Exec(request):
             yield chunk
+
+    async def follow_logs(self, request: pb.LogsRequest) -> AsyncGenerator[bytes, None]:
+        """An instance's log as FollowLogs streams it; the call ends when the caller stops."""
+        call = self.stub.FollowLogs(request)
+        try:
+            async for reply in call:
+                yield reply.data
+        except grpc.aio.AioRpcError as err:
+            raise Retry(
+                f"agent on host {self.host}: FollowLogs: {err.details() or err.code().name}"
+            ) from None
+        finally:
+            call.cancel()
 
     async def close(self) -> None:
         await self.channel.close()

@@ -307,12 +307,14 @@ class ExecChunk(_message.Message):
     def __init__(self, stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
 class LogsRequest(_message.Message):
-    __slots__ = ("instance_uid", "tail_bytes")
+    __slots__ = ("instance_uid", "tail_lines", "follow")
     INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
-    TAIL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TAIL_LINES_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
     instance_uid: str
-    tail_bytes: int
-    def __init__(self, instance_uid: _Optional[str] = ..., tail_bytes: _Optional[int] = ...) -> None: ...
+    tail_lines: int
+    follow: bool
+    def __init__(self, instance_uid: _Optional[str] = ..., tail_lines: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
 
 class LogsReply(_message.Message):
     __slots__ = ("data",)

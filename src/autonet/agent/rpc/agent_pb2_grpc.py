@@ -74,6 +74,11 @@ class AgentStub:
                 request_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsRequest.SerializeToString,
                 response_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsReply.FromString,
                 _registered_method=True)
+        self.FollowLogs = channel.unary_stream(
+                '/autonet.agent.v1.Agent/FollowLogs',
+                request_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsRequest.SerializeToString,
+                response_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsReply.FromString,
+                _registered_method=True)
         self.SetQos = channel.unary_unary(
                 '/autonet.agent.v1.Agent/SetQos',
                 request_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.QosRequest.SerializeToString,
@@ -140,7 +145,15 @@ class AgentServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Logs(self, request, context):
-        """The tail of an instance's process log.
+        """The last lines of an instance's process log (the newest 3 MiB at most).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FollowLogs(self, request, context):
+        """The last lines of an instance's process log, then (with follow) what the process
+        writes next, until the call is cancelled or the instance is deleted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -200,6 +213,11 @@ def add_AgentServicer_to_server(servicer, server):
             ),
             'Logs': grpc.unary_unary_rpc_method_handler(
                     servicer.Logs,
+                    request_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsRequest.FromString,
+                    response_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsReply.SerializeToString,
+            ),
+            'FollowLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.FollowLogs,
                     request_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsRequest.FromString,
                     response_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsReply.SerializeToString,
             ),
@@ -428,6 +446,33 @@ class Agent:
             request,
             target,
             '/autonet.agent.v1.Agent/Logs',
+            autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsRequest.SerializeToString,
+            autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FollowLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/autonet.agent.v1.Agent/FollowLogs',
             autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsRequest.SerializeToString,
             autonet_dot_agent_dot_rpc_dot_agent__pb2.LogsReply.FromString,
             options,
