@@ -6,7 +6,7 @@ APT_PACKAGES := iproute2 nftables libnftables1 iperf3 iputils-ping python3-venv 
   curl ethtool tcpdump util-linux openvswitch-switch containernetworking-plugins
 STAMP := $(VENV)/.installed
 
-.PHONY: all deps venv test unit e2e lint demo proto clean
+.PHONY: all deps venv test test-repeat unit e2e lint demo proto clean
 
 all: test
 
@@ -39,6 +39,19 @@ lint: venv
 
 test: venv
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# `make test-repeat N=3`: the whole suite N times in a row, each from a fresh clone of
+# HEAD (its own venv, as CI does), to catch flaky tests and missing install steps.
+N ?= 3
+test-repeat:
+	@failed=0; for i in $$(seq 1 $(N)); do \
+	  dir=$$(mktemp -d /tmp/autonet-repeat.XXXXXX); \
+	  git clone -q . "$$dir/autonet" && cp -r ../shared "$$dir/" 2>/dev/null; \
+	  echo "run $$i/$(N) in $$dir/autonet"; \
+	  if (cd "$$dir/autonet" && make test </dev/null >"$$dir/test.log" 2>&1); then result=passed; \
+	  else result=FAILED; failed=$$((failed + 1)); fi; \
+	  echo "run $$i: $$result: $$(grep -E '[0-9]+ (passed|failed)' "$$dir/test.log" | tail -1) (log: $$dir/test.log)"; \
+	done; echo "$(N) runs, $$failed failed"; test $$failed -eq 0
 
 unit: venv
 	$(VENV)/bin/pytest -q -m "not lab" $(PYTEST_ARGS)

@@ -10,6 +10,8 @@ Sections (each reports ratios to baselines measured in the same run):
   next to a plain veth pair between two namespaces.
 - policy: update latency with 1,000 instances and 10,000 allowed pairs, next to the same
   update into an empty policy; and how long a new link takes to open end to end.
+- failover: the failed-request window when a host fails or is partitioned, the time to
+  replace its instances and to converge after an agent or controller crash (cli/failover.py).
 - maglev: table build time for 10, 100 and 1,000 backends next to a textbook
   implementation that materialises the permutations; disruption when a backend goes.
 
@@ -37,11 +39,12 @@ from rich.progress import Progress
 
 from autonet.cli import lab as labs
 from autonet.cli.client import Client, CliError
+from autonet.cli.failover import failover
 from autonet.dataplane import netns
 from autonet.dataplane.nsexec import launcher_argv
 from autonet.model import maglev, manifest
 
-SECTIONS = ("provision", "throughput", "policy", "maglev")
+SECTIONS = ("provision", "throughput", "policy", "maglev", "failover")
 CNI_BIN = Path("/usr/lib/cni")
 
 
@@ -575,6 +578,8 @@ def run(which: list[str], quick: bool, output: Path) -> dict[str, Any]:
                     data = throughput(client, quick, progress)
                 elif section == "policy":
                     data = policy(client, quick, progress)
+                elif section == "failover":  # on a lab of its own: it breaks hosts
+                    data = failover(quick, lambda step: progress.console.print(f"failover: {step}"))
                 else:
                     data = maglev_section(quick, progress)
                 data["section_seconds"] = round(time.perf_counter() - started, 1)

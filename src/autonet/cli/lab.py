@@ -273,7 +273,23 @@ def respawn(name: str, role: str) -> LabProcess:
     proc = _spawn(info, role, namespace, argv)
     info.processes.append(proc)
     info.save()
+    if role == "controller":
+        _wait_api(info, proc)
     return proc
+
+
+def _wait_api(info: LabInfo, proc: LabProcess, timeout: float = 30.0) -> None:
+    """A restarted controller is back when its API answers (the next command works)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(proc):
+            raise CliError(f"lab {info.name}: the controller exited{_log_tails(info)}")
+        try:
+            Client(info.api, timeout=2.0).objects("hosts")
+            return
+        except CliError:
+            time.sleep(0.1)
+    raise CliError(f"lab {info.name}: the controller's API did not answer within {timeout:.0f}s")
 
 
 def kill(name: str, role: str) -> LabProcess:

@@ -497,7 +497,7 @@ def demo(keep: Annotated[bool, typer.Option("--keep", help="Leave the lab up aft
 @app.command()
 def bench(
     sections: Annotated[
-        list[str] | None, typer.Argument(help="provision, throughput, policy, maglev or all")
+        list[str] | None, typer.Argument(help="provision, throughput, policy, maglev, failover or all")
     ] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="Fewer samples: ends within about 3 minutes")
@@ -534,7 +534,11 @@ def controller(
     ] = None,
     host_timeout: Annotated[
         float,
-        typer.Option("--host-timeout", help="Seconds without a heartbeat after which a host is Lost"),
+        typer.Option(
+            "--host-timeout",
+            envvar="AUTONET_HOST_TIMEOUT",
+            help="Seconds without a heartbeat after which a host is Lost",
+        ),
     ] = 3.0,
     handler_timeout: Annotated[
         float,
