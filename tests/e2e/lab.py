@@ -10,17 +10,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from autonet.cli import lab as labs
+from autonet.cli.client import wait_until as wait_for  # noqa: F401  (the tests' name for it)
 from autonet.dataplane import netns
 from autonet.model import naming
-
-T = TypeVar("T")
 
 TCP_CONNECT = (
     "import socket, sys\n"
@@ -45,21 +42,6 @@ def failure_kind(stderr: str) -> str:
         if any(text in stderr for text in texts):
             return kind
     return "other"
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str, every: float = 0.2) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout`.
-
-    Tests wait for a condition with a deadline instead of sleeping a fixed time and
-    hoping it holds (a fixed sleep is either too short on a loaded machine or wasted)."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 @dataclass

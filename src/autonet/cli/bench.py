@@ -38,7 +38,7 @@ from typing import Any
 from rich.progress import Progress
 
 from autonet.cli import lab as labs
-from autonet.cli.client import Client, CliError
+from autonet.cli.client import Client, CliError, wait_until
 from autonet.cli.failover import failover
 from autonet.dataplane import netns
 from autonet.dataplane.nsexec import launcher_argv
@@ -176,16 +176,6 @@ def _automaton(
     }
 
 
-def _wait(
-    client: Client, predicate: Callable[[], bool], timeout: float, what: str, every: float = 0.002
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise CliError(f"bench: timed out waiting for {what}")
-        time.sleep(every)
-
-
 def provisioned(client: Client, automaton: str) -> int:
     return sum(
         1
@@ -205,11 +195,11 @@ def autonet_single(client: Client, samples: int, progress: Callable[[], None]) -
             inst = client.get("instance", name)
             return inst is not None and inst["status"].get("state") == "Provisioned"
 
-        _wait(client, ready, 30, "one instance")
+        wait_until(ready, 30, "one instance", every=0.002)
         results.append(time.perf_counter() - started)
         progress()
     client.request("DELETE", "/objects/automaton/single")
-    _wait(client, lambda: client.get("automaton", "single") is None, 120, "cleanup", every=0.05)
+    wait_until(lambda: client.get("automaton", "single") is None, 120, "cleanup", every=0.05)
     return results
 
 
@@ -217,10 +207,10 @@ def autonet_bulk(client: Client, count: int) -> float:
     name = f"bulk{count}"
     started = time.perf_counter()
     client.request("POST", "/apply", json={"documents": [_automaton(name, count, ["sleep", "infinity"])]})
-    _wait(client, lambda: provisioned(client, name) == count, 600, f"{count} instances", every=0.05)
+    wait_until(lambda: provisioned(client, name) == count, 600, f"{count} instances", every=0.05)
     elapsed = time.perf_counter() - started
     client.request("DELETE", f"/objects/automaton/{name}")
-    _wait(client, lambda: client.get("automaton", name) is None, 600, "cleanup", every=0.1)
+    wait_until(lambda: client.get("automaton", name) is None, 600, "cleanup", every=0.1)
     return elapsed
 
 
@@ -318,8 +308,7 @@ def throughput(client: Client, quick: bool, progress: Progress) -> dict[str, Any
         {"kind": "Composition", "name": "bench-perf", "spec": {"links": [{"from": "load", "to": "perf", "protocol": "iperf"}]}},
     ]  # fmt: skip
     client.request("POST", "/apply", json={"documents": docs})
-    _wait(
-        client,
+    wait_until(
         lambda: provisioned(client, "perf") == 5 and provisioned(client, "load") == 1,
         60,
         "perf",
@@ -347,7 +336,7 @@ def throughput(client: Client, quick: bool, progress: Progress) -> dict[str, Any
     client.request(
         "POST", "/delete", json={"documents": [{"kind": d["kind"], "name": d["name"]} for d in docs]}
     )
-    _wait(client, lambda: client.get("automaton", "perf") is None, 60, "cleanup", every=0.1)
+    wait_until(lambda: client.get("automaton", "perf") is None, 60, "cleanup", every=0.1)
     progress.advance(task)
     return results
 
@@ -423,8 +412,7 @@ def link_open_latency(client: Client, samples: int) -> dict[str, float]:
         _automaton("lcli", 1, ["sleep", "infinity"], {"consumes": ["http"]}),
     ]  # fmt: skip
     client.request("POST", "/apply", json={"documents": docs})
-    _wait(
-        client,
+    wait_until(
         lambda: provisioned(client, "lweb") == 1 and provisioned(client, "lcli") == 1,
         60,
         "link",
@@ -454,11 +442,11 @@ def link_open_latency(client: Client, samples: int) -> dict[str, float]:
         if "opened" in box:
             latencies.append(box["opened"] - applied)
         client.request("DELETE", "/objects/composition/bench-link")
-        _wait(client, lambda: client.get("composition", "bench-link") is None, 30, "unlink", every=0.02)
+        wait_until(lambda: client.get("composition", "bench-link") is None, 30, "unlink", every=0.02)
     client.request(
         "POST", "/delete", json={"documents": [{"kind": d["kind"], "name": d["name"]} for d in docs]}
     )
-    _wait(client, lambda: client.get("automaton", "lweb") is None, 60, "cleanup", every=0.1)
+    wait_until(lambda: client.get("automaton", "lweb") is None, 60, "cleanup", every=0.1)
     return summary(latencies) if latencies else {"n": 0}
 
 

@@ -9,14 +9,32 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterator
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import httpx
 
 from autonet.cli import paths
 
 API = "/api/v1"
+
+
+T = TypeVar("T")
+
+
+def wait_until(probe: Callable[[], T], timeout: float, what: str, every: float = 0.1) -> T:
+    """Poll `probe` until it returns something truthy (and return that); after `timeout`
+    seconds fail with one line naming `what`. Waiting for a condition with a deadline,
+    never a fixed sleep: a sleep is too short on a loaded machine and wasted elsewhere."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise CliError(f"timed out after {timeout:.0f}s waiting for {what} (last: {found!r})")
+        time.sleep(every)
 
 
 class CliError(Exception):

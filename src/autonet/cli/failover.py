@@ -24,13 +24,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from autonet.cli import lab as labs
-from autonet.cli.client import Client, CliError
+from autonet.cli.client import Client, CliError, wait_until
 from autonet.model import manifest
-
-T = TypeVar("T")
 
 SERVICE = """
 kind: Vpc
@@ -82,16 +80,6 @@ while time.monotonic() - begin < float(sys.argv[1]):
     print(f"{start:.2f} {time.monotonic() - begin:.2f} {outcome}", flush=True)
     time.sleep(0.2)
 """
-
-
-def wait_until(probe: Callable[[], T | None], timeout: float, what: str, every: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(every)
-    raise CliError(f"bench failover: timed out after {timeout:.0f}s waiting for {what}")
 
 
 def start_probe(api: str, seconds: float) -> tuple[subprocess.Popen[str], str]:

@@ -48,6 +48,15 @@ def terminate(obj: Object) -> Op:
     return Put(obj.kind, obj.name, gone.to_data(), obj.metadata.revision)
 
 
+async def terminate_all(ctx: Context, instances: list[Object], whose: str = "") -> None:
+    """Send `instances` to Terminating; Retry until they are all gone."""
+    ops = [terminate(i) for i in instances if not i.metadata.deleting]
+    if ops:
+        await ctx.store.commit(ops)
+    if instances:
+        raise Retry(f"waiting for {len(instances)} instance(s){whose} to terminate", delay=0.3)
+
+
 def vip_pool(vpc: str) -> str:
     return f"vip/{vpc}"
 
@@ -137,12 +146,7 @@ def register(api: PluginAPI) -> None:
 
     @api.operator("Automaton", TERMINATING)
     async def delete_automaton(automaton: Object, ctx: Context) -> Outcome:
-        remaining = await instances_of(ctx, automaton.name)
-        ops = [terminate(i) for i in remaining if not i.metadata.deleting]
-        if ops:
-            await ctx.store.commit(ops)
-        if remaining:
-            raise Retry(f"waiting for {len(remaining)} instance(s) to terminate", delay=0.3)
+        await terminate_all(ctx, await instances_of(ctx, automaton.name))
         vpc = automaton.status.get("vpc")
         leases = (
             release(vip_pool(vpc), [automaton.status.get("vip4"), automaton.status.get("vip6")])

@@ -26,8 +26,8 @@ from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.control.leases import lease_number, release
 from autonet.control.liveness import HostLiveness, watch_heartbeats
-from autonet.control.operators.automatons import terminate
-from autonet.control.outcomes import Advance, Outcome, Remove, Retry, Stay
+from autonet.control.operators.automatons import terminate, terminate_all
+from autonet.control.outcomes import Advance, Outcome, Remove, Stay
 from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer, wired_states
 from autonet.model.flowid import MAX_HOSTS
@@ -107,12 +107,7 @@ def register(api: PluginAPI) -> None:
     @api.operator("Host", TERMINATING)
     async def remove_host(host: Object, ctx: Context) -> Outcome:
         """A host deleted by the user: its instances go (no agent is asked), then the host."""
-        remaining = await instances_on(ctx, host.name)
-        ops = [terminate(i) for i in remaining if not i.metadata.deleting]
-        if ops:
-            await ctx.store.commit(ops)
-        if remaining:
-            raise Retry(f"waiting for {len(remaining)} instance(s) of the host to go", delay=0.3)
+        await terminate_all(ctx, await instances_on(ctx, host.name), " of the host")
         HostLiveness.of(ctx).forget(host.name)
         index = host.status.get("index")
         return Remove(also=release(HOST_POOL, [str(index)]) if index is not None else [])
