@@ -6,6 +6,7 @@ request as invalid is a permanent one (`Fail`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -23,11 +24,19 @@ class AgentClient:
         self.host = host
         self.address = address
         self.channel = grpc.aio.insecure_channel(address)
+        self.closed = False
         self.stub = pb_grpc.AgentStub(self.channel)
 
     async def call(self, method: str, request: Any, timeout: float = RPC_TIMEOUT) -> Any:
         try:
             return await getattr(self.stub, method)(request, timeout=timeout)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.closed and task is not None and not task.cancelling():
+                # The channel was closed under the call (the host was abandoned), not
+                # the caller cancelled: a temporary condition like any unreachable agent.
+                raise Retry(f"agent on host {self.host}: {method}: abandoned (host lost)") from None
+            raise
         except grpc.aio.AioRpcError as err:
             detail = err.details() or err.code().name
             if err.code() in (grpc.StatusCode.INVALID_ARGUMENT,):
@@ -52,6 +61,7 @@ class AgentClient:
             call.cancel()
 
     async def close(self) -> None:
+        self.closed = True
         await self.channel.close()
 
 
@@ -65,6 +75,14 @@ class AgentClients:
             client = AgentClient(host, address)
             self._clients[host] = client
         return client
+
+    async def abandon(self, host: str) -> None:
+        """Give up on a host (it is lost): close its channel, which cancels every call in
+        flight to it at once, instead of letting them hang until their deadline and hold
+        up the syncs queued behind them. A later call opens a new channel."""
+        client = self._clients.pop(host, None)
+        if client is not None:
+            await client.close()
 
     async def close(self) -> None:
         for client in self._clients.values():

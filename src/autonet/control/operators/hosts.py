@@ -82,6 +82,9 @@ def register(api: PluginAPI) -> None:
     @api.operator("Host", LOST)
     async def evacuate(host: Object, ctx: Context) -> Outcome:
         """Its instances leave every data plane and are replaced on Ready hosts."""
+        # A VPC sync that began before the loss may be waiting on this host's agent: cut
+        # it short, so the syncs that take the host's instances out are not queued behind.
+        await ctx.agents.abandon(host.name)
         ops: list[Op] = []
         vpcs: set[str] = set()
         automatons: set[str] = set()
