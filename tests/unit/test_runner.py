@@ -421,10 +421,20 @@ async def test_a_broken_or_ended_watch_is_resumed_by_listing_again(
     store = SabotagedStore(tmp_path / "store.db")
     try:
         store.sabotage = [failure, failure]
-        await put_widget(store, "w")
         runner, task = await run(store, widget_pipeline())
-        # The first list starts w; its next stages are only seen by a watch that works.
+
+        def watched(count: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return store.watches >= count
+
+            return check
+
+        await until(watched(1))  # the first list is done and its watch broke
+        # Written behind the controller's back (not through its context): only a relist
+        # after a broken watch, or the working third watch, can bring it.
+        await put_widget(store, "w")
         await until(reaches(store, "w", "Provisioned"))
+        await until(watched(3))
         assert store.watches == 3 and not task.done()
         await stop(runner, task)
     finally:

@@ -271,8 +271,8 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
             if obj is None or obj.metadata.deleting:
                 raise ApiError(404, f'Automaton "{name}" not found')
             if obj.spec.get("replicas") != body.replicas:
+                obj = obj.with_status(state=INIT, reason="")  # a copy: cached objects are shared
                 obj.spec["replicas"] = body.replicas
-                obj = obj.with_status(state=INIT, reason="")
                 await ctx.store.commit([Put(obj.kind, obj.name, obj.to_data(), obj.metadata.revision)])
             return {"automaton": name, "replicas": body.replicas}
 

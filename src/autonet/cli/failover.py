@@ -101,16 +101,19 @@ def start_probe(api: str, seconds: float) -> tuple[subprocess.Popen[str], str]:
     return probe, first
 
 
-def failed_window(probe: subprocess.Popen[str], first: str) -> tuple[float, int, int]:
-    """(seconds from the first failed request's start to the last one's end, ok, failed)."""
+def probe_rows(probe: subprocess.Popen[str], first: str) -> list[tuple[float, float, str, str]]:
+    """The probe's requests once it has ended: (start, end, ok|fail, name or error)."""
     out, err = probe.communicate(timeout=120)
     if probe.returncode != 0:
         raise CliError(f"bench failover: the probe failed: {err.strip()[-300:]}")
     rows = [line.split(maxsplit=3) for line in (first + out).splitlines()]
-    failed = [(float(row[0]), float(row[1])) for row in rows if row[2] == "fail"]
-    ok = sum(1 for row in rows if row[2] == "ok")
-    window = max(end for _, end in failed) - min(start for start, _ in failed) if failed else 0.0
-    return window, ok, len(failed)
+    return [(float(r[0]), float(r[1]), r[2], r[3] if len(r) > 3 else "") for r in rows]
+
+
+def failed_window(rows: list[tuple[float, float, str, str]]) -> float:
+    """Seconds from the first failed request's start to the last one's end."""
+    failed = [(start, end) for start, end, outcome, _ in rows if outcome == "fail"]
+    return max(end for _, end in failed) - min(start for start, _ in failed) if failed else 0.0
 
 
 def victim_host(client: Client) -> str:
@@ -141,7 +144,7 @@ def provisioned_elsewhere(client: Client, automaton: str, count: int, lost_host:
     return len(ready) == count
 
 
-def host_fault(lab: str, client: Client, fault: str, hold: float) -> dict[str, float]:
+def host_fault(lab: str, client: Client, fault: str, hold: float) -> dict[str, Any]:
     """One failure (or partition) of a backend host, measured from the client."""
     host = victim_host(client)
     probe, first = start_probe(client.address, hold + 12)
@@ -156,11 +159,14 @@ def host_fault(lab: str, client: Client, fault: str, hold: float) -> dict[str, f
     healed = time.monotonic()
     wait_until(lambda: host_state(client, host) == "Ready", 60, f"{host} Ready again", every=0.05)
     back = time.monotonic() - healed
-    window, ok, failed = failed_window(probe, first)
+    rows = probe_rows(probe, first)
+    failed = [(start, error) for start, _, outcome, error in rows if outcome == "fail"]
     return {
-        "failed_window_s": round(window, 2),
-        "failed_requests": failed,
-        "ok_requests": ok,
+        "failed_window_s": round(failed_window(rows), 2),
+        "failed_requests": len(failed),
+        "ok_requests": sum(1 for row in rows if row[2] == "ok"),
+        "failed_at_s": [round(start, 2) for start, _ in failed],  # since the fault, about
+        "heal_at_s": round(healed - began, 2),
         "lost_after_s": round(lost, 2),
         "replaced_after_s": round(replaced, 2),
         "ready_after_heal_s": round(back, 2),

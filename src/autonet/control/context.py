@@ -1,14 +1,21 @@
-"""What a handler gets besides its object: the store, the kinds, the agents, locks."""
+"""What a handler gets besides its object: the store, the cache, the kinds, the agents, locks.
+
+Reads (`get`, `list`, `cache.by`) are served from the controller's object cache once it
+has loaded (control/cache.py), from the store before that; writes go to the store,
+through a wrapper that keeps the cache current with them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from autonet.control.agents import AgentClient, AgentClients
+from autonet.control.cache import CachedWrites, ObjectCache
 from autonet.control.outcomes import Retry
 from autonet.model.kinds import KindRegistry
 from autonet.model.objects import Object
@@ -19,21 +26,40 @@ from autonet.store import Store
 class Context:
     store: Store
     kinds: KindRegistry
+    cache: ObjectCache = field(init=False)
     agents: AgentClients = field(default_factory=AgentClients)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("autonet.control"))
     extras: dict[str, Any] = field(default_factory=dict)  # per-controller singletons of operators
     _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.store, CachedWrites):
+            self.cache = self.store.cache
+        else:
+            self.cache = ObjectCache(self.store)
+            self.store = CachedWrites(self.store, self.cache)
 
     def lock(self, key: str) -> asyncio.Lock:
         """A controller-local lock: serialises work that would otherwise only race on CAS."""
         return self._locks[key]
 
     async def get(self, kind: str, name: str) -> Object | None:
+        if self.cache.ready:
+            return self.cache.get(kind, name)
         record = await self.store.get(kind, name)
         return None if record is None else Object.from_data(record.data, record.revision)
 
     async def list(self, kind: str, prefix: str = "") -> list[Object]:
+        if self.cache.ready:
+            return self.cache.list(kind, prefix)
         return [Object.from_data(r.data, r.revision) for r in await self.store.list(kind, prefix)]
+
+    async def by(self, kind: str, index: str, key: str) -> builtins.list[Object]:
+        """Objects of `kind` whose `index` (control/cache.py) is `key`, e.g. Instances by host."""
+        if self.cache.ready:
+            return self.cache.by(kind, index, key)
+        wanted = self.cache.index_function(kind, index)
+        return [o for o in await self.list(kind) if wanted(o) == key]
 
     async def agent_for(self, host_name: str) -> AgentClient:
         host = await self.get("Host", host_name)

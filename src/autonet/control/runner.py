@@ -1,6 +1,7 @@
 """The pipeline runner: moves every object through its kind's states.
 
-The runner lists the store, then watches it. Whenever an object changes it looks up
+The runner follows the controller's object cache, which lists the store and then
+watches it (control/cache.py). Whenever an object changes the runner looks up
 the owner of the object's (kind, state) and runs it; the outcome is written back with
 compare-and-swap on the object's revision, together with any other operations the
 handler asked for, in one transaction. Because every transition is in the store, a
@@ -16,10 +17,10 @@ cancelled and retried like any temporary error, with the timeout as the object's
 reason, so no object is held forever. Backoff has jitter (each delay is drawn between
 half and all of the exponential step, capped at ``BACKOFF_MAX``), so objects that fail
 together do not all retry in the same instant. If the watch breaks — its history was
-compacted (``Compacted``), the store failed, or it simply ended — the runner lists
-everything again and watches from the revision it read before that list, after a
-short backoff; only cancellation stops it. Nothing is missed: a change made meanwhile
-is either in the list or after its revision.
+compacted (``Compacted``), the store failed, or it simply ended — the cache lists
+everything again (announcing every object to the runner) and watches from the revision
+it read before that list, after a short backoff; only cancellation stops it. Nothing
+is missed: a change made meanwhile is either in the list or after its revision.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from autonet.control.outcomes import Advance, Fail, Outcome, Remove, Retry, Stay
 from autonet.control.registry import PluginAPI
 from autonet.model.kinds import FAILED
 from autonet.model.objects import Object
-from autonet.store import Compacted, Conflict, Delete, Put, StoreError
+from autonet.store import Conflict, Delete, Put, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -80,40 +81,19 @@ class Runner:
         self._attempts: dict[Key, int] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._watched = 0  # events seen by the current watch
         self.transitions = 0
 
     async def run(self) -> None:
-        """List, then watch forever; list again whenever the watch breaks (cancel to stop)."""
-        kinds = [kind.name for kind in self.api.kinds.all()]
-        failures = 0
-        while True:
-            self._watched = 0
-            try:
-                await self._list_and_watch(kinds)
-                log.warning("store watch ended; listing again")
-            except Compacted as exc:
-                log.warning("store watch fell behind the history (%s); listing again", exc)
-            except Exception as exc:
-                # Whatever broke the watch (store down, a bug in a backend), the controller
-                # must not stop running operators because of it: log and start over.
-                log.warning("store watch failed: %s: %s; listing again", type(exc).__name__, exc)
-            # A watch that delivered events made progress: its failure is not a streak.
-            failures = 0 if self._watched else failures
-            await asyncio.sleep(backoff_delay(failures, self._rng))
-            failures += 1
+        """Follow the object cache (cancel to stop): it announces every object when it
+        loads or reloads the store and every change after that (control/cache.py)."""
+        kinds = {kind.name for kind in self.api.kinds.all()}
 
-    async def _list_and_watch(self, kinds: list[str]) -> None:
-        # The revision is read before the list: a write between the two is then both
-        # listed and watched (handled twice, harmlessly) rather than missed.
-        revision = await self.ctx.store.revision()
-        for record in await self.ctx.store.list():
-            if record.kind in kinds:
-                self.enqueue((record.kind, record.name))
-        async for event in self.ctx.store.watch(revision, kinds):
-            self._watched += 1
-            if event.type == "put":
-                self.enqueue((event.record.kind, event.record.name))
+        def changed(kind: str, name: str) -> None:
+            if kind in kinds:
+                self.enqueue((kind, name))
+
+        self.ctx.cache.subscribe(changed)
+        await self.ctx.cache.run()
 
     def enqueue(self, key: Key, delay: float = 0.0) -> None:
         if delay > 0:
