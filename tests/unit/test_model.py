@@ -258,14 +258,15 @@ def test_networks_of_different_vpcs_may_overlap() -> None:
 
 
 def test_placement_prefers_the_host_with_less_traffic() -> None:
-    from autonet.control.placement import choose_host
+    from autonet.control.placement import choose_host, host_load
 
     hosts = [Object(kind="Host", name=n, status={"state": "Ready"}) for n in ("h1", "h2")]
     instances = [
         Object(kind="Instance", name=f"i{n}", status={"host": h}) for n, h in enumerate(["h1", "h2"])
     ]
-    assert choose_host(hosts, instances).name == "h1"  # type: ignore[union-attr]
+    load = host_load(instances)
+    assert choose_host(hosts, load).name == "h1"  # type: ignore[union-attr]
     busy = {"h1": 2e9, "h2": 0.0}
-    assert choose_host(hosts, instances, busy).name == "h2"  # type: ignore[union-attr]
+    assert choose_host(hosts, load, busy).name == "h2"  # type: ignore[union-attr]
     full = [Object(kind="Host", name="h3", spec={"capacity": 1}, status={"state": "Ready"})]
-    assert choose_host(full, [Object(kind="Instance", name="x", status={"host": "h3"})]) is None
+    assert choose_host(full, host_load([Object(kind="Instance", name="x", status={"host": "h3"})])) is None

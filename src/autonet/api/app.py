@@ -123,19 +123,15 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
 
     async def decorate(objs: list[Object]) -> list[dict[str, Any]]:
         """Derived, read-only figures that a user expects next to the stored status."""
-        kinds_present = {o.kind for o in objs}
-        instances = await ctx.list("Instance") if kinds_present & {"Automaton", "Host"} else []
         out = []
         for obj in objs:
             data = obj.model_dump(mode="json")
             if obj.kind == "Automaton":
-                mine = [i for i in instances if i.spec["automaton"] == obj.name]
+                mine = await ctx.by("Instance", "automaton", obj.name)
                 data["status"]["ready"] = sum(1 for i in mine if i.state == "Provisioned")
                 data["status"]["instances"] = len(mine)
             elif obj.kind == "Host":
-                data["status"]["instances"] = sum(
-                    1 for i in instances if i.status.get("host") == obj.name and not i.metadata.deleting
-                )
+                data["status"]["instances"] = len(await ctx.by("Instance", "placed", obj.name))
             out.append(data)
         return out
 

@@ -17,7 +17,8 @@ to the store as a compare-and-swap transaction. Three things keep the view exact
   stays visible for the few milliseconds until the watch says so;
 - **relist**: when the watch breaks (its history was compacted, the store failed, it
   ended), the cache lists the store again, replaces its whole view, announces every key
-  again, and watches from the revision read before that list. Nothing is missed.
+  again (and to the delete listeners every key that vanished meanwhile), and watches
+  from the revision read before that list. Nothing is missed.
 
 Every change is announced (kind, name) to the listeners, once per revision: the runner
 is one, and schedules the object's owner.
@@ -59,13 +60,15 @@ def _pool(obj: Object) -> str:
 BUILTIN_INDEXES: dict[str, dict[str, IndexFn]] = {
     "Instance": {
         "host": lambda o: o.status.get("host"),
+        # placement's load: instances on a host that are not being deleted
+        "placed": lambda o: None if o.metadata.deleting else o.status.get("host"),
         "automaton": lambda o: o.spec.get("automaton"),
         "vpc": lambda o: o.status.get("vpc"),
         "network": lambda o: o.status.get("network"),
     },
     "Automaton": {"vpc": lambda o: o.status.get("vpc"), "network": lambda o: o.spec.get("network")},
     "Network": {"vpc": lambda o: o.spec.get("vpc")},
-    "Lease": {"pool": _pool},
+    "Lease": {"pool": _pool, "owner": lambda o: o.spec.get("owner")},
 }
 
 
@@ -89,6 +92,7 @@ class ObjectCache:
         # (kind, index) -> key -> name -> object
         self._by: dict[tuple[str, str], dict[Any, dict[str, Object]]] = defaultdict(lambda: defaultdict(dict))
         self._listeners: list[Listener] = []
+        self._delete_listeners: list[Listener] = []
         self._rng = random.Random()
         self._loaded = asyncio.Event()
 
@@ -115,6 +119,11 @@ class ObjectCache:
         except KeyError:
             raise KeyError(f"no index {index!r} on {kind}") from None
 
+    def size(self, kind: str, index: str, key: Any) -> int:
+        """How many objects `by(kind, index, key)` would return, in O(1)."""
+        self.index_function(kind, index)
+        return len(self._by[(kind, index)].get(key, {}))
+
     def keys(self, kind: str, index: str) -> builtins.list[Any]:
         """The keys `index` currently has objects under (e.g. the hosts holding instances)."""
         return [k for k, objs in self._by[(kind, index)].items() if objs]
@@ -132,7 +141,12 @@ class ObjectCache:
 
     # -- learning ----------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
+        """`listener(kind, name)` after every change the cache takes in (puts)."""
         self._listeners.append(listener)
+
+    def subscribe_deletes(self, listener: Listener) -> None:
+        """`listener(kind, name)` after an object left the store (e.g. a lease released)."""
+        self._delete_listeners.append(listener)
 
     def _unindex(self, obj: Object) -> None:
         for index, key in self._indexes.get(obj.kind, {}).items():
@@ -171,6 +185,8 @@ class ObjectCache:
             return False
         self._unindex(old)
         del self._objects[kind][name]
+        for listener in self._delete_listeners:
+            listener(kind, name)
         return True
 
     def _announce(self, kind: str, name: str) -> None:
@@ -205,6 +221,12 @@ class ObjectCache:
             obj = _parse(record)
             if obj is not None:
                 objects[record.kind][record.name] = obj
+        gone = [
+            (kind, name)
+            for kind, found in self._objects.items()
+            for name in found
+            if name not in objects[kind]
+        ]
         self._objects = objects
         self._by = defaultdict(lambda: defaultdict(dict))
         for found in objects.values():
@@ -213,6 +235,9 @@ class ObjectCache:
         self.revision = revision
         self.ready = True
         self._loaded.set()
+        for kind, name in gone:  # deleted while the watch was away
+            for listener in self._delete_listeners:
+                listener(kind, name)
         for kind, found in builtins.list(objects.items()):
             for name in builtins.list(found):
                 self._announce(kind, name)

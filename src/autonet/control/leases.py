@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from autonet.control.context import Context
 from autonet.control.outcomes import Fail
-from autonet.model.addressing import pick_address
+from autonet.model.addressing import AddressPool
 from autonet.model.errors import ExhaustedError
 from autonet.model.objects import Object
 from autonet.store import Delete, Op, Put
@@ -31,6 +31,39 @@ def lease_name(pool: str, address: str) -> str:
     return f"{pool}/{address}"
 
 
+class LeasePools:
+    """The controller's allocators, one per (pool, CIDR), fed with the releases the
+    object cache sees, so that picking the lowest free address costs O(1) amortised
+    instead of a scan of the pool. They are hints over the cache's leases, rebuilt
+    lazily after a restart (control/cache.py holds the truth: the store's leases)."""
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple[str, str], AddressPool] = {}
+        self._by_pool: dict[str, list[AddressPool]] = {}
+
+    @classmethod
+    def of(cls, ctx: Context) -> LeasePools:
+        pools = ctx.extras.get("lease-pools")
+        if pools is None:
+            pools = ctx.extras["lease-pools"] = cls()
+            ctx.cache.subscribe_deletes(pools.deleted)
+        assert isinstance(pools, LeasePools)
+        return pools
+
+    def get(self, pool: str, cidr: str) -> AddressPool:
+        found = self._pools.get((pool, cidr))
+        if found is None:
+            found = self._pools[(pool, cidr)] = AddressPool(cidr)
+            self._by_pool.setdefault(pool, []).append(found)
+        return found
+
+    def deleted(self, kind: str, name: str) -> None:
+        if kind == LEASE:
+            pool, _, address = name.rpartition("/")
+            for allocator in self._by_pool.get(pool, []):
+                allocator.release(address)
+
+
 async def lease_addresses(
     ctx: Context, pool: str, cidrs: dict[int, str], owner: Object, what: str
 ) -> tuple[dict[int, str], list[Op]]:
@@ -38,28 +71,40 @@ async def lease_addresses(
     version's CIDR with the operation that leases it. Exhaustion fails with `what: ...`."""
     pending: dict[str, float] = ctx.extras.setdefault(f"pending-leases/{pool}", {})
     now = time.monotonic()
+    pools = LeasePools.of(ctx)
     for address in [a for a, until in pending.items() if until < now]:
         del pending[address]
+        pools.deleted(LEASE, lease_name(pool, address))  # picked, never committed: free again
     async with ctx.lock(f"lease/{pool}"):
-        leases = await ctx.list(LEASE, prefix=f"{pool}/")
-        taken = {lease.spec["address"] for lease in leases} | set(pending)
+        mine = [
+            lease for lease in await ctx.by(LEASE, "owner", owner.uid) if lease.name.startswith(f"{pool}/")
+        ]
+        if ctx.cache.ready:
+
+            def taken(address: str) -> bool:
+                return address in pending or ctx.cache.get(LEASE, lease_name(pool, address)) is not None
+
+        else:  # no cache (a tool, a test): the pool's leases from the store
+            held = {lease.spec["address"] for lease in await ctx.list(LEASE, prefix=f"{pool}/")}
+
+            def taken(address: str) -> bool:
+                return address in pending or address in held
+
         addresses: dict[int, str] = {}
         ops: list[Op] = []
         for version, cidr in cidrs.items():
-            held = [
+            kept = [
                 lease.spec["address"]
-                for lease in leases
-                if lease.spec["owner"] == owner.uid
-                and ipaddress.ip_address(lease.spec["address"]).version == version
+                for lease in mine
+                if ipaddress.ip_address(lease.spec["address"]).version == version
             ]
-            if held:
-                addresses[version] = held[0]
+            if kept:
+                addresses[version] = kept[0]
                 continue
             try:
-                address = pick_address(cidr, taken)
+                address = pools.get(pool, cidr).pick(taken)
             except ExhaustedError as exc:
                 raise Fail(f"{what}: {exc}") from None
-            taken.add(address)
             pending[address] = now + PENDING_SECONDS
             lease = Object(
                 kind=LEASE,

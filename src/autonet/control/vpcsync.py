@@ -163,9 +163,7 @@ class VpcSyncer:
         if vpc is None or not vpc.status.get("vni"):
             return
         hosts = {h.name: h for h in await self.ctx.list("Host")}
-        wired = [
-            i for i in await self.ctx.list("Instance") if i.status.get("vpc") == vpc_name and self.is_wired(i)
-        ]
+        wired = [i for i in await self.ctx.by("Instance", "vpc", vpc_name) if self.is_wired(i)]
         by_host: dict[str, list[str]] = defaultdict(list)
         by_automaton: dict[str, list[Object]] = defaultdict(list)
         network_hosts: dict[str, set[str]] = defaultdict(set)
@@ -174,7 +172,7 @@ class VpcSyncer:
             by_automaton[inst.spec["automaton"]].append(inst)
             network_hosts[inst.status["network"]].add(inst.status["host"])
         self.network_hosts.update(network_hosts)
-        all_automatons = [a for a in await self.ctx.list("Automaton") if a.status.get("vpc") == vpc_name]
+        all_automatons = await self.ctx.by("Automaton", "vpc", vpc_name)
         automatons = {a.name: a for a in all_automatons if a.name in by_automaton}
         pairs = allowed_pairs(await self.ctx.list("Composition"), automatons, by_automaton)
         services = service_table(all_automatons, by_automaton)

@@ -8,8 +8,9 @@ restart; this module only decides *which* address is next.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import ipaddress
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from autonet.model.errors import ExhaustedError
@@ -27,6 +28,56 @@ def usable_hosts(network: IPNetwork) -> Iterator[str]:
     last = min(last, first + _SCAN_LIMIT)
     for value in range(first, last + 1):
         yield str(ipaddress.ip_address(value))
+
+
+class AddressPool:
+    """Lowest-free allocation over one CIDR in O(1) amortised, whatever the pool holds.
+
+    A cursor walks the usable addresses once, upwards; released addresses go to a
+    min-heap and are handed out again, lowest first, before the cursor moves on. Who
+    holds what is not kept here: `taken(address)` is asked (the caller's view of the
+    leases), so a fresh pool over a half-full network simply skips the held addresses
+    on its first pass (that pass is the rebuild after a restart)."""
+
+    def __init__(self, cidr: str) -> None:
+        self.cidr = cidr
+        network = ipaddress.ip_network(cidr)
+        self.first = int(network.network_address) + 1
+        last = int(network.broadcast_address) - (1 if network.version == 4 else 0)
+        self.size = max(0, min(last, self.first + _SCAN_LIMIT) - self.first + 1)
+        self.version = network.version
+        self.cursor = 0
+        self._freed: list[int] = []
+
+    def address(self, index: int) -> str:
+        return str(ipaddress.ip_address(self.first + index))
+
+    def index(self, address: str) -> int | None:
+        value = ipaddress.ip_address(address)
+        index = int(value) - self.first
+        return index if value.version == self.version and 0 <= index < self.size else None
+
+    def pick(self, taken: Callable[[str], bool]) -> str:
+        """The lowest address that is not `taken`; ExhaustedError if there is none."""
+        while self._freed:
+            index = heapq.heappop(self._freed)
+            if index < self.cursor and not taken(address := self.address(index)):
+                return address
+        while self.cursor < self.size:
+            address = self.address(self.cursor)
+            self.cursor += 1
+            if not taken(address):
+                return address
+        # Before giving up, one full pass: addresses may have been freed unseen.
+        for index in range(self.size):
+            if not taken(address := self.address(index)):
+                return address
+        raise ExhaustedError(f"address pool {self.cidr} is exhausted ({self.size} addresses in use)")
+
+    def release(self, address: str) -> None:
+        index = self.index(address)
+        if index is not None and index < self.cursor:
+            heapq.heappush(self._freed, index)
 
 
 def pick_address(cidr: str, taken: Collection[str]) -> str:

@@ -38,7 +38,7 @@ def instance_name(automaton: str, ordinal: int) -> str:
 
 
 async def instances_of(ctx: Context, automaton: str) -> list[Object]:
-    return [i for i in await ctx.list("Instance", prefix=f"{automaton}-") if i.spec["automaton"] == automaton]
+    return await ctx.by("Instance", "automaton", automaton)
 
 
 def terminate(obj: Object) -> Op:

@@ -39,7 +39,7 @@ HOST_POOL = "host"
 
 
 async def instances_on(ctx: Context, host: str) -> list[Object]:
-    return [i for i in await ctx.list("Instance") if i.status.get("host") == host]
+    return await ctx.by("Instance", "host", host)
 
 
 def register(api: PluginAPI) -> None:

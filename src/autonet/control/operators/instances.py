@@ -10,13 +10,15 @@ address is never held twice, and a crash between the two writes cannot happen.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.control.leases import lease_addresses, release
 from autonet.control.load import LoadTable
 from autonet.control.operators.automatons import process_hash, qos_message
 from autonet.control.outcomes import Advance, Fail, MoveTo, Outcome, Remove, Retry, Stay
-from autonet.control.placement import choose_host
+from autonet.control.placement import choose_host, host_load
 from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer, overlay_mtu
 from autonet.model import naming
@@ -77,8 +79,13 @@ def register(api: PluginAPI) -> None:
     async def schedule(inst: Object, ctx: Context) -> Outcome:
         async with ctx.lock("placement"):
             hosts = await ctx.list("Host")
-            instances = await ctx.list("Instance")
-            host = choose_host(hosts, instances, LoadTable.of(ctx).host_bps())
+            if ctx.cache.ready:  # O(hosts): counts kept by the cache's index
+                load: Mapping[str, int] = {
+                    h.name: ctx.cache.size("Instance", "placed", h.name) for h in hosts
+                }
+            else:
+                load = host_load(await ctx.list("Instance"))
+            host = choose_host(hosts, load, LoadTable.of(ctx).host_bps())
             if host is None:
                 raise Retry("no Ready host with free capacity", delay=1.0)
             # Commit under the lock so the next placement sees this one.
