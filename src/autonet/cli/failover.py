@@ -165,8 +165,8 @@ def host_fault(lab: str, client: Client, fault: str, hold: float) -> dict[str, A
         "failed_window_s": round(failed_window(rows), 2),
         "failed_requests": len(failed),
         "ok_requests": sum(1 for row in rows if row[2] == "ok"),
-        "failed_at_s": [round(start, 2) for start, _ in failed],  # since the fault, about
-        "heal_at_s": round(healed - began, 2),
+        "failed_at": [round(start, 2) for start, _ in failed],  # seconds since the fault, about
+        "heal_at": round(healed - began, 2),
         "lost_after_s": round(lost, 2),
         "replaced_after_s": round(replaced, 2),
         "ready_after_heal_s": round(back, 2),
