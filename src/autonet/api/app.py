@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,7 +29,7 @@ from autonet.control.outcomes import Fail, Retry
 from autonet.control.registry import PluginAPI
 from autonet.model import manifest, policy
 from autonet.model.errors import ValidationError
-from autonet.model.kinds import INIT, LOST, TERMINATING, KindInfo
+from autonet.model.kinds import FAILED, INIT, LOST, PROVISIONED, TERMINATING, KindInfo
 from autonet.model.objects import Object, now
 from autonet.store import Conflict, Put
 
@@ -125,11 +126,15 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
         """Derived, read-only figures that a user expects next to the stored status."""
         out = []
         for obj in objs:
-            data = obj.model_dump(mode="json")
+            data = obj.view()
             if obj.kind == "Automaton":
+                # Instances on a lost host are counted apart: they are being replaced.
                 mine = await ctx.by("Instance", "automaton", obj.name)
-                data["status"]["ready"] = sum(1 for i in mine if i.state == "Provisioned")
-                data["status"]["instances"] = len(mine)
+                states = Counter(i.state for i in mine)
+                data["status"]["ready"] = states[PROVISIONED]
+                data["status"]["instances"] = len(mine) - states[LOST]
+                data["status"]["lost"] = states[LOST]
+                data["status"]["failed"] = states[FAILED]
             elif obj.kind == "Host":
                 data["status"]["instances"] = len(await ctx.by("Instance", "placed", obj.name))
             out.append(data)
@@ -218,8 +223,11 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
         return {"results": [{"kind": info.name, "name": name, "action": "deleting"}]}
 
     @app.get(API + "/objects/{kind}")
-    async def list_objects(kind: str) -> list[dict[str, Any]]:
+    async def list_objects(kind: str, automaton: str | None = None) -> list[dict[str, Any]]:
+        """All objects of a kind; instances may be narrowed to one automaton's."""
         info = resolve(kind)
+        if automaton is not None and info.name == "Instance":
+            return await decorate(await ctx.by("Instance", "automaton", automaton))
         return await decorate(await ctx.list(info.name))
 
     @app.get(API + "/objects/{kind}/{name}")

@@ -84,7 +84,6 @@ def wait_for(c: Client, targets: list[tuple[str, str]], timeout: float, deleting
     pending: list[str] = []
     while time.monotonic() < deadline:
         pending = []
-        instances = None
         for kind, name in targets:
             obj = c.get(kind, name)
             if deleting:
@@ -103,16 +102,16 @@ def wait_for(c: Client, targets: list[tuple[str, str]], timeout: float, deleting
                 )
                 continue
             if kind == "Automaton":
-                instances = instances if instances is not None else c.objects("instances")
-                mine = [i for i in instances if i["spec"]["automaton"] == name]
-                for inst in mine:
-                    if inst["status"].get("state") == "Failed":
-                        fail(f'Instance "{inst["name"]}" failed: {inst["status"].get("reason")}')
-                live = [i for i in mine if not i["metadata"]["deleting"]]
-                ready = [i for i in live if i["status"].get("state") == "Provisioned"]
+                # The API counts the automaton's instances; they are fetched only to name
+                # a failed one (listing every instance each round costs the fleet's size).
+                if st.get("failed"):
+                    mine = c.request("GET", "/objects/instances", params={"automaton": name})
+                    for inst in mine:
+                        if inst["status"].get("state") == "Failed":
+                            fail(f'Instance "{inst["name"]}" failed: {inst["status"].get("reason")}')
                 wanted = obj["spec"].get("replicas", 1)
-                if len(ready) != wanted or len(mine) != wanted:
-                    pending.append(f"Automaton {name} ({len(ready)}/{wanted} instances provisioned)")
+                if st.get("ready") != wanted or st.get("instances") != wanted:
+                    pending.append(f"Automaton {name} ({st.get('ready')}/{wanted} instances provisioned)")
         if not pending:
             return
         time.sleep(0.1)

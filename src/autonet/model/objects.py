@@ -51,6 +51,17 @@ class Object(BaseModel):
         data["metadata"].pop("revision", None)
         return data
 
+    def view(self) -> dict[str, Any]:
+        """The object as JSON for reading (an API answer): cheap, as it shares `spec` and
+        copies `status` one level only; the caller may add status keys, nothing deeper."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "metadata": self.metadata.model_dump(mode="json"),
+            "spec": self.spec,
+            "status": dict(self.status),
+        }
+
     @classmethod
     def from_data(cls, data: dict[str, Any], revision: int) -> Object:
         obj = cls.model_validate(data)
