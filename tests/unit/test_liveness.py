@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from autonet.control.context import Context
-from autonet.control.liveness import HostLiveness, watch_heartbeats
+from autonet.control.liveness import HostLiveness
 from autonet.control.registry import PluginAPI, load_plugins
 from autonet.control.runner import Runner
 from autonet.model.objects import Object
@@ -29,8 +29,10 @@ async def put(store: Store, obj: Object) -> None:
 
 
 def host(name: str, state: str = "Ready") -> Object:
-    spec = {"underlay": "100.64.0.11", "rpc": "100.64.0.11:7070", "tag": "abcd"}
-    return Object(kind="Host", name=name, spec=spec, status={"state": state, "index": 1})
+    # rpc on loopback: an agent call from a unit test must never leave the machine
+    spec = {"underlay": "100.64.0.11", "rpc": "127.0.0.1:9", "tag": "abcd"}
+    status = {"state": state, "index": 1, "boot_id": "b1", "booted": "b1"}
+    return Object(kind="Host", name=name, spec=spec, status=status)
 
 
 async def state_of(store: Store, kind: str, name: str) -> str:
@@ -40,11 +42,13 @@ async def state_of(store: Store, kind: str, name: str) -> str:
 
 
 async def test_a_silent_host_is_lost_and_a_beating_one_stays_ready(store: Store) -> None:
-    ctx = Context(store=store, kinds=load_plugins(PluginAPI(), only=["builtin"]).kinds)
+    api = load_plugins(PluginAPI(), only=["builtin"])
+    ctx = Context(store=store, kinds=api.kinds)
     liveness = ctx.extras["liveness"] = HostLiveness(timeout=0.4)
     await put(store, host("quiet"))
     await put(store, host("busy"))
-    watcher = asyncio.create_task(watch_heartbeats(ctx))
+    runner = Runner(ctx, api)
+    task = asyncio.create_task(runner.run())
     try:
         for _ in range(20):  # 1 s: 2.5 timeouts
             liveness.beat("busy")
@@ -53,10 +57,17 @@ async def test_a_silent_host_is_lost_and_a_beating_one_stays_ready(store: Store)
         assert await state_of(store, "Host", "quiet") == "Lost"
         record = await store.get("Host", "quiet")
         assert record is not None and "no heartbeat for" in record.data["status"]["reason"]
+        liveness.beat("quiet")  # heard again: back through Init (whose agent is not there)
+        for _ in range(40):
+            if await state_of(store, "Host", "quiet") != "Lost":
+                break
+            await asyncio.sleep(0.05)
+        assert await state_of(store, "Host", "quiet") == "Init"
     finally:
-        watcher.cancel()
+        await runner.stop()
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+            await task
 
 
 async def test_a_started_controller_gives_every_host_one_timeout_of_grace() -> None:

@@ -259,7 +259,12 @@ def test_builtin_operators_register_through_the_plugin_entry_point() -> None:
         "Instance",
     }
     owned = {state for (kind, state) in api.operators if kind == "Instance"}
-    assert owned == {"Init", "Scheduled", "Addressed", "Wired", "Routed", "Running", "Terminating"}
+    assert owned == {
+        "Init", "Scheduled", "Addressed", "Wired", "Routed", "Running", "Provisioned", "Terminating"
+    }  # fmt: skip
+    assert {state for (kind, state) in api.operators if kind == "Host"} == {
+        "Init", "Connected", "Ready", "Lost", "Terminating"
+    }  # fmt: skip
 
 
 async def test_commit_of_outcome_is_all_or_nothing(store: Store) -> None:

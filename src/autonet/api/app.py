@@ -30,7 +30,7 @@ from autonet.control.registry import PluginAPI
 from autonet.model import manifest, policy
 from autonet.model.errors import ValidationError
 from autonet.model.kinds import FAILED, INIT, LOST, PROVISIONED, TERMINATING, KindInfo
-from autonet.model.objects import Object, now
+from autonet.model.objects import Object
 from autonet.store import Conflict, Put
 
 API = "/api/v1"
@@ -361,40 +361,37 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
         HostLiveness.of(ctx).beat(body.name)
         for _ in range(10):
             old = await ctx.get("Host", body.name)
+            # Facts only: what the agent says of itself. A new host starts in Init; for a
+            # known one, the Host operators judge (a new boot ID sends it through Init).
             host = old.model_copy(deep=True) if old else Object(kind="Host", name=body.name)
             host.spec = spec
-            host.status.update(
-                state=INIT,
-                reason="",
-                boot_id=body.boot_id,
-                mtu=body.mtu,
-                last_seen=now(),
-                hostname=body.hostname,
-            )
+            host.status.update(boot_id=body.boot_id, mtu=body.mtu, hostname=body.hostname)
+            if old is None:
+                host.status.update(state=INIT, reason="")
             try:
                 await ctx.store.commit(
                     [Put("Host", body.name, host.to_data(), old.metadata.revision if old else 0)]
                 )
-                return {"host": body.name, "state": INIT}
+                return {"host": body.name, "state": host.state}
             except Conflict:
                 continue
         raise ApiError(409, "host registration raced; try again")
 
     @app.post(API + "/hosts/{name}/heartbeat")
     async def heartbeat(name: str, body: Heartbeat) -> dict[str, Any]:
-        """Liveness lives in memory; the Host is written only when its state changes."""
+        """Liveness lives in memory; the Host is written only when its boot ID changes,
+        and then only that fact: the Host operators decide what follows."""
         HostLiveness.of(ctx).beat(name)
         for _ in range(10):
             host = await ctx.get("Host", name)
             if host is None:
                 raise ApiError(404, f'Host "{name}" is not registered')
-            if host.status.get("boot_id") == body.boot_id and host.state != LOST:
+            if host.status.get("boot_id") == body.boot_id:
                 break
-            # A restarted agent, or one back from silence: bootstrap and resync it.
-            again = host.with_status(state=INIT, boot_id=body.boot_id, reason="", last_seen=now())
+            rebooted = host.with_status(boot_id=body.boot_id)
             try:
-                await ctx.store.commit([Put("Host", name, again.to_data(), host.metadata.revision)])
-                host = again
+                await ctx.store.commit([Put("Host", name, rebooted.to_data(), host.metadata.revision)])
+                host = rebooted
                 break
             except Conflict:
                 continue
@@ -477,8 +474,9 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     async def stopped(host: str, event: ProcessEvent) -> bool:
+        why = event.last_exit or event.process
         try:
-            return await process_stopped(ctx, host, event.instance_uid, event.instance, event.last_exit)
+            return await process_stopped(ctx, host, event.instance_uid, event.instance, why)
         except Retry as exc:
             raise ApiError(409, exc.reason) from None
 

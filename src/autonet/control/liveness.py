@@ -1,8 +1,10 @@
-"""Host liveness: heartbeats kept in memory, a host that falls silent becomes `Lost`.
+"""Host liveness: when each host's agent was last heard from, kept in memory.
 
-Agents heartbeat every second. A heartbeat only touches this table: the Host object is
-written when its state changes (Ready -> Lost, Lost -> Init), never for the heartbeat
-itself, so a thousand healthy hosts cost no store writes and wake no watcher.
+Agents heartbeat every second. A heartbeat only touches this table (the API records
+it; the Host operators read it and decide: a Ready host silent for longer than the
+timeout becomes `Lost`, a lost one heard again goes back to `Init`). The Host object is
+written when its state changes, never for the heartbeat itself, so a thousand healthy
+hosts cost no store writes and wake no watcher.
 
 A controller that starts (or restarts) has seen nobody yet: every host gets one full
 timeout of grace from that moment, so a controller restart does not declare the whole
@@ -11,13 +13,9 @@ fleet lost.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 
 from autonet.control.context import Context
-from autonet.model.kinds import LOST, READY
-from autonet.store import Conflict
 
 DEFAULT_HOST_TIMEOUT = 3.0
 
@@ -45,24 +43,12 @@ class HostLiveness:
         """Seconds since the host was last heard from (or since this controller started)."""
         return time.monotonic() - self._last_seen.get(host, self.started)
 
+    def heard(self, host: str) -> bool:
+        """Whether this controller has heard from the host since it started."""
+        return host in self._last_seen
+
+    def alive(self, host: str) -> bool:
+        return self.silent_for(host) <= self.timeout
+
     def forget(self, host: str) -> None:
         self._last_seen.pop(host, None)
-
-
-async def watch_heartbeats(ctx: Context) -> None:
-    """Mark Ready hosts that stopped heartbeating `Lost` (the Host `Lost` operator then
-    takes their instances out of service and has them replaced)."""
-    liveness = HostLiveness.of(ctx)
-    # Checked four times per timeout: a silent host is Lost at most a quarter timeout late.
-    period = max(0.05, liveness.timeout / 4)
-    while True:
-        await asyncio.sleep(period)
-        for host in await ctx.list("Host"):
-            if host.state != READY or host.metadata.deleting:
-                continue
-            silent = liveness.silent_for(host.name)
-            if silent > liveness.timeout:
-                lost = host.with_status(state=LOST, reason=f"no heartbeat for {silent:.1f}s")
-                ctx.log.warning("host %s is lost: no heartbeat for %.1fs", host.name, silent)
-                with contextlib.suppress(Conflict):
-                    await ctx.store.put(host.kind, host.name, lost.to_data(), host.metadata.revision)

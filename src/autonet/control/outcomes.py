@@ -3,8 +3,9 @@
 - return `Advance(status=..., also=[...])`: merge `status`, move to the kind's next
   stage, and commit `also` (store operations) in the same transaction;
 - return `MoveTo(state, ...)`: the same, to a named state;
+- a transition clears `status.reason` unless the outcome's `status` sets one;
 - return `Remove(also=[...])`: delete the object (after Terminating), atomically with `also`;
-- `Advance` and `Remove` may carry `after`: a coroutine function run once the transition
+- `Advance`, `MoveTo` and `Remove` may carry `after`: a coroutine function run once the transition
   is committed (e.g. to push the new state to the hosts); its failure is logged, and
   the periodic resync repairs what it missed;
 - return `Stay(status=...)`: keep the state, record status (e.g. a periodic check);
@@ -36,6 +37,7 @@ class MoveTo:
     state: str
     status: dict[str, Any] = field(default_factory=dict)
     also: Sequence[Op] = field(default_factory=list)
+    after: AfterCommit = None
 
 
 @dataclass

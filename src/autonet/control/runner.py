@@ -209,11 +209,10 @@ class Runner:
                 self.enqueue((obj.kind, obj.name), outcome.recheck_after)
             return
         state = info.next_state(obj) if isinstance(outcome, Advance) else outcome.state
-        status = {**outcome.status, "state": state, "reason": ""}
+        status = {"reason": "", **outcome.status, "state": state}
         await self._write(obj.with_status(**status), outcome.also)
         self.transitions += 1
-        if isinstance(outcome, Advance):
-            await self._after(obj, outcome.after)
+        await self._after(obj, outcome.after)
 
     async def _after(self, obj: Object, hook: Any) -> None:
         if hook is None:

@@ -1,6 +1,7 @@
 """Host operator: bootstrap a registered host, resync its overlays, handle its loss.
 
     Init -> Connected -> Ready   (-> Lost when heartbeats stop; a heartbeat brings it back)
+    Ready -> Init                (its agent restarted: a new boot ID)
     Terminating -> (removed)     (`autonet delete host NAME`, e.g. for a host that is gone)
 
 Agents register themselves through the API (Host `Init`). `Init` leases the host an
@@ -12,7 +13,10 @@ host can be Ready again; instances the store places on this host but the agent h
 them again. `Connected` resends the overlay of every VPC the host has instances of,
 then the host is `Ready`.
 
-`Lost` (control/liveness.py decides it) takes every instance of the host out of service
+The API only records facts (a registration, the boot ID an agent reports, heartbeats
+in control/liveness.py); these operators decide every transition. `Ready` is looked
+at whenever a heartbeat would be overdue: silent for longer than `--host-timeout`, the
+host is `Lost`. `Lost` takes every instance of the host out of service
 at once: they become `Lost`, which is not a wired state, so the VPC syncs that follow
 drop their routes, policy elements, Maglev slots and DNS members on every other host;
 their automatons go back to `Init` and create replacements on Ready hosts. A lost
@@ -25,17 +29,28 @@ from __future__ import annotations
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.control.leases import lease_number, release
-from autonet.control.liveness import HostLiveness, watch_heartbeats
+from autonet.control.liveness import HostLiveness
 from autonet.control.operators.automatons import terminate, terminate_all
-from autonet.control.outcomes import Advance, Outcome, Remove, Stay
+from autonet.control.outcomes import Advance, MoveTo, Outcome, Remove, Stay
 from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer, wired_states
 from autonet.model.flowid import MAX_HOSTS
-from autonet.model.kinds import CONNECTED, INIT, LOST, TERMINATING
+from autonet.model.kinds import CONNECTED, INIT, LOST, READY, TERMINATING
 from autonet.model.objects import Object
 from autonet.store import Op, Put
 
 HOST_POOL = "host"
+LOST_RECHECK = 0.25  # seconds between looks at a lost host for heartbeats
+RECHECK_SLACK = 0.05
+
+
+def silence(host: Object, ctx: Context) -> MoveTo | None:
+    """`Lost`, if the host's agent has not been heard from for longer than the timeout."""
+    liveness = HostLiveness.of(ctx)
+    silent = liveness.silent_for(host.name)
+    if silent <= liveness.timeout:
+        return None
+    return MoveTo(LOST, status={"reason": f"no heartbeat for {silent:.1f}s"})
 
 
 async def instances_on(ctx: Context, host: str) -> list[Object]:
@@ -45,6 +60,8 @@ async def instances_on(ctx: Context, host: str) -> list[Object]:
 def register(api: PluginAPI) -> None:
     @api.operator("Host", INIT)
     async def bootstrap(host: Object, ctx: Context) -> Outcome:
+        if (lost := silence(host, ctx)) is not None:
+            return lost  # (re)bootstrapping a host that died meanwhile: it is lost
         ops: list[Op] = []
         index = host.status.get("index")
         if index is None:
@@ -71,13 +88,28 @@ def register(api: PluginAPI) -> None:
             elif inst.state in wired_states(ctx.kinds) and inst.uid not in held:
                 redo = inst.with_status(state="Addressed", reason="re-wiring: the agent lost it")
                 ops.append(Put(inst.kind, inst.name, redo.to_data(), inst.metadata.revision))
-        return Advance(status={"boot_id": report.boot_id, "index": index}, also=ops)
+        # `booted`: the agent boot this bootstrap was for; a host whose agent reports
+        # another boot ID (a restarted agent) is bootstrapped again.
+        return Advance(status={"booted": report.boot_id, "index": index}, also=ops)
 
     @api.operator("Host", CONNECTED)
     async def resync(host: Object, ctx: Context) -> Outcome:
+        if (lost := silence(host, ctx)) is not None:
+            return lost
         vpcs = {i.status["vpc"] for i in await instances_on(ctx, host.name) if i.status.get("vpc")}
         await VpcSyncer.of(ctx).sync_all(vpcs)
         return Advance()
+
+    @api.operator("Host", READY)
+    async def watch_ready(host: Object, ctx: Context) -> Outcome:
+        """A Ready host stays Ready while its agent heartbeats, and the boot it was
+        bootstrapped for; it is looked at again when its heartbeat would be overdue."""
+        if host.status.get("boot_id") != host.status.get("booted"):
+            return MoveTo(INIT, status={"reason": "its agent restarted (new boot ID)"})
+        if (lost := silence(host, ctx)) is not None:
+            return lost
+        liveness = HostLiveness.of(ctx)
+        return Stay(recheck_after=liveness.timeout - liveness.silent_for(host.name) + RECHECK_SLACK)
 
     @api.operator("Host", LOST)
     async def evacuate(host: Object, ctx: Context) -> Outcome:
@@ -105,7 +137,11 @@ def register(api: PluginAPI) -> None:
             await ctx.store.commit(ops)
             ctx.log.warning("host %s lost: %d instance(s) out of service", host.name, len(ops))
             await VpcSyncer.of(ctx).sync_all(vpcs)
-        return Stay()
+        liveness = HostLiveness.of(ctx)
+        if liveness.heard(host.name) and liveness.alive(host.name):
+            # Back (healed, or its agent restarted): Init removes what was replaced.
+            return MoveTo(INIT, status={"reason": "heard from again"})
+        return Stay(recheck_after=LOST_RECHECK)
 
     @api.operator("Host", TERMINATING)
     async def remove_host(host: Object, ctx: Context) -> Outcome:
@@ -114,5 +150,3 @@ def register(api: PluginAPI) -> None:
         HostLiveness.of(ctx).forget(host.name)
         index = host.status.get("index")
         return Remove(also=release(HOST_POOL, [str(index)]) if index is not None else [])
-
-    api.run_in_background(watch_heartbeats)

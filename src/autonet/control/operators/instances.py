@@ -52,24 +52,22 @@ def resolv_conf(vpc: str) -> str:
 
 
 async def process_stopped(ctx: Context, host: str, uid: str, name: str, why: str) -> bool:
-    """An agent says an instance's process is not running: if the instance was serving,
-    it leaves its service at once (back to `Running`, where readiness waits for it).
+    """Record an agent's word that an instance's process is not running, if the instance
+    is serving (the `Provisioned` operator then takes it out of service at once).
 
     Level-triggered: agents say it in every heartbeat, so a lost event or a lost race
-    cannot leave a dead process as a backend. Returns whether the instance was taken
-    out of service."""
+    cannot leave a dead process as a backend. Returns whether the fact was new."""
     for _ in range(10):
         inst = await ctx.get("Instance", name) if name else None
         if inst is None or inst.uid != uid or inst.status.get("host") != host:
             return False
-        if inst.state != PROVISIONED or inst.metadata.deleting:
+        if inst.state != PROVISIONED or inst.metadata.deleting or inst.status.get("process_down"):
             return False
-        waiting = inst.with_status(state="Running", reason=f"process {why}; waiting until it is ready")
+        noted = inst.with_status(process_down=why or "stopped")
         try:
-            await ctx.store.commit([Put(inst.kind, inst.name, waiting.to_data(), inst.metadata.revision)])
+            await ctx.store.commit([Put(inst.kind, inst.name, noted.to_data(), inst.metadata.revision)])
         except Conflict:
             continue  # changed meanwhile: judge the new version
-        await VpcSyncer.of(ctx).sync(inst.status["vpc"])
         return True
     raise Retry(f"instance {name} keeps changing; report again")
 
@@ -200,6 +198,19 @@ def register(api: PluginAPI) -> None:
             raise Fail(f"process keeps failing: {row.last_exit} (see `autonet logs {inst.name}`)")
         raise Retry(
             f"process {row.process or 'starting'}: {row.last_exit}".strip(": "), delay=READY_CHECK_DELAY
+        )
+
+    @api.operator("Instance", PROVISIONED)
+    async def serving(inst: Object, ctx: Context) -> Outcome:
+        """A serving instance whose process stopped leaves its service at once and waits,
+        in `Running`, until it is ready again (the agent restarts the process)."""
+        why = inst.status.get("process_down")
+        if not why:
+            return Stay()
+        return MoveTo(
+            "Running",
+            status={"reason": f"process {why}; waiting until it is ready", "process_down": None},
+            after=lambda: VpcSyncer.of(ctx).sync(inst.status["vpc"]),
         )
 
     @api.operator("Instance", TERMINATING)
