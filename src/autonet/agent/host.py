@@ -28,6 +28,7 @@ from autonet.agent.dns import DnsResponder
 from autonet.agent.flows import Counters, FlowIds, Member, flow_rows, rates
 from autonet.agent.state import InstanceRecord, InstanceTable, write_atomically
 from autonet.agent.supervisor import Spec, Supervised, process_start_time
+from autonet.agent.warmpool import WarmPool
 from autonet.dataplane import endpoint as ep
 from autonet.dataplane import netns, overlay
 from autonet.dataplane import qos as qos_tc
@@ -36,6 +37,7 @@ from autonet.dataplane.netlink import Netlink
 from autonet.dataplane.nftables import Nft
 from autonet.dataplane.policy import Allow, RouterPolicy
 from autonet.dataplane.services import RouterServices, ServicePort
+from autonet.model import naming
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,12 @@ def listening_ports(pid: int) -> list[str]:
 
 class HostAgent:
     def __init__(
-        self, host: str, tag: str, state_dir: Path, log_max_bytes: int = logs.DEFAULT_MAX_BYTES
+        self,
+        host: str,
+        tag: str,
+        state_dir: Path,
+        log_max_bytes: int = logs.DEFAULT_MAX_BYTES,
+        warm_pool: int = 0,
     ) -> None:
         self.host = host
         self.tag = tag
@@ -112,6 +119,7 @@ class HostAgent:
         self.boot_id = uuid.uuid4().hex
         self.table = InstanceTable(state_dir)
         self.nl = Netlink()
+        self.pool = WarmPool(self.nl, tag, warm_pool)
         self.processes: dict[str, Supervised] = {}
         self.routers: dict[str, Router] = {}
         # Process state changes, for the controller (a dead process leaves its service at once).
@@ -187,6 +195,8 @@ class HostAgent:
                 if saved is None:
                     router.policy.sync(set())
                     router.services.sync([])
+            if not netns.exists(record.netns):
+                self.pool.take(record.netns)  # a namespace made ahead, if one is ready
             await ep.ensure_endpoint(self.nl, self._endpoint_spec(record))
             await self._apply_qos(record)
 
@@ -461,6 +471,8 @@ class HostAgent:
         done = {"removed_netns": 0, "removed_links": 0, "repaired": 0, "adopted": 0, "restarted": 0}
         done["removed_logs"] = self._remove_stray_logs()
         wanted = {record.netns for record in self.table.records.values()} | self.table.routers()
+        for name in netns.list_names(naming.pool_netns_prefix(self.tag)):
+            netns.delete(name)  # a pool left by a crashed agent: made afresh
         for name in netns.list_names("an"):
             if self.owns_netns(name) and name not in wanted:
                 log.info("reconcile: removing namespace %s that no instance owns", name)
@@ -530,4 +542,5 @@ class HostAgent:
         for proc in self.processes.values():
             if proc._task is not None:
                 proc._task.cancel()
+        await self.pool.close()
         self.nl.close()

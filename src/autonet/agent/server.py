@@ -30,6 +30,7 @@ from autonet.agent.rpc import agent_pb2 as pb
 from autonet.agent.rpc import agent_pb2_grpc as pb_grpc
 from autonet.agent.state import InstanceRecord
 from autonet.agent.supervisor import agent_path_env
+from autonet.agent.warmpool import DEFAULT_SIZE as DEFAULT_POOL
 from autonet.dataplane.nsexec import launcher_argv
 
 log = logging.getLogger(__name__)
@@ -348,13 +349,15 @@ async def serve(
     capacity: int | None = None,
     metrics_address: str | None = None,
     log_max_bytes: int = logs.DEFAULT_MAX_BYTES,
+    warm_pool: int = DEFAULT_POOL,
 ) -> None:
     from autonet.model.naming import host_tag
 
     tag = host_tag(cluster, host)
-    agent = HostAgent(host, tag, state_dir, log_max_bytes)
+    agent = HostAgent(host, tag, state_dir, log_max_bytes, warm_pool)
     done = await agent.reconcile()
     log.info("agent %s (tag %s) reconciled: %s", host, tag, done)
+    agent.pool.start()
 
     plugin_api = AgentPluginAPI(host=host, state_dir=str(state_dir), host_agent=agent)
     plugins = load_plugins(plugin_api)

@@ -395,7 +395,11 @@ def down(name: str) -> bool:
     prefixes = tuple(
         p
         for tag in info.host_tags()
-        for p in (naming.instance_netns_prefix(tag), naming.router_netns_prefix(tag))
+        for p in (
+            naming.instance_netns_prefix(tag),
+            naming.router_netns_prefix(tag),
+            naming.pool_netns_prefix(tag),
+        )
     )
     doomed = [n for n in netns.list_names("an") if n.startswith(prefixes)] + info.netns_names()
     for namespace in doomed:

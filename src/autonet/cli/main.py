@@ -585,6 +585,14 @@ def agent(
             help="Rotate an instance log past this size, keeping one older file (0: never)",
         ),
     ] = 10 * 1024 * 1024,
+    warm_pool: Annotated[
+        int,
+        typer.Option(
+            "--warm-pool",
+            envvar="AUTONET_WARM_POOL",
+            help="Network namespaces kept made ahead for new instances (0: none)",
+        ),
+    ] = 8,
 ) -> None:
     """Run the per-host agent (gRPC server programming this host)."""
     import asyncio
@@ -598,8 +606,21 @@ def agent(
     metrics = metrics or (f"[{underlay}]:9101" if ":" in underlay else f"{underlay}:9101")
     if log_max_bytes < 0:
         fail("--log-max-bytes: must be >= 0")
+    if warm_pool < 0:
+        fail("--warm-pool: must be >= 0")
     asyncio.run(
-        serve(name, cluster, listen, underlay, state_dir, controller, capacity, metrics, log_max_bytes)
+        serve(
+            name,
+            cluster,
+            listen,
+            underlay,
+            state_dir,
+            controller,
+            capacity,
+            metrics,
+            log_max_bytes,
+            warm_pool,
+        )
     )
 
 

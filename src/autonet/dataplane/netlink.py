@@ -70,6 +70,13 @@ class Netlink:
     async def host(self) -> AsyncIPRoute:
         return await self.ns(None)
 
+    def rename(self, old: str, new: str) -> None:
+        """Namespace `old` is now called `new` (netns.rename): its socket goes with it."""
+        netns.rename(old, new)
+        ipr = self._sockets.pop(old, None)
+        if ipr is not None:
+            self._sockets[new] = ipr
+
     def forget(self, name: str) -> None:
         """Close the socket of a namespace that is about to go away."""
         ipr = self._sockets.pop(name, None)

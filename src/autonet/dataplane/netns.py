@@ -148,6 +148,23 @@ def delete(name: str) -> bool:
     return True
 
 
+def rename(old: str, new: str) -> None:
+    """Give namespace `old` the name `new` (bind its nsfs file at the new path, then
+    detach the old one): no thread, no namespace creation. Used to hand a pre-created
+    namespace to an instance."""
+    _prepare_rundir()
+    target = netns_path(new)
+    fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
+    os.close(fd)
+    try:
+        _check(_libc.mount(netns_path(old).encode(), target.encode(), b"none", MS_BIND, None), "mount", new)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+        raise
+    delete(old)
+
+
 def call_in(name: str, work: Callable[[], T]) -> T:
     """Run `work` in a thread that has entered namespace `name` (e.g. to write /proc/sys/net)."""
 

@@ -60,6 +60,15 @@ def router_netns_prefix(tag: str) -> str:
     return f"{PREFIX}r{tag}"
 
 
+def pool_netns_prefix(tag: str) -> str:
+    """The agent's warm pool: namespaces made ahead, renamed to an instance's on use."""
+    return f"{PREFIX}w{tag}"
+
+
+def pool_netns(tag: str, serial: int) -> str:
+    return _fit(f"{pool_netns_prefix(tag)}{serial % 10**8:08d}")
+
+
 def lab_prefix(lab: str) -> str:
     return f"{PREFIX}l{digest('lab:' + lab, 5)}"
 
