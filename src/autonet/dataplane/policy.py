@@ -36,9 +36,10 @@ TABLE = "autonet"
 # ct mark are two 32-bit values a rule can set from a map and then concatenate. Both are
 # reset first: a lookup miss stops the rule and leaves the old value, and the service
 # chain leaves its Maglev slot in meta mark. The allowing rules zero meta mark again so
-# that no identity leaves the chain with the packet (it would steer the VXLAN underlay's
-# route lookup, which uses the inner packet's mark). ct mark keeps the destination's
-# identity on the connection, which nothing else reads.
+# that no identity leaves the chain with the packet (the VXLAN device looks its
+# underlay route up with the packet's mark, so a stray mark could meet a host's fwmark
+# rules). ct mark keeps the destination's identity on the connection; nothing else
+# reads it.
 SKELETON = f"""
 table inet {TABLE} {{
   map id4 {{ type ipv4_addr : mark; }}
