@@ -1,14 +1,13 @@
 """Address leases: objects of the internal kind `Lease`, one per address held.
 
 Pools: `ip/<network>` and `vip/<vpc>` (addresses), `vni`, `host` and `identity/<vpc>`
-(numbers).
-A lease is created with "must not exist" compare-and-swap in the same transaction as
-the transition of its owner (an instance's addresses, an automaton's service
-addresses), and deleted in the transaction that removes the owner. So an address is
-never held twice, even across controllers and restarts, and never leaks between two
-writes. Within one controller, addresses and numbers picked but not yet committed are remembered
-for a few seconds, so that concurrent handlers do not all pick the same lowest free
-address and lose the race but one.
+(numbers). A lease is created with "must not exist" compare-and-swap in the same
+transaction as the transition of its owner (an instance's addresses, an automaton's
+service addresses and identity), and deleted in the transaction that removes the
+owner. So an address is never held twice, even across controllers and restarts, and
+never leaks between two writes. Within one controller, addresses and numbers picked but
+not yet committed are remembered for a few seconds, so that concurrent handlers do not
+all pick the same lowest free one and lose the race but one.
 """
 
 from __future__ import annotations
