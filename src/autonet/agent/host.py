@@ -193,7 +193,7 @@ class HostAgent:
                     log.warning("overlay file of %s does not apply (%r): ignored", record.router_netns, exc)
                     saved = None
                 if saved is None:
-                    router.policy.sync(set())
+                    router.policy.sync({}, set())
                     router.services.sync([])
             if not netns.exists(record.netns):
                 self.pool.take(record.netns)  # a namespace made ahead, if one is ready
@@ -320,17 +320,20 @@ class HostAgent:
 
     async def _apply_vpc(self, router_netns: str, desired: dict[str, Any]) -> tuple[int, int]:
         router = await self._router(router_netns)
+        members = desired.get("members", [])
+        # Zero values are absent from the message's JSON form: a member without an
+        # identity, or a rule saved before identities (addresses), is left out: denied.
+        identities = {m["address"]: int(m["identity"]) for m in members if m.get("identity")}
         rules = {
-            Allow(r["source"], r["destination"], r["transport"], int(r["port"]))
+            Allow(int(r["source_identity"]), int(r["destination_identity"]), r["transport"], int(r["port"]))
             for r in desired.get("rules", [])
+            if r.get("source_identity") and r.get("destination_identity")
         }
-        added, removed = router.policy.sync(rules)
+        added, removed = router.policy.sync(identities, rules)
         services = desired.get("services", [])
         lb_added, lb_removed = router.services.sync(service_ports(services))
         router.dns.set_services(desired.get("vpc_name", ""), services)
-        router.members = {
-            m["address"]: Member(m["instance"], m["automaton"]) for m in desired.get("members", [])
-        }
+        router.members = {m["address"]: Member(m["instance"], m["automaton"]) for m in members}
         overlay_added, overlay_removed = await self._apply_overlay(router_netns, desired)
         return added + lb_added + overlay_added, removed + lb_removed + overlay_removed
 

@@ -122,6 +122,7 @@ class AgentServicer(pb_grpc.AgentServicer):
         desired = MessageToDict(request, preserving_proto_field_name=True)
         desired.setdefault("peers", [])
         desired.setdefault("rules", [])
+        desired.setdefault("members", [])
         try:
             present, added, removed = await self.agent.sync_vpc(request.router_netns, desired)
         except ValueError as exc:

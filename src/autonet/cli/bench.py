@@ -349,10 +349,19 @@ def policy(client: Client | None, quick: bool, progress: Progress) -> dict[str, 
     task = progress.add_task("policy", total=4)
     sources = [f"100.85.{i // 250}.{i % 250 + 1}" for i in range(100)]
     targets = [f"100.86.{i // 250}.{i % 250 + 1}" for i in range(900)]
-    # 1,000 instances; 100 clients each linked to 100 servers: 10,000 allowed pairs.
-    pairs = {Allow(s, t, "tcp", 8080) for s in sources for t in targets[:100]}
+    # 1,000 instances: 100 clients (identity 1) linked to 100 servers (identity 2), which
+    # is 10,000 allowed pairs; the other 800 belong to 8 unlinked automatons (3 to 10).
+    # Every instance is in the identity map; the link is one allow element.
+    client_id, server_id = 1, 2
+    identities = {a: client_id for a in sources} | {a: server_id for a in targets[:100]}
+    identities |= {a: 3 + n // 100 for n, a in enumerate(targets[100:])}
+    rules = {Allow(client_id, server_id, "tcp", 8080)}
     updates = 10 if quick else 30
-    results: dict[str, Any] = {"instances": len(sources) + len(targets), "allowed_pairs": len(pairs)}
+    results: dict[str, Any] = {
+        "instances": len(sources) + len(targets),
+        "allowed_pairs": len(sources) * 100,
+        "elements": len(identities) + 2 * len(rules),  # map, allow and ping elements
+    }
     with scratch_namespaces() as made:
         full_ns, empty_ns = _unique("pf"), _unique("pe")
         for name in (full_ns, empty_ns):
@@ -360,22 +369,22 @@ def policy(client: Client | None, quick: bool, progress: Progress) -> dict[str, 
             made.append(name)
         full, empty = RouterPolicy(Nft(full_ns)), RouterPolicy(Nft(empty_ns))
         started = time.perf_counter()
-        full.sync(pairs)
+        full.sync(identities, rules)
         results["initial_load_s"] = round(time.perf_counter() - started, 3)
-        empty.sync(set())
+        empty.sync({}, rules)
         progress.advance(task)
         loaded, baseline = [], []
-        current_full, current_empty = set(pairs), set()
+        current_full = dict(identities)
         for n in range(updates):
-            # A new server instance linked from all 100 clients: 100 new pairs.
-            new = {Allow(s, targets[100 + n], "tcp", 8080) for s in sources}
+            # A new server instance linked from all 100 clients: 100 new allowed pairs, one
+            # new map element.
+            new = {f"100.87.{n // 250}.{n % 250 + 1}": server_id}
             current_full |= new
             started = time.perf_counter()
-            full.sync(current_full)
+            full.sync(current_full, rules)
             loaded.append(time.perf_counter() - started)
-            current_empty = new
             started = time.perf_counter()
-            empty.sync(current_empty)
+            empty.sync(new, rules)
             baseline.append(time.perf_counter() - started)
         progress.advance(task)
     results["update_with_10k_pairs"] = summary(loaded)

@@ -1,13 +1,13 @@
 """Address leases: objects of the internal kind `Lease`, one per address held.
 
-Pools: `ip/<network>` and `vip/<vpc>` (addresses), `vni` and `host` (numbers).
-A lease is created with "must not exist" compare-and-swap in the same transaction as
-the transition of its owner (an instance's addresses, an automaton's service
-addresses), and deleted in the transaction that removes the owner. So an address is
-never held twice, even across controllers and restarts, and never leaks between two
-writes. Within one controller, addresses picked but not yet committed are remembered
-for a few seconds, so that concurrent handlers do not all pick the same lowest free
-address and lose the race but one.
+Pools: `ip/<network>` and `vip/<vpc>` (addresses), `vni`, `host` and `identity/<vpc>`
+(numbers). A lease is created with "must not exist" compare-and-swap in the same
+transaction as the transition of its owner (an instance's addresses, an automaton's
+service addresses and identity), and deleted in the transaction that removes the
+owner. So an address is never held twice, even across controllers and restarts, and
+never leaks between two writes. Within one controller, addresses and numbers picked but
+not yet committed are remembered for a few seconds, so that concurrent handlers do not
+all pick the same lowest free one and lose the race but one.
 """
 
 from __future__ import annotations
@@ -119,14 +119,24 @@ async def lease_addresses(
 async def lease_number(
     ctx: Context, pool: str, owner: Object, choose: Callable[[set[int]], int]
 ) -> tuple[int, list[Op]]:
-    """The number `owner` holds in `pool` (a host index, a VNI), or `choose(taken)` with
-    the operation that leases it."""
+    """The number `owner` holds in `pool` (a host index, a VNI, an automaton's identity),
+    or `choose(taken)` with the operation that leases it."""
+    pending: dict[int, tuple[str, float]] = ctx.extras.setdefault(f"pending-numbers/{pool}", {})
+    now = time.monotonic()
+    for picked in [n for n, (_, until) in pending.items() if until < now]:
+        del pending[picked]
     async with ctx.lock(f"lease/{pool}"):
         leases = await ctx.list(LEASE, prefix=f"{pool}/")
+        taken = {int(lease.spec["number"]) for lease in leases}
+        for committed in taken & set(pending):  # a pick is pending only until committed:
+            del pending[committed]  # once released, the number is free at once
         mine = [lease.spec["number"] for lease in leases if lease.spec["owner"] == owner.uid]
         if mine:
             return int(mine[0]), []
-        number = choose({int(lease.spec["number"]) for lease in leases})
+        # Numbers picked but not committed yet by other owners are taken too (as for
+        # addresses): many automatons applied at once do not all pick the same number.
+        number = choose(taken | {n for n, (uid, _) in pending.items() if uid != owner.uid})
+        pending[number] = (owner.uid, now + PENDING_SECONDS)
         lease = Object(
             kind=LEASE,
             name=lease_name(pool, str(number)),

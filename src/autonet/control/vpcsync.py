@@ -3,8 +3,11 @@
 For a VPC, the desired state of host H is
 - the overlay: every other host that has wired instances of the VPC, its VTEP, and
   those instances' addresses (H routes to them over VXLAN);
-- the policy: every allowed (source, destination, transport, port) where source or
-  destination is an instance on H (model/policy.py says which pairs are allowed);
+- the policy: the identity of every wired instance's automaton (so H maps each
+  address of the VPC to it), and one rule (source identity, destination identity,
+  transport, port) per link opening where either automaton has an instance on H
+  (model/policy.py says which automatons are linked). The elements grow with instances
+  plus links, not with instances times instances;
 - the services: every automaton's VIPs and DNS name, and per provided port the ready
   (Provisioned) instances that connections to the VIP are balanced over.
 
@@ -18,7 +21,7 @@ enforces the policy of, every instance wired before the call.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import contextlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -27,9 +30,10 @@ from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.model import naming
 from autonet.model.addressing import vtep_addresses, vtep_mac
-from autonet.model.kinds import CONNECTED, PROVISIONED, READY, KindRegistry
+from autonet.model.kinds import CONNECTED, INIT, PROVISIONED, READY, KindRegistry
 from autonet.model.objects import Object
-from autonet.model.policy import openings
+from autonet.model.policy import Opening, openings
+from autonet.store import Conflict, Put
 
 
 def wired_states(kinds: KindRegistry) -> set[str]:
@@ -88,28 +92,38 @@ def addresses(inst: Object) -> list[str]:
     return [a for a in (inst.status.get("ipv4"), inst.status.get("ipv6")) if a]
 
 
-def allowed_pairs(
-    compositions: Iterable[Object], automatons: dict[str, Object], instances: dict[str, list[Object]]
-) -> list[tuple[Object, Object, str, int]]:
-    """(source instance, destination instance, transport, port) for every opening."""
+def identities(automatons: Iterable[Object]) -> dict[str, int]:
+    """Automaton name -> its identity, for the automatons that hold one (leased at Init)."""
+    return {a.name: int(a.status["identity"]) for a in automatons if a.status.get("identity")}
+
+
+def identity_rules(found: Iterable[Opening], identity: dict[str, int], local: set[str]) -> list[pb.Rule]:
+    """One rule per opening whose source or target automaton has an instance in `local`
+    (the automatons on the host): whatever the number of instances, a link costs one
+    element per (transport, port) it opens."""
+    rules = {
+        (identity[o.source], identity[o.target], o.transport, o.port)
+        for o in found
+        if (o.source in local or o.target in local) and o.source in identity and o.target in identity
+    }
     return [
-        (source, destination, opening.transport, opening.port)
-        for opening in openings(compositions, automatons)
-        for source in instances.get(opening.source, [])
-        for destination in instances.get(opening.target, [])
+        pb.Rule(source_identity=s, destination_identity=d, transport=t, port=p)
+        for s, d, t, p in sorted(rules)
     ]
 
 
-def rules_for(pairs: list[tuple[Object, Object, str, int]], host: str) -> list[pb.Rule]:
-    rules = set()
-    for source, destination, transport, port in pairs:
-        if host not in (source.status["host"], destination.status["host"]):
-            continue
-        for s in addresses(source):
-            for d in addresses(destination):
-                if ipaddress.ip_address(s).version == ipaddress.ip_address(d).version:
-                    rules.add((s, d, transport, port))
-    return [pb.Rule(source=s, destination=d, transport=t, port=p) for s, d, t, p in sorted(rules)]
+def member_list(wired: Iterable[Object], identity: dict[str, int]) -> list[pb.Member]:
+    """Every address of the wired instances, with its instance, automaton and identity."""
+    return [
+        pb.Member(
+            address=address,
+            instance=inst.name,
+            automaton=inst.spec["automaton"],
+            identity=identity.get(inst.spec["automaton"], 0),
+        )
+        for inst in wired
+        for address in addresses(inst)
+    ]
 
 
 def service_table(automatons: Iterable[Object], wired: dict[str, list[Object]]) -> list[pb.Service]:
@@ -167,20 +181,20 @@ class VpcSyncer:
         by_host: dict[str, list[str]] = defaultdict(list)
         by_automaton: dict[str, list[Object]] = defaultdict(list)
         network_hosts: dict[str, set[str]] = defaultdict(set)
+        local: dict[str, set[str]] = defaultdict(set)  # per host, the automatons it runs
         for inst in wired:
             by_host[inst.status["host"]].extend(addresses(inst))
+            local[inst.status["host"]].add(inst.spec["automaton"])
             by_automaton[inst.spec["automaton"]].append(inst)
             network_hosts[inst.status["network"]].add(inst.status["host"])
         self.network_hosts.update(network_hosts)
         all_automatons = await self.ctx.by("Automaton", "vpc", vpc_name)
         automatons = {a.name: a for a in all_automatons if a.name in by_automaton}
-        pairs = allowed_pairs(await self.ctx.list("Composition"), automatons, by_automaton)
+        await self._give_identities(automatons.values())
+        identity = identities(automatons.values())
+        found = openings(await self.ctx.list("Composition"), automatons)
         services = service_table(all_automatons, by_automaton)
-        members = [
-            pb.Member(address=address, instance=inst.name, automaton=inst.spec["automaton"])
-            for inst in wired
-            for address in addresses(inst)
-        ]
+        members = member_list(wired, identity)
         calls = []
         for name in by_host:
             host = hosts.get(name)
@@ -199,7 +213,7 @@ class VpcSyncer:
                 local=vtep(host, vpc.uid),
                 mtu=overlay_mtu(host),
                 peers=peers,
-                rules=rules_for(pairs, name),
+                rules=identity_rules(found, identity, local[name]),
                 vpc_name=vpc_name,
                 services=services,
                 members=members,
@@ -210,6 +224,17 @@ class VpcSyncer:
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
+
+    async def _give_identities(self, automatons: Iterable[Object]) -> None:
+        """An automaton provisioned before identities existed holds none, so its
+        instances would be denied: send it back to Init, whose handler leases one
+        (and syncs the VPC again)."""
+        for a in automatons:
+            if a.status.get("identity") or a.metadata.deleting or a.state != PROVISIONED:
+                continue
+            again = Put(a.kind, a.name, a.with_status(state=INIT).to_data(), a.metadata.revision)
+            with contextlib.suppress(Conflict):  # it moved meanwhile: its handler runs anyway
+                await self.ctx.store.commit([again])
 
 
 RESYNC_EVERY = 30.0

@@ -176,16 +176,16 @@ class Peer(_message.Message):
     def __init__(self, host: _Optional[str] = ..., vtep: _Optional[_Union[Vtep, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Rule(_message.Message):
-    __slots__ = ("source", "destination", "transport", "port")
-    SOURCE_FIELD_NUMBER: _ClassVar[int]
-    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("transport", "port", "source_identity", "destination_identity")
     TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
-    source: str
-    destination: str
+    SOURCE_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     transport: str
     port: int
-    def __init__(self, source: _Optional[str] = ..., destination: _Optional[str] = ..., transport: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
+    source_identity: int
+    destination_identity: int
+    def __init__(self, transport: _Optional[str] = ..., port: _Optional[int] = ..., source_identity: _Optional[int] = ..., destination_identity: _Optional[int] = ...) -> None: ...
 
 class VpcState(_message.Message):
     __slots__ = ("vpc_uid", "router_netns", "vxlan_ifname", "vni", "local", "mtu", "peers", "rules", "vpc_name", "services", "members")
@@ -214,14 +214,16 @@ class VpcState(_message.Message):
     def __init__(self, vpc_uid: _Optional[str] = ..., router_netns: _Optional[str] = ..., vxlan_ifname: _Optional[str] = ..., vni: _Optional[int] = ..., local: _Optional[_Union[Vtep, _Mapping]] = ..., mtu: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., vpc_name: _Optional[str] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("address", "instance", "automaton")
+    __slots__ = ("address", "instance", "automaton", "identity")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     AUTOMATON_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
     address: str
     instance: str
     automaton: str
-    def __init__(self, address: _Optional[str] = ..., instance: _Optional[str] = ..., automaton: _Optional[str] = ...) -> None: ...
+    identity: int
+    def __init__(self, address: _Optional[str] = ..., instance: _Optional[str] = ..., automaton: _Optional[str] = ..., identity: _Optional[int] = ...) -> None: ...
 
 class Service(_message.Message):
     __slots__ = ("name", "vip4", "vip6", "ports")

@@ -124,7 +124,8 @@ class AgentServicer:
 
     def SyncVpc(self, request, context):
         """Make a VPC router match the VPC: its VXLAN overlay (remote hosts and instances)
-        and its composition security (the allowed pairs that concern local instances).
+        and its composition security (every member's identity, and the allowed identity
+        pairs that concern local instances).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

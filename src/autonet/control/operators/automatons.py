@@ -1,5 +1,9 @@
 """Automaton operator: keep `replicas` instances, named `<automaton>-<ordinal>`.
 
+At Init an automaton leases its service addresses (VIPs) and its identity, a number
+unique in its VPC and held for its life (pool `identity/<vpc>`, from 1: 0 means none),
+which the VPC routers' composition security matches on. Both are released with it.
+
 Scaling up creates instances with the lowest free ordinals; scaling down sends the
 highest ordinals to `Terminating`. Instances on a lost host (state `Lost`) do not count:
 the automaton replaces them elsewhere. A changed command, user or environment sends running instances back to
@@ -16,7 +20,7 @@ from typing import Any
 
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
-from autonet.control.leases import lease_addresses, release
+from autonet.control.leases import lease_addresses, lease_number, release
 from autonet.control.outcomes import Advance, Outcome, Remove, Retry
 from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer
@@ -61,6 +65,18 @@ def vip_pool(vpc: str) -> str:
     return f"vip/{vpc}"
 
 
+def identity_pool(vpc: str) -> str:
+    return f"identity/{vpc}"
+
+
+MAX_IDENTITY = 2**32 - 1  # an nftables mark
+
+
+def lowest_free_identity(taken: set[int]) -> int:
+    """The lowest number from 1 that no automaton of the VPC holds (0 means none)."""
+    return next(n for n in range(1, MAX_IDENTITY + 1) if n not in taken)
+
+
 def _resync(ctx: Context, vpc: str | None) -> Callable[[], Awaitable[None]] | None:
     return (lambda: VpcSyncer.of(ctx).sync(vpc)) if vpc else None
 
@@ -87,8 +103,9 @@ async def reshape(automaton: Object, ctx: Context) -> None:
 
 
 def register(api: PluginAPI) -> None:
-    async def lease_vips(automaton: Object, ctx: Context) -> tuple[dict[str, str], list[Op]]:
-        """The automaton's service addresses, leased from its VPC's service ranges."""
+    async def lease_vips(automaton: Object, ctx: Context) -> tuple[dict[str, Any], list[Op]]:
+        """The automaton's service addresses, leased from its VPC's service ranges, and its
+        identity in the VPC."""
         network = await ctx.get("Network", automaton.spec["network"])
         if network is None:
             raise Retry(f'waiting for Network "{automaton.spec["network"]}"', delay=0.3)
@@ -103,7 +120,15 @@ def register(api: PluginAPI) -> None:
         vips, ops = await lease_addresses(
             ctx, vip_pool(vpc.name), cidrs, automaton, f'Vpc "{vpc.name}": service'
         )
-        return {"vpc": vpc.name, **{f"vip{v}": a for v, a in vips.items()}}, ops
+        identity, identity_ops = await lease_number(
+            ctx, identity_pool(vpc.name), automaton, lowest_free_identity
+        )
+        status: dict[str, Any] = {
+            "vpc": vpc.name,
+            "identity": identity,
+            **{f"vip{v}": a for v, a in vips.items()},
+        }
+        return status, ops + identity_ops
 
     @api.operator("Automaton", "Init")
     async def reconcile_replicas(automaton: Object, ctx: Context) -> Outcome:
@@ -148,8 +173,10 @@ def register(api: PluginAPI) -> None:
     async def delete_automaton(automaton: Object, ctx: Context) -> Outcome:
         await terminate_all(ctx, await instances_of(ctx, automaton.name))
         vpc = automaton.status.get("vpc")
+        identity = automaton.status.get("identity")
         leases = (
             release(vip_pool(vpc), [automaton.status.get("vip4"), automaton.status.get("vip6")])
+            + release(identity_pool(vpc), [str(identity) if identity else None])
             if vpc
             else []
         )

@@ -1,0 +1,214 @@
+"""Identity-based composition security in a throwaway router (root; no controller, no agent).
+
+Three instances behind one router: a client and a server whose identities are linked,
+and an outsider. Only the linked pair connects (directly or through a service address);
+an unmapped source and a mapped but unlinked identity are refused with a TCP reset, and
+element updates alone change who may connect.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from autonet.dataplane import endpoint as ep
+from autonet.dataplane import netns
+from autonet.dataplane.netlink import Netlink
+from autonet.dataplane.nftables import Nft
+from autonet.dataplane.policy import Allow, RouterPolicy
+from autonet.dataplane.services import RouterServices, ServicePort
+from autonet.model.addressing import mac_for
+
+CLIENT, SERVER, OUTSIDER = 11, 12, 13  # identities (any non-zero numbers)
+PORT = 9000
+VIP = "100.64.211.1"
+
+
+PREFIX = "anzpol"
+
+
+def unique(kind: str) -> str:
+    return f"{PREFIX}{kind}{uuid.uuid4().hex[:9]}"
+
+
+@pytest.fixture
+async def nl() -> AsyncIterator[Netlink]:
+    """Every namespace the test makes goes when it ends, even on failure (only its own
+    prefix: other tests may be making namespaces meanwhile)."""
+    made_before = set(netns.list_names(PREFIX))
+    link = Netlink()
+    yield link
+    link.close()
+    for name in set(netns.list_names(PREFIX)) - made_before:
+        netns.delete(name)
+
+
+def spec(router: str, index: int) -> ep.EndpointSpec:
+    uid = uuid.uuid4().hex
+    return ep.EndpointSpec(
+        netns=unique("i"),
+        router_netns=router,
+        router_ifname=f"anv{uid[:8]}",
+        mac=mac_for(uid),
+        router_mac=mac_for("gw" + uid),
+        ipv4=f"100.64.210.{index}",
+        ipv6=f"fd00:210::{index}",
+        mtu=1450,
+    )
+
+
+@pytest.fixture
+def server_process() -> Iterator[list[subprocess.Popen[Any]]]:
+    running: list[subprocess.Popen[Any]] = []
+    yield running
+    for process in running:
+        process.kill()
+        process.wait()
+
+
+def serve(namespace: str, running: list[subprocess.Popen[Any]]) -> None:
+    """An echo server on PORT, both families, answering every connection in upper case."""
+    code = (
+        "import socket, threading\n"
+        "def echo(c):\n"
+        "    while data := c.recv(100): c.sendall(data.upper())\n"
+        "    c.close()\n"
+        "def loop(s):\n"
+        "    while True: threading.Thread(target=echo, args=(s.accept()[0],)).start()\n"
+        "for family, any_ in ((socket.AF_INET, '0.0.0.0'), (socket.AF_INET6, '::')):\n"
+        "    s = socket.socket(family); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "    if family == socket.AF_INET6: s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n"
+        f"    s.bind((any_, {PORT})); s.listen(); threading.Thread(target=loop, args=(s,)).start()\n"
+        "print('ready', flush=True)\n"
+    )
+    process = subprocess.Popen(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", code], stdout=subprocess.PIPE
+    )
+    running.append(process)
+    assert process.stdout is not None and process.stdout.readline().strip() == b"ready"
+
+
+def connect(namespace: str, address: str) -> str:
+    """HELLO (connected), refused (a TCP reset) or timeout, seen from `namespace`."""
+    code = (
+        "import socket\n"
+        "try:\n"
+        f"    s = socket.create_connection(('{address}', {PORT}), timeout=2)\n"
+        "    s.sendall(b'hello'); print(s.recv(100).decode())\n"
+        "except ConnectionRefusedError: print('refused')\n"
+        "except TimeoutError: print('timeout')\n"
+    )
+    result = subprocess.run(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return result.stdout.strip() or result.stderr.strip()
+
+
+def ping(namespace: str, address: str) -> bool:
+    result = subprocess.run(
+        ["ip", "netns", "exec", namespace, "ping", "-c", "1", "-W", "1", address],
+        capture_output=True,
+        timeout=10,
+    )
+    return result.returncode == 0
+
+
+async def test_only_linked_identities_connect_and_elements_alone_change_it(
+    nl: Netlink, server_process: list[subprocess.Popen[Any]]
+) -> None:
+    router = unique("r")
+    await ep.ensure_router(nl, router)
+    client, server, outsider, stranger = (spec(router, i) for i in (1, 2, 3, 4))
+    for s in (client, server, outsider, stranger):
+        await ep.ensure_endpoint(nl, s)
+    nft = Nft(router)
+    try:
+        policy, services = RouterPolicy(nft), RouterServices(nft)
+        identities = {
+            a: identity
+            for s, identity in ((client, CLIENT), (server, SERVER), (outsider, OUTSIDER))
+            for a in (s.ipv4, s.ipv6)
+            if a
+        }  # the stranger has no identity
+        rules = {Allow(CLIENT, SERVER, "tcp", PORT)}
+        assert policy.sync(identities, rules) == (6 + 2, 0)  # 6 addresses, allow and ping
+        services.sync([ServicePort(VIP, "tcp", PORT, (str(server.ipv4),))])
+        serve(server.netns, server_process)
+
+        # The positive control: the linked pair, both families, and through the VIP.
+        assert connect(client.netns, str(server.ipv4)) == "HELLO"
+        assert connect(client.netns, str(server.ipv6)) == "HELLO"
+        assert connect(client.netns, VIP) == "HELLO"
+        assert ping(client.netns, str(server.ipv4))
+        # Refused at once: an unmapped source, a mapped but unlinked identity, the
+        # reverse direction of the link, the VIP for the unlinked identity.
+        assert connect(stranger.netns, str(server.ipv4)) == "refused"
+        assert connect(stranger.netns, str(server.ipv6)) == "refused"
+        assert connect(outsider.netns, str(server.ipv4)) == "refused"
+        assert connect(outsider.netns, VIP) == "refused"
+        assert not ping(outsider.netns, str(server.ipv4))
+        serve(client.netns, server_process)
+        assert connect(server.netns, str(client.ipv4)) == "refused"
+
+        # The outsider joins the client's automaton: one map element changes, no rule.
+        moved = {**identities, str(outsider.ipv4): CLIENT}
+        assert policy.sync(moved, rules) == (1, 1)
+        assert connect(outsider.netns, str(server.ipv4)) == "HELLO"
+        assert connect(outsider.netns, str(server.ipv6)) == "refused"  # its IPv6 did not move
+        # The link goes: new connections are refused.
+        assert policy.sync(moved, set()) == (0, 2)
+        assert connect(client.netns, str(server.ipv4)) == "refused"
+        rules_text = nft.run("list chain inet autonet forward")
+        assert "@allow" in rules_text  # the rules stayed, only elements changed
+    finally:
+        nft.close()
+
+
+async def test_established_connections_survive_the_link_and_replies_pass(
+    nl: Netlink, server_process: list[subprocess.Popen[Any]]
+) -> None:
+    """Replies of an allowed connection pass although the reverse pair is not allowed,
+    and a connection established while the link existed outlives it (as before)."""
+    router = unique("r")
+    await ep.ensure_router(nl, router)
+    client, server = spec(router, 5), spec(router, 6)
+    for s in (client, server):
+        await ep.ensure_endpoint(nl, s)
+    nft = Nft(router)
+    try:
+        policy = RouterPolicy(nft)
+        identities = {str(client.ipv4): CLIENT, str(server.ipv4): SERVER}
+        policy.sync(identities, {Allow(CLIENT, SERVER, "tcp", PORT)})
+        serve(server.netns, server_process)
+        code = (
+            "import socket, sys\n"
+            f"s = socket.create_connection(('{server.ipv4}', {PORT}), timeout=2)\n"
+            "s.sendall(b'one'); print(s.recv(100).decode(), flush=True)\n"
+            "sys.stdin.readline()\n"
+            "s.sendall(b'two'); print(s.recv(100).decode(), flush=True)\n"
+        )
+        talker = subprocess.Popen(
+            ["ip", "netns", "exec", client.netns, sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        server_process.append(talker)  # killed at the end if stuck
+        assert talker.stdout is not None and talker.stdin is not None
+        assert talker.stdout.readline().strip() == "ONE"
+        policy.sync(identities, set())  # the link goes while the connection is open
+        assert connect(client.netns, str(server.ipv4)) == "refused"
+        talker.stdin.write("go\n")
+        talker.stdin.flush()
+        assert talker.stdout.readline().strip() == "TWO"
+        assert talker.wait(timeout=10) == 0
+    finally:
+        nft.close()
