@@ -101,8 +101,8 @@ class ObjectCache:
         return self._objects[kind].get(name)
 
     def list(self, kind: str, prefix: str = "") -> builtins.list[Object]:
-        if prefix.endswith("/") and "pool" in self._indexes.get(kind, {}):
-            return self.by(kind, "pool", prefix[:-1])  # a lease pool: no scan
+        """The objects of `kind` (whose names start with `prefix`: a scan; the indexes,
+        `by`, answer the frequent questions without one)."""
         found = self._objects[kind]
         if not prefix:
             return builtins.list(found.values())

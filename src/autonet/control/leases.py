@@ -85,7 +85,7 @@ async def lease_addresses(
                 return address in pending or ctx.cache.get(LEASE, lease_name(pool, address)) is not None
 
         else:  # no cache (a tool, a test): the pool's leases from the store
-            held = {lease.spec["address"] for lease in await ctx.list(LEASE, prefix=f"{pool}/")}
+            held = {lease.spec["address"] for lease in await ctx.by(LEASE, "pool", pool)}
 
             def taken(address: str) -> bool:
                 return address in pending or address in held
@@ -126,7 +126,7 @@ async def lease_number(
     for picked in [n for n, (_, until) in pending.items() if until < now]:
         del pending[picked]
     async with ctx.lock(f"lease/{pool}"):
-        leases = await ctx.list(LEASE, prefix=f"{pool}/")
+        leases = await ctx.by(LEASE, "pool", pool)
         taken = {int(lease.spec["number"]) for lease in leases}
         for committed in taken & set(pending):  # a pick is pending only until committed:
             del pending[committed]  # once released, the number is free at once
