@@ -15,7 +15,7 @@ from autonet.control.context import Context
 from autonet.control.operators.automatons import terminate
 from autonet.control.registry import PluginAPI, load_plugins
 from autonet.control.runner import Runner
-from autonet.control.vpcsync import VpcSyncer, identities, identity_rules, member_list
+from autonet.control.vpcsync import identities, identity_rules, member_list
 from autonet.dataplane.policy import Allow, _Elements, _elements, _script
 from autonet.model.objects import Object
 from autonet.model.policy import openings
@@ -230,10 +230,9 @@ async def _revised(ctx: Context, name: str, revision: int) -> bool:
 
 
 async def test_an_automaton_provisioned_without_identity_is_sent_back_to_get_one(store: Store) -> None:
-    """Automatons provisioned before identities existed: the VPC sync notices, and sends
-    them back to Init, whose handler leases an identity (their instances are denied
-    meanwhile)."""
-    ctx = Context(store=store, kinds=load_plugins(PluginAPI(), only=["builtin"]).kinds)
+    """Automatons provisioned before identities existed: their Provisioned operator
+    sends them back to Init, whose handler leases an identity (their instances are
+    denied meanwhile)."""
     await tenancy(store, "v", "100.80")
     old = Object(
         kind="Automaton",
@@ -245,6 +244,11 @@ async def test_an_automaton_provisioned_without_identity_is_sent_back_to_get_one
     inst = instance("old", 0, "h1", "100.80.1.9")
     inst.status["network"] = "v-n"
     await put(store, inst)
-    await VpcSyncer.of(ctx).sync("v")
-    back = await ctx.get("Automaton", "old")
-    assert back is not None and back.state == "Init"  # its Init handler leases one (tested above)
+    api = load_plugins(PluginAPI(), only=["builtin"])
+    async with running(Context(store=store, kinds=api.kinds), api):
+
+        async def leased() -> bool:
+            record = await store.get("Automaton", "old")
+            return record is not None and bool(record.data["status"].get("identity"))
+
+        await until(leased)

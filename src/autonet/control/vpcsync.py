@@ -21,7 +21,6 @@ enforces the policy of, every instance wired before the call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -30,10 +29,9 @@ from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.model import naming
 from autonet.model.addressing import vtep_addresses, vtep_mac
-from autonet.model.kinds import CONNECTED, INIT, PROVISIONED, READY, KindRegistry
+from autonet.model.kinds import CONNECTED, PROVISIONED, READY, KindRegistry
 from autonet.model.objects import Object
 from autonet.model.policy import Opening, openings
-from autonet.store import Conflict, Put
 
 
 def wired_states(kinds: KindRegistry) -> set[str]:
@@ -190,7 +188,6 @@ class VpcSyncer:
         self.network_hosts.update(network_hosts)
         all_automatons = await self.ctx.by("Automaton", "vpc", vpc_name)
         automatons = {a.name: a for a in all_automatons if a.name in by_automaton}
-        await self._give_identities(automatons.values())
         identity = identities(automatons.values())
         found = openings(await self.ctx.list("Composition"), automatons)
         services = service_table(all_automatons, by_automaton)
@@ -224,17 +221,6 @@ class VpcSyncer:
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
-
-    async def _give_identities(self, automatons: Iterable[Object]) -> None:
-        """An automaton provisioned before identities existed holds none, so its
-        instances would be denied: send it back to Init, whose handler leases one
-        (and syncs the VPC again)."""
-        for a in automatons:
-            if a.status.get("identity") or a.metadata.deleting or a.state != PROVISIONED:
-                continue
-            again = Put(a.kind, a.name, a.with_status(state=INIT).to_data(), a.metadata.revision)
-            with contextlib.suppress(Conflict):  # it moved meanwhile: its handler runs anyway
-                await self.ctx.store.commit([again])
 
 
 RESYNC_EVERY = 30.0

@@ -21,11 +21,11 @@ from typing import Any
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.control.leases import lease_addresses, lease_number, release
-from autonet.control.outcomes import Advance, Outcome, Remove, Retry
+from autonet.control.outcomes import Advance, MoveTo, Outcome, Remove, Retry, Stay
 from autonet.control.registry import PluginAPI
 from autonet.control.vpcsync import VpcSyncer
 from autonet.model.addressing import family_cidr, service_ranges
-from autonet.model.kinds import LOST, TERMINATING
+from autonet.model.kinds import INIT, LOST, PROVISIONED, TERMINATING
 from autonet.model.objects import Metadata, Object
 from autonet.store import Op, Put
 
@@ -168,6 +168,15 @@ def register(api: PluginAPI) -> None:
             # its ports or addresses may have changed: refresh the VPC's hosts
             after=lambda: VpcSyncer.of(ctx).sync(vips["vpc"]),
         )
+
+    @api.operator("Automaton", PROVISIONED)
+    async def keep_identity(automaton: Object, ctx: Context) -> Outcome:
+        """An automaton provisioned before identities existed holds none, so its instances
+        would be denied: back to Init, whose handler leases one. (A controller that starts
+        looks at every object, so an upgrade needs nothing more.)"""
+        if automaton.status.get("identity") or automaton.metadata.deleting:
+            return Stay()
+        return MoveTo(INIT, status={"reason": "leasing its policy identity"})
 
     @api.operator("Automaton", TERMINATING)
     async def delete_automaton(automaton: Object, ctx: Context) -> Outcome:
