@@ -34,6 +34,7 @@ from typing import Any
 from autonet.control.context import Context
 from autonet.control.outcomes import Advance, Fail, Outcome, Remove, Retry, Stay
 from autonet.control.registry import PluginAPI
+from autonet.control.stats import Timings
 from autonet.model.kinds import FAILED
 from autonet.model.objects import Object
 from autonet.store import Compacted, Conflict, Delete, Put, StoreError
@@ -82,6 +83,7 @@ class Runner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._watched = 0  # events seen by the current watch
         self.transitions = 0
+        self.timings = Timings.of(ctx)  # per-handler durations, for GET /api/v1/stats
 
     async def run(self) -> None:
         """List, then watch forever; list again whenever the watch breaks (cancel to stop)."""
@@ -162,7 +164,8 @@ class Runner:
         deadline = asyncio.timeout(self.handler_timeout)
         try:
             async with deadline:
-                outcome = await operator(obj, self.ctx)
+                with self.timings.timed(f"handler {kind}/{obj.state}"):
+                    outcome = await operator(obj, self.ctx)
             await self._apply(obj, outcome)
             self._attempts.pop(key, None)
         except Conflict:
