@@ -18,11 +18,13 @@ evenly over the VPCs, and within a VPC half servers, half clients. Measured:
   is Provisioned;
 - resync after a controller restart: the controller is killed (SIGKILL) and started
   again on the same store; seconds from the start of the new process until its API
-  answers, until every hollow host has registered again and every Host is Ready (the
-  agents re-register after an outage: Init -> Connected -> Ready, in which the host's
-  VPCs are pushed again), until every VPC router of every hollow host has received a
-  `SyncVpc` from the new controller, and until an instance added right after the API
-  answered is Provisioned.
+  answers (`api_s`); until every Host is Ready and every hollow host's heartbeat was
+  taken by the new controller (`hosts_ready_s`); until every VPC router of every
+  hollow host has received a `SyncVpc` from the new controller (`routers_synced_s`,
+  from the hosts' own clocks); and until an instance added (in a VPC of its own) as
+  soon as the API answered is Provisioned (`instance_s`). A host whose heartbeat fell
+  into the outage registers again and is resynced at once (`hosts_reregistered`
+  counts them); the others are resynced by the controller's periodic resync (30 s).
 
 Every wait is bounded; the whole section ends within `--timeout` seconds and reports
 what it reached (a stage that did not converge in time says so, and the phases after
@@ -143,48 +145,57 @@ def rss_kib(pid: int) -> int:
 
 # --- following the instances -------------------------------------------------------------------
 class Tracker(threading.Thread):
-    """Every Instance's state, from one list and then the API's watch stream.
+    """The state of every Host, Instance and Composition: one list each, then the API's
+    watch stream.
 
-    Polling a list of tens of thousands of instances would load the controller that we
-    measure; the watch costs it one serialised line per change. After the controller
-    restarts, the tracker lists and watches again."""
+    Polling lists of tens of thousands of instances (or of hosts, which the API decorates
+    with their instance counts) would load the controller that we measure; the watch
+    costs it one serialised line per change. After the controller restarts, the tracker
+    lists and watches again."""
+
+    KINDS = ("Host", "Instance", "Composition")
 
     def __init__(self, socket_path: str) -> None:
-        super().__init__(name="instance-tracker", daemon=True)
+        super().__init__(name="object-tracker", daemon=True)
         self.socket_path = socket_path
         self.lock = threading.Lock()
-        self.states: dict[str, str] = {}
-        self.counts: Counter[str] = Counter()
+        self.states: dict[tuple[str, str], str] = {}
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.totals: Counter[str] = Counter()
         self.seen_lost = 0
+        self.synced = threading.Event()  # listed, and following the watch
         self.stopping = threading.Event()
         self._client: httpx.Client | None = None
 
-    def _set(self, name: str, state: str | None) -> None:
-        old = self.states.pop(name, None)
+    def _set(self, kind: str, name: str, state: str | None) -> None:
+        old = self.states.pop((kind, name), None)
         if old is not None:
-            self.counts[old] -= 1
+            self.counts[kind, old] -= 1
+            self.totals[kind] -= 1
         if state is not None:
-            self.states[name] = state
-            self.counts[state] += 1
-            if state == "Lost" and old != "Lost":
+            self.states[kind, name] = state
+            self.counts[kind, state] += 1
+            self.totals[kind] += 1
+            if kind == "Instance" and state == "Lost" and old != "Lost":
                 self.seen_lost += 1
 
-    def state(self, name: str) -> str | None:
+    def state(self, name: str, kind: str = "Instance") -> str | None:
         with self.lock:
-            return self.states.get(name)
+            return self.states.get((kind, name))
 
-    def count(self, state: str) -> int:
+    def count(self, state: str, kind: str = "Instance") -> int:
         with self.lock:
-            return self.counts[state]
+            return self.counts[kind, state]
 
-    def total(self) -> int:
+    def total(self, kind: str = "Instance") -> int:
         with self.lock:
-            return len(self.states)
+            return self.totals[kind]
 
     def run(self) -> None:
         while not self.stopping.is_set():
             with contextlib.suppress(Exception):  # controller down or restarting: again
                 self._follow()
+            self.synced.clear()
             self.stopping.wait(0.1)
 
     def _follow(self) -> None:
@@ -193,14 +204,18 @@ class Tracker(threading.Thread):
         with httpx.Client(base_url="http://autonet", transport=transport, timeout=timeout) as client:
             self._client = client
             revision = client.get("/healthz").raise_for_status().json()["revision"]
-            listed = client.get("/api/v1/objects/instances").raise_for_status().json()
+            listed = {
+                kind: client.get(f"/api/v1/objects/{kind}").raise_for_status().json() for kind in self.KINDS
+            }
             with self.lock:
                 self.states.clear()
                 self.counts.clear()
-                for obj in listed:
-                    self._set(obj["name"], obj["status"].get("state"))
-            path = f"/api/v1/watch?revision={revision}&kind=instance"
-            with client.stream("GET", path) as reply:
+                self.totals.clear()
+                for kind, objs in listed.items():
+                    for obj in objs:
+                        self._set(kind, obj["name"], obj["status"].get("state"))
+            self.synced.set()
+            with client.stream("GET", f"/api/v1/watch?revision={revision}") as reply:
                 for line in reply.iter_lines():
                     if self.stopping.is_set():
                         return
@@ -208,11 +223,13 @@ class Tracker(threading.Thread):
                         continue
                     event = json.loads(line)
                     obj = event["object"]
+                    if obj.get("kind") not in self.KINDS:
+                        continue
                     with self.lock:
                         if event["type"] == "delete":
-                            self._set(obj["name"], None)
+                            self._set(obj["kind"], obj["name"], None)
                         else:
-                            self._set(obj["name"], obj.get("status", {}).get("state"))
+                            self._set(obj["kind"], obj["name"], obj.get("status", {}).get("state"))
 
     def stop(self) -> None:
         self.stopping.set()
@@ -227,10 +244,24 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if n < total % parts else 0) for n in range(parts)]
 
 
+PROBE_VPC = "probe"
+
+
 def base_documents(vpcs: int) -> list[dict[str, Any]]:
     """Per VPC: the VPC, its network and the composition. The VPCs overlap (they may):
-    each has 100.96.0.0/12 and fd00:96::/48, so any count fits in the lab ranges."""
-    docs: list[dict[str, Any]] = []
+    each has 100.96.0.0/12 and fd00:96::/48, so any count fits in the lab ranges.
+
+    Plus a VPC of its own for the instance added after the controller's restart, so
+    that its VPC sync does not reach (and count as a resync of) the fleet's routers."""
+    docs: list[dict[str, Any]] = [
+        {"kind": "Vpc", "name": PROBE_VPC, "spec": {"cidrs": ["100.96.0.0/12", "fd00:96::/48"]}},
+        {
+            "kind": "Network",
+            "name": f"{PROBE_VPC}-n",
+            "spec": {"vpc": PROBE_VPC, "cidrs": ["100.96.0.0/14", "fd00:96:0:1::/64"]},
+        },
+        server(PROBE_VPC, f"{PROBE_VPC}-n", 0),
+    ]
     for v in range(vpcs):
         docs += [
             {"kind": "Vpc", "name": f"sv{v}", "spec": {"cidrs": ["100.96.0.0/12", "fd00:96::/48"]}},
@@ -373,8 +404,7 @@ class Run:
 
     def hosts_ready(self, after: float = 0.0) -> bool:
         """Every Host Ready (and, with `after`, every hollow host's heartbeat taken since)."""
-        ready = [h for h in self.api.objects("hosts") if h["status"].get("state") == "Ready"]
-        if len(ready) < self.hosts:
+        if not self.tracker.synced.is_set() or self.tracker.count("Ready", "Host") < self.hosts:
             return False
         if after:
             status = self.hollow_status()
@@ -391,7 +421,10 @@ class Run:
         return sum(self.replicas.values())
 
     def all_provisioned(self) -> bool:
-        return self.tracker.count("Provisioned") >= self.expected() == self.tracker.total()
+        return (
+            self.tracker.synced.is_set()
+            and self.tracker.count("Provisioned") >= self.expected() == self.tracker.total()
+        )
 
     def stats(self) -> dict[str, Any]:
         """The controller's timing summaries since the last call (then reset)."""
@@ -435,8 +468,7 @@ class Run:
         self.api.request("POST", "/apply", json={"documents": [link]})
 
         def provisioned() -> bool:
-            found = self.api.get("composition", probe)
-            return bool(found and found["status"].get("state") == "Provisioned")
+            return self.tracker.state(probe, "Composition") == "Provisioned"
 
         wait_until(provisioned, self.remaining(300), f"composition {probe}", every=0.005)
         return time.monotonic() - started
@@ -471,11 +503,10 @@ class Run:
         api_s = self.start_controller()
         api_wall = time.time()
         # One instance added as soon as the API answers: its path crosses the new
-        # controller's scheduler, agents' channels and VPC syncs.
-        self.replicas["sv0-srv"] += 1
-        self.added += 1
-        instance = f"sv0-srv-{self.replicas['sv0-srv'] - 1}"
-        self.api.request("POST", "/automatons/sv0-srv/scale", json={"replicas": self.replicas["sv0-srv"]})
+        # controller's scheduler, agents' channels and VPC syncs (in a VPC of its own).
+        self.replicas[PROBE_VPC] = 1
+        instance = f"{PROBE_VPC}-0"
+        self.api.request("POST", f"/automatons/{PROBE_VPC}/scale", json={"replicas": 1})
         result: dict[str, Any] = {"api_s": round(api_s, 2)}
         waits: list[tuple[str, Callable[[], bool]]] = [
             ("hosts_ready_s", lambda: self.hosts_ready(after=api_wall)),
@@ -501,6 +532,7 @@ class Run:
                 min(t for t in r["synced_at"] if t >= killed_wall)
                 for h in self.hollow_status().values()
                 for r in h["routers"].values()
+                if r["vpc"] != PROBE_VPC
             ]
             result["routers_synced_s"] = round(max(firsts) - started_wall, 2)
         # Agents register again only if a heartbeat fell into the outage; the others
@@ -514,7 +546,7 @@ class Run:
     def routers_synced(self, after: float) -> bool:
         """Every VPC router of every hollow host got a SyncVpc since `after` (wall clock)."""
         status = self.hollow_status()
-        routers = [r for h in status.values() for r in h["routers"].values()]
+        routers = [r for h in status.values() for r in h["routers"].values() if r["vpc"] != PROBE_VPC]
         return bool(routers) and all(any(t >= after for t in r["synced_at"]) for r in routers)
 
     def settled_status(self) -> dict[str, dict[str, Any]]:
@@ -555,10 +587,9 @@ class Run:
     def execute(self, results: dict[str, Any]) -> None:
         self.say(f"controller and {self.hosts} hollow hosts")
         self.start_controller()
-        self.start_hollow()
-        wait_until(self.hosts_ready, self.remaining(60 + self.hosts), f"{self.hosts} Ready hosts", 0.2)
         self.tracker.start()
-        wait_until(lambda: self.tracker.total() == 0 and self.tracker.is_alive(), 10, "the tracker", 0.05)
+        self.start_hollow()
+        wait_until(self.hosts_ready, self.remaining(60 + self.hosts), f"{self.hosts} Ready hosts", 0.1)
         time.sleep(1.0)  # the heartbeats' steady state, before the memory baseline
         rss_before = rss_kib(self.controller_pid())
         results["rss_kib_before"] = rss_before
