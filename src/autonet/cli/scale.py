@@ -87,10 +87,12 @@ class OutOfTime(CliError):
 
 
 # --- processes ---------------------------------------------------------------------------------
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child makes one call only
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: SIGKILL it if the bench dies (even by SIGKILL)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class Processes:
@@ -163,6 +165,7 @@ class Tracker(threading.Thread):
         self.counts: Counter[tuple[str, str]] = Counter()
         self.totals: Counter[str] = Counter()
         self.seen_lost = 0
+        self.revision = 0  # the last store revision reflected here
         self.synced = threading.Event()  # listed, and following the watch
         self.stopping = threading.Event()
         self._client: httpx.Client | None = None
@@ -192,36 +195,44 @@ class Tracker(threading.Thread):
             return self.totals[kind]
 
     def run(self) -> None:
+        failures = 0  # reconnections in a row that brought no event
         while not self.stopping.is_set():
+            seen = self.revision
             with contextlib.suppress(Exception):  # controller down or restarting: again
-                self._follow()
+                self._follow(relist=failures >= 3 or not self.revision)
+            failures = 0 if self.revision != seen else failures + 1
             self.synced.clear()
             self.stopping.wait(0.1)
 
-    def _follow(self) -> None:
+    def _follow(self, relist: bool) -> None:
         transport = httpx.HTTPTransport(uds=self.socket_path)
         timeout = httpx.Timeout(60.0, read=None)
         with httpx.Client(base_url="http://autonet", transport=transport, timeout=timeout) as client:
             self._client = client
-            revision = client.get("/healthz").raise_for_status().json()["revision"]
-            listed = {
-                kind: client.get(f"/api/v1/objects/{kind}").raise_for_status().json() for kind in self.KINDS
-            }
-            with self.lock:
-                self.states.clear()
-                self.counts.clear()
-                self.totals.clear()
-                for kind, objs in listed.items():
-                    for obj in objs:
-                        self._set(kind, obj["name"], obj["status"].get("state"))
+            head = client.get("/healthz").raise_for_status().json()["revision"]
+            if relist:
+                listed = {k: client.get(f"/api/v1/objects/{k}").raise_for_status().json() for k in self.KINDS}
+                with self.lock:
+                    self.states.clear()
+                    self.counts.clear()
+                    self.totals.clear()
+                    for kind, objs in listed.items():
+                        for obj in objs:
+                            self._set(kind, obj["name"], obj["status"].get("state"))
+                self.revision = head
+            # After a controller restart the watch resumes from the last revision seen
+            # (the store keeps its history): listing everything again would load the new
+            # controller in the middle of what we measure. If that keeps failing, relist.
             self.synced.set()
-            with client.stream("GET", f"/api/v1/watch?revision={revision}") as reply:
+            with client.stream("GET", f"/api/v1/watch?revision={self.revision}") as reply:
+                reply.raise_for_status()
                 for line in reply.iter_lines():
                     if self.stopping.is_set():
                         return
                     if not line:
                         continue
                     event = json.loads(line)
+                    self.revision = max(self.revision, int(event["revision"]))
                     obj = event["object"]
                     if obj.get("kind") not in self.KINDS:
                         continue
@@ -649,7 +660,11 @@ def scale(options: ScaleOptions, quick: bool, say: Callable[[str], None]) -> dic
         results.setdefault("converged", False)
     finally:
         results["lost_instances_seen"] = run.tracker.seen_lost
-        run.close()
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the cleanup finish
+        try:
+            run.close()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     return results
 
 
