@@ -392,7 +392,9 @@ async def run_fleet(
             loop.add_signal_handler(sig, stop.set)
     # One connection pool for the whole fleet; sized so that every host's beat gets through.
     limits = httpx.Limits(max_connections=max(10, len(hosts)), max_keepalive_connections=max(10, len(hosts)))
-    client = httpx.AsyncClient(base_url=controller.rstrip("/"), timeout=10.0, limits=limits)
+    # The agent's own timeout (agent/server.py): a beat that takes longer fails and the
+    # host registers again, as a real host would under a slow controller.
+    client = httpx.AsyncClient(base_url=controller.rstrip("/"), timeout=5.0, limits=limits)
     tasks = []
     for n, host in enumerate(hosts):
         tasks.append(asyncio.create_task(heartbeat_loop(host, client), name=f"beat-{host.name}"))
