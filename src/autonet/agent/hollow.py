@@ -177,6 +177,7 @@ class HollowHost:
             "index": self.index,
             "instances": len(self.instances),
             "processes": sum(1 for i in self.instances.values() if i.process is not None),
+            "registrations": len(self.registered_at),
             "registered_at": self.registered_at[-SYNC_HISTORY:],
             "beat_at": self.beat_at,
             "calls": dict(self.calls),

@@ -589,7 +589,7 @@ class Run:
             "instances_in_store": self.tracker.total(),
             "processes_running": sum(h["processes"] for h in status.values()),
             # Registrations after the first: a heartbeat failed (e.g. took over 5 s).
-            "reregistrations": sum(max(0, len(h["registered_at"]) - 1) for h in status.values()),
+            "reregistrations": sum(max(0, h["registrations"] - 1) for h in status.values()),
             "consistent": held == self.tracker.total(),
             "routers": len(routers),
             "max_rules_per_router": max((r.get("rules", 0) for r in routers), default=0),
