@@ -613,6 +613,11 @@ class Run:
             stages.append(self.stage(index, size))
             if not stages[-1]["converged"]:
                 results["converged"] = False
+                # What the instances that exist cost so far (not all of them are Provisioned).
+                results["rss_kib_per_instance_partial"] = round(
+                    (stages[-1]["rss_kib"] - rss_before) / max(1, self.tracker.total()), 2
+                )
+                results["instances_at_timeout"] = self.tracker.total()
                 return
         converge = sum(s["seconds"] for s in stages)
         final = stages[-1]
