@@ -576,8 +576,10 @@ def run(
                 elif section == "failover":  # on a lab of its own: it breaks hosts
                     data = failover(quick, lambda step: progress.console.print(f"failover: {step}"))
                 elif section == "scale":  # its own controller and hollow hosts
+                    options = scale_options or ScaleOptions()
+                    options.logs = options.logs or output.with_name(output.stem + "-scale-logs")
                     data = scale(
-                        scale_options or ScaleOptions(),
+                        options,
                         quick,
                         lambda step: progress.console.print(f"scale: {step}"),
                     )

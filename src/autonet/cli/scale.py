@@ -70,6 +70,7 @@ class ScaleOptions:
     instances: int | None = None
     vpcs: int | None = None
     budget: float = 840.0
+    logs: Path | None = None  # where the daemons' logs are kept if something fails
 
     def resolved(self, quick: bool) -> tuple[int, int, int]:
         hosts = self.hosts or (10 if quick else 50)
@@ -467,9 +468,18 @@ class Run:
         instance = f"{name}-{self.replicas[name] - 1}"
         started = time.monotonic()
         self.api.request("POST", f"/automatons/{name}/scale", json={"replicas": self.replicas[name]})
-        wait_until(
-            lambda: self.tracker.state(instance) == "Provisioned", self.remaining(300), instance, 0.005
-        )
+        try:
+            wait_until(
+                lambda: self.tracker.state(instance) == "Provisioned", self.remaining(300), instance, 0.005
+            )
+        except OutOfTime:
+            raise
+        except CliError as exc:  # say where it stands
+            found = self.api.get("instance", instance)
+            where = f"{found['status'].get('state')}: {found['status'].get('reason')}" if found else "absent"
+            raise CliError(
+                f"{exc}; {instance} is {where} (tracker: {self.tracker.state(instance)})"
+            ) from None
         return time.monotonic() - started
 
     def link_event(self, probe: str) -> float:
@@ -498,8 +508,13 @@ class Run:
         if not row["converged"]:
             return row
         self.say(f"stage {index + 1}: per-event cost")
-        row["instance_event_s"] = [round(self.instance_event(), 3) for _ in range(EVENT_SAMPLES)]
-        row["link_event_s"] = [round(self.link_event(p), 3) for p in probes]
+        try:
+            row["instance_event_s"] = [round(self.instance_event(), 3) for _ in range(EVENT_SAMPLES)]
+            row["link_event_s"] = [round(self.link_event(p), 3) for p in probes]
+        except OutOfTime:
+            raise
+        except CliError as exc:  # an event that did not complete: reported, the run goes on
+            row["event_error"] = str(exc)
         row["events_timings"] = self.stats()
         return row
 
@@ -634,12 +649,20 @@ class Run:
         results["dataplane"] = self.dataplane()
         results["restart"] = self.restart()
 
-    def close(self) -> None:
+    def close(self, keep_logs: Path | None = None) -> None:
         self.tracker.stop()
         self.procs.stop_all()
         if self.client is not None:
             self.client.http.close()
+        if keep_logs is not None:  # the daemons' logs, to see what went wrong
+            keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in self.tmp.glob("*.log"):
+                shutil.copy(log, keep_logs / log.name)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _event_errors(results: dict[str, Any]) -> bool:
+    return any("event_error" in stage for stage in results.get("stages", []))
 
 
 @contextlib.contextmanager
@@ -668,8 +691,11 @@ def scale(options: ScaleOptions, quick: bool, say: Callable[[str], None]) -> dic
     finally:
         results["lost_instances_seen"] = run.tracker.seen_lost
         previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the cleanup finish
+        keep = options.logs if options.logs and ("error" in results or _event_errors(results)) else None
+        if keep is not None:
+            results["logs"] = str(keep)
         try:
-            run.close()
+            run.close(keep)
         finally:
             signal.signal(signal.SIGTERM, previous)
     return results
