@@ -35,5 +35,5 @@ def test_bench_rejects_an_unknown_section(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert (
         result.stderr.strip()
-        == "error: unknown bench section(s) speed: choose from provision, throughput, policy, maglev, failover, all"
+        == "error: unknown bench section(s) speed: choose from provision, throughput, policy, maglev, failover, scale, all"
     )

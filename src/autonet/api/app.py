@@ -27,6 +27,7 @@ from autonet.control.load import LoadTable
 from autonet.control.operators.instances import process_stopped
 from autonet.control.outcomes import Fail, Retry
 from autonet.control.registry import PluginAPI
+from autonet.control.stats import Timings
 from autonet.model import manifest, policy
 from autonet.model.errors import ValidationError
 from autonet.model.kinds import FAILED, INIT, LOST, PROVISIONED, TERMINATING, KindInfo
@@ -143,6 +144,18 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"ok": True, "revision": await ctx.store.revision(), "plugins": plugins.plugins}
+
+    @app.get(f"{API}/stats")
+    async def stats() -> dict[str, Any]:
+        """Timing summaries kept in this controller's memory (control/stats.py): the
+        placement decision (`placement.*`) and every handler (`handler <Kind>/<State>`)."""
+        return Timings.of(ctx).summary()
+
+    @app.delete(f"{API}/stats")
+    async def reset_stats() -> dict[str, Any]:
+        """Start the timing samples afresh (a benchmark measures one phase at a time)."""
+        Timings.of(ctx).reset()
+        return {"reset": True}
 
     @app.get(f"{API}/kinds")
     async def list_kinds() -> list[dict[str, Any]]:

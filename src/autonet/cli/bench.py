@@ -12,6 +12,9 @@ Sections (each reports ratios to baselines measured in the same run):
   update into an empty policy; and how long a new link takes to open end to end.
 - failover: the failed-request window when a host fails or is partitioned, the time to
   replace its instances and to converge after an agent or controller crash (cli/failover.py).
+- scale: the control plane at fleet size on hollow hosts (no kernels, no root): convergence,
+  controller memory per instance, placement time, resync after a controller restart and
+  per-event cost as the fleet grows (cli/scale.py; `--hosts`, `--instances`, `--vpcs`).
 - maglev: table build time for 10, 100 and 1,000 backends next to a textbook
   implementation that materialises the permutations; disruption when a backend goes.
 
@@ -40,11 +43,13 @@ from rich.progress import Progress
 from autonet.cli import lab as labs
 from autonet.cli.client import Client, CliError, wait_until
 from autonet.cli.failover import failover
+from autonet.cli.scale import ScaleOptions, scale
+from autonet.cli.scale import chart as scale_chart
 from autonet.dataplane import netns
 from autonet.dataplane.nsexec import launcher_argv
 from autonet.model import maglev, manifest
 
-SECTIONS = ("provision", "throughput", "policy", "maglev", "failover")
+SECTIONS = ("provision", "throughput", "policy", "maglev", "failover", "scale")
 CNI_BIN = Path("/usr/lib/cni")
 
 
@@ -541,7 +546,9 @@ def chart(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def run(which: list[str], quick: bool, output: Path) -> dict[str, Any]:
+def run(
+    which: list[str], quick: bool, output: Path, scale_options: ScaleOptions | None = None
+) -> dict[str, Any]:
     unknown = set(which) - set(SECTIONS)
     if unknown:
         raise CliError(
@@ -577,6 +584,14 @@ def run(which: list[str], quick: bool, output: Path) -> dict[str, Any]:
                     data = policy(client, quick, progress)
                 elif section == "failover":  # on a lab of its own: it breaks hosts
                     data = failover(quick, lambda step: progress.console.print(f"failover: {step}"))
+                elif section == "scale":  # its own controller and hollow hosts
+                    options = scale_options or ScaleOptions()
+                    options.logs = options.logs or output.with_name(output.stem + "-scale-logs")
+                    data = scale(
+                        options,
+                        quick,
+                        lambda step: progress.console.print(f"scale: {step}"),
+                    )
                 else:
                     data = maglev_section(quick, progress)
                 data["section_seconds"] = round(time.perf_counter() - started, 1)
@@ -587,4 +602,10 @@ def run(which: list[str], quick: bool, output: Path) -> dict[str, Any]:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))
     chart(results, output.with_suffix(".png"))
+    if "scale" in results["sections"]:
+        scale_chart(results["sections"]["scale"], scale_chart_path(output))
     return results
+
+
+def scale_chart_path(output: Path) -> Path:
+    return output.with_name(output.stem + "-scale.png")

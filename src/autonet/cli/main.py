@@ -496,7 +496,7 @@ def demo(keep: Annotated[bool, typer.Option("--keep", help="Leave the lab up aft
 @app.command()
 def bench(
     sections: Annotated[
-        list[str] | None, typer.Argument(help="provision, throughput, policy, maglev, failover or all")
+        list[str] | None, typer.Argument(help="provision, throughput, policy, maglev, failover, scale or all")
     ] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="Fewer samples: ends within about 3 minutes")
@@ -504,15 +504,36 @@ def bench(
     out: Annotated[
         Path, typer.Option("-o", "--output", help="Results JSON (a PNG chart is written beside it)")
     ] = Path("bench-results/results.json"),
+    hosts: Annotated[
+        int | None, typer.Option("--hosts", min=1, help="scale: hollow hosts [50; --quick: 10]")
+    ] = None,
+    instances: Annotated[
+        int | None, typer.Option("--instances", min=2, help="scale: instances in all [2000; --quick: 300]")
+    ] = None,
+    vpcs: Annotated[
+        int | None, typer.Option("--vpcs", min=1, help="scale: VPCs the instances are spread over [M/500]")
+    ] = None,
+    budget: Annotated[
+        float, typer.Option("--timeout", min=10, help="scale: seconds for the whole section (a bound)")
+    ] = 840.0,
 ) -> None:
-    """Benchmarks, as ratios to baselines measured in the same run (raw kernel, CNI, veth)."""
-    from autonet.cli.bench import SECTIONS, run
+    """Benchmarks, as ratios to baselines measured in the same run (raw kernel, CNI, veth).
+
+    `bench scale` measures the control plane at fleet size on hollow hosts (no kernel work,
+    no root): convergence, memory per instance, placement time, resync after a controller
+    restart and per-event cost as the fleet grows (docs/performance.md).
+    """
+    from autonet.cli.bench import SECTIONS, ScaleOptions, run
 
     wanted = [s for s in (sections or ["all"])]
     which = list(SECTIONS) if "all" in wanted else wanted
-    results = run(which, quick, out)
+    results = run(which, quick, out, ScaleOptions(hosts, instances, vpcs, budget))
     typer.echo(output.render(results["sections"], "yaml"))
     typer.echo(f"results: {out} and {out.with_suffix('.png')}")
+    if "scale" in results["sections"]:
+        from autonet.cli.bench import scale_chart_path
+
+        typer.echo(f"scale chart: {scale_chart_path(out)}")
 
 
 def _logging(level: str) -> None:
@@ -622,6 +643,36 @@ def agent(
             warm_pool,
         )
     )
+
+
+@app.command()
+def hollow(
+    controller: Annotated[str, typer.Option("--controller", help="Controller API URL to register with")],
+    hosts: Annotated[int, typer.Option("--hosts", min=1, help="How many hollow hosts this process runs")] = 1,
+    first: Annotated[
+        int, typer.Option("--first", min=0, help="Index of the first host (names, underlays)")
+    ] = 0,
+    cluster: Annotated[
+        str, typer.Option("--cluster", help="Cluster name, part of the host tags")
+    ] = "default",
+    prefix: Annotated[
+        str, typer.Option("--prefix", help="Host names: PREFIX0000, PREFIX0001 ...")
+    ] = "hollow-",
+    underlay: Annotated[str, typer.Option("--underlay", help="Made-up underlays: ipv4 or ipv6")] = "ipv4",
+    status: Annotated[
+        Path | None, typer.Option("--status", help="Write what every host holds here (JSON, every second)")
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "warning",
+) -> None:
+    """Run hollow hosts: the real agent protocol with a no-op data plane (docs/performance.md)."""
+    import asyncio
+
+    from autonet.agent.hollow import make_hosts, run_fleet
+
+    if underlay not in ("ipv4", "ipv6"):
+        fail("--underlay: ipv4 or ipv6")
+    _logging(log_level)
+    asyncio.run(run_fleet(make_hosts(hosts, first, cluster, prefix, underlay), controller, status))
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from typing import Any
 from autonet.control.context import Context
 from autonet.control.outcomes import Advance, Fail, Outcome, Remove, Retry, Stay
 from autonet.control.registry import PluginAPI
+from autonet.control.stats import Timings
 from autonet.model.kinds import FAILED
 from autonet.model.objects import Object
 from autonet.store import Conflict, Delete, Put, StoreError
@@ -82,6 +83,7 @@ class Runner:
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.transitions = 0
+        self.timings = Timings.of(ctx)  # per-handler durations, for GET /api/v1/stats
 
     async def run(self) -> None:
         """Follow the object cache (cancel to stop): it announces every object when it
@@ -142,7 +144,8 @@ class Runner:
         deadline = asyncio.timeout(self.handler_timeout)
         try:
             async with deadline:
-                outcome = await operator(obj, self.ctx)
+                with self.timings.timed(f"handler {kind}/{obj.state}"):
+                    outcome = await operator(obj, self.ctx)
             await self._apply(obj, outcome)
             self._attempts.pop(key, None)
         except Conflict:
