@@ -438,6 +438,16 @@ class Run:
             and self.tracker.count("Provisioned") >= self.expected() == self.tracker.total()
         )
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far by the controller and the hollow processes:
+        on a small machine, who had the cores."""
+        out = {}
+        for name, proc in self.procs.running.items():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[name] = round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+        return out
+
     def stats(self) -> dict[str, Any]:
         """The controller's timing summaries since the last call (then reset)."""
         data: dict[str, Any] = self.api.request("GET", "/stats")["timings"]
@@ -451,7 +461,9 @@ class Run:
         self.apply(docs)
         try:
             wait_until(self.all_provisioned, self.remaining(3600), what, every=0.05)
-        except OutOfTime:
+        except Interrupted:
+            raise
+        except CliError:  # out of time (the budget bounds the wait)
             reached = self.tracker.count("Provisioned")
             elapsed = time.monotonic() - started
             return {"converged": False, "seconds": round(elapsed, 2), "provisioned": reached,
@@ -504,6 +516,7 @@ class Run:
         self.say(f"stage {index + 1}: {size} instances")
         row: dict[str, Any] = {"size": size, **self.converge(docs, f"{size} instances Provisioned")}
         row["rss_kib"] = rss_kib(self.controller_pid())
+        row["cpu_s"] = self.cpu_seconds()
         row["placement"] = self.stats()
         if not row["converged"]:
             return row
