@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from autonet.agent.supervisor import process_start_time
 from autonet.cli.client import Client
 from autonet.cli.failover import SERVICE, failed_window, probe_rows, start_probe, victim_host
 from autonet.dataplane import netns
@@ -80,6 +81,9 @@ def run_host_fault(lab: Lab, fault: str, hold: float) -> dict[str, float]:
     assert {w["status"]["host"] for w in replaced} <= set(lab.info.host_names()) - {host}
     lost_ones = [w for w in webs(lab) if w["status"]["state"] == "Lost"]
     assert lost_ones and all(w["status"]["host"] == host for w in lost_ones)
+    # Behind a partition the lost instances' processes still run: they must go on heal.
+    stale = {(pid, process_start_time(pid)) for w in lost_ones for pid in netns.pids_in(w["status"]["netns"])}
+    assert stale or fault == "fail", "a partition killed the processes"
     time.sleep(max(0.0, hold - (time.monotonic() - began)))
     lab.ok("lab", "heal", host)
     wait_for(lambda: lab.json("get", "host", host)["status"]["state"] == "Ready", 30, f"{host} Ready again")
@@ -91,6 +95,7 @@ def run_host_fault(lab: Lab, fault: str, hold: float) -> dict[str, float]:
     assert len(after) == 6 and all(w["status"]["state"] == "Provisioned" for w in after), after
     assert len({w["status"]["ipv4"] for w in after}) == 6
     assert_no_stale_state(lab, host)
+    assert not [pid for pid, start in stale if process_start_time(pid) == start], "stale processes run"
     assert_every_address_answers_with_its_own_name(lab)
     assert ok > 0 and window <= 5.0, f"requests failed for {window:.1f}s ({ok} ok): {failed}"
     return {"lost_s": lost, "replaced_s": replaced_after, "failed_window_s": window}
