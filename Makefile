@@ -42,10 +42,12 @@ test: venv
 
 # `make test-repeat N=3`: the whole suite N times in a row, each from a fresh clone of
 # HEAD (its own venv, as CI does), to catch flaky tests and missing install steps.
+# The clone's directory must be world-readable: instances run as unprivileged users and
+# execute the clone's interpreter and sources.
 N ?= 3
 test-repeat:
 	@failed=0; for i in $$(seq 1 $(N)); do \
-	  dir=$$(mktemp -d /tmp/autonet-repeat.XXXXXX); \
+	  dir=$$(mktemp -d /tmp/autonet-repeat.XXXXXX) && chmod 755 "$$dir"; \
 	  git clone -q . "$$dir/autonet" && cp -r ../shared "$$dir/" 2>/dev/null; \
 	  echo "run $$i/$(N) in $$dir/autonet"; \
 	  if (cd "$$dir/autonet" && make test </dev/null >"$$dir/test.log" 2>&1); then result=passed; \
