@@ -5,9 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
-
-import pytest
 
 from autonet.dataplane import endpoint as ep
 from autonet.dataplane import netns
@@ -17,16 +14,6 @@ from autonet.model.addressing import mac_for
 
 def unique(prefix: str) -> str:
     return f"an{prefix}{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def nl() -> AsyncIterator[Netlink]:
-    made_before = set(netns.list_names("an"))
-    link = Netlink()
-    yield link
-    link.close()
-    for name in set(netns.list_names("an")) - made_before:
-        netns.delete(name)
 
 
 def spec(router: str, index: int) -> ep.EndpointSpec:

@@ -6,24 +6,11 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
-
-import pytest
 
 from autonet.agent.warmpool import WarmPool
 from autonet.dataplane import netns
 from autonet.dataplane.netlink import Netlink, link_index
 from autonet.model import naming
-
-
-@pytest.fixture
-async def nl() -> AsyncIterator[Netlink]:
-    made_before = set(netns.list_names("an"))
-    link = Netlink()
-    yield link
-    link.close()
-    for name in set(netns.list_names("an")) - made_before:
-        netns.delete(name)
 
 
 async def filled(pool: WarmPool, count: int) -> None:

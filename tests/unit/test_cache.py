@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -15,14 +14,7 @@ from autonet.control.registry import PluginAPI, load_plugins
 from autonet.model.addressing import AddressPool
 from autonet.model.errors import ExhaustedError
 from autonet.model.objects import Object
-from autonet.store import Conflict, Delete, Put, Record, Store, open_store
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    yield s
-    await s.close()
+from autonet.store import Conflict, Delete, Put, Record, Store
 
 
 def context(store: Store) -> Context:

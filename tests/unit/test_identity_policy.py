@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-
-import pytest
 
 from autonet.control.context import Context
 from autonet.control.operators.automatons import terminate
@@ -19,7 +16,7 @@ from autonet.control.vpcsync import identities, identity_rules, member_list
 from autonet.dataplane.policy import Allow, _Elements, _elements, _script
 from autonet.model.objects import Object
 from autonet.model.policy import openings
-from autonet.store import Put, Store, open_store
+from autonet.store import Put, Store
 
 # -- what the control plane sends ----------------------------------------------------------
 
@@ -125,13 +122,6 @@ def test_identity_zero_and_unmapped_addresses_hold_no_element() -> None:
 
 
 # -- identity leases -----------------------------------------------------------------------
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    yield s
-    await s.close()
 
 
 async def put(store: Store, obj: Object) -> None:

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from autonet.control.context import Context
 from autonet.control.liveness import HostLiveness
 from autonet.control.registry import PluginAPI, load_plugins
 from autonet.control.runner import Runner
 from autonet.model.objects import Object
-from autonet.store import Put, Store, open_store
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    yield s
-    await s.close()
+from autonet.store import Put, Store
 
 
 async def put(store: Store, obj: Object) -> None:

@@ -16,7 +16,7 @@ from autonet.control.registry import PluginAPI, load_plugins
 from autonet.control.runner import BACKOFF_MAX, BACKOFF_START, HANDLER_TIMEOUT, Runner, backoff_delay
 from autonet.model.kinds import KindInfo, Stage
 from autonet.model.objects import Object
-from autonet.store import Compacted, Event, Put, Store, StoreError, open_store
+from autonet.store import Compacted, Event, Put, Store, StoreError
 from autonet.store.sqlite import SqliteStore
 
 
@@ -28,13 +28,6 @@ def widget_kind() -> KindInfo:
     return KindInfo(
         "Widget", "widgets", WidgetSpec, [Stage(s) for s in ("Init", "Cut", "Painted", "Provisioned")]
     )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    yield s
-    await s.close()
 
 
 async def put_widget(store: Store, name: str, state: str = "Init") -> None:
