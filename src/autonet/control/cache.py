@@ -94,7 +94,6 @@ class ObjectCache:
         self._listeners: list[Listener] = []
         self._delete_listeners: list[Listener] = []
         self._rng = random.Random()
-        self._loaded = asyncio.Event()
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, kind: str, name: str) -> Object | None:
@@ -123,13 +122,6 @@ class ObjectCache:
         """How many objects `by(kind, index, key)` would return, in O(1)."""
         self.index_function(kind, index)
         return len(self._by[(kind, index)].get(key, {}))
-
-    def keys(self, kind: str, index: str) -> builtins.list[Any]:
-        """The keys `index` currently has objects under (e.g. the hosts holding instances)."""
-        return [k for k, objs in self._by[(kind, index)].items() if objs]
-
-    def count(self, kind: str) -> int:
-        return len(self._objects[kind])
 
     def add_index(self, kind: str, index: str, key: IndexFn) -> None:
         self._indexes.setdefault(kind, {})[index] = key
@@ -234,7 +226,6 @@ class ObjectCache:
                 self._index(obj)
         self.revision = revision
         self.ready = True
-        self._loaded.set()
         for kind, name in gone:  # deleted while the watch was away
             for listener in self._delete_listeners:
                 listener(kind, name)
@@ -242,9 +233,6 @@ class ObjectCache:
             for name in builtins.list(found):
                 self._announce(kind, name)
         return revision
-
-    async def wait_loaded(self) -> None:
-        await self._loaded.wait()
 
     async def run(self) -> None:
         """Load, then follow the watch forever; load again whenever it breaks (cancel to stop)."""

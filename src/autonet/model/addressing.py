@@ -10,24 +10,13 @@ from __future__ import annotations
 import hashlib
 import heapq
 import ipaddress
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from typing import Any
 
 from autonet.model.errors import ExhaustedError
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 # Scanning a /64 for a free slot is pointless: we only look this far into a subnet.
 _SCAN_LIMIT = 1 << 20
-
-
-def usable_hosts(network: IPNetwork) -> Iterator[str]:
-    """Addresses an instance may hold: never the network address, nor IPv4 broadcast."""
-    first = int(network.network_address) + 1
-    last = int(network.broadcast_address) - (1 if network.version == 4 else 0)
-    last = min(last, first + _SCAN_LIMIT)
-    for value in range(first, last + 1):
-        yield str(ipaddress.ip_address(value))
 
 
 class AddressPool:
@@ -81,12 +70,9 @@ class AddressPool:
 
 
 def pick_address(cidr: str, taken: Collection[str]) -> str:
-    """The lowest free address of `cidr`, or ExhaustedError saying which pool is full."""
-    network = ipaddress.ip_network(cidr)
-    for address in usable_hosts(network):
-        if address not in taken:
-            return address
-    raise ExhaustedError(f"address pool {cidr} is exhausted ({len(taken)} addresses in use)")
+    """The lowest free address of `cidr`, or ExhaustedError saying which pool is full
+    (a one-off `AddressPool`: callers that pick often keep theirs)."""
+    return AddressPool(cidr).pick(taken.__contains__)
 
 
 def family_cidr(cidrs: Collection[str], version: int) -> str | None:
