@@ -1,25 +1,35 @@
 """The public extension API: kinds, operators, pipeline stages, validators.
 
-    from autonet.control.registry import PluginAPI
+Operators are module-level functions, collected by a module's `OperatorSet` as the
+module is imported (the way kopf collects its handlers), and taken in by a plugin's
+`setup`:
 
+    # my_plugin/operators.py
+    from autonet.control.registry import OperatorSet
+
+    operators = OperatorSet()
+
+    @operators.handles("L2Agent", "Init")
+    async def start_ovs(obj: Object, ctx: Context) -> Outcome: ...
+
+    # my_plugin/__init__.py
     def setup(api: PluginAPI) -> None:
         api.add_kind(KindInfo("L2Agent", "l2agents", L2AgentSpec, [Stage("Init"), ...]))
-
-        @api.operator("L2Agent", "Init")
-        async def start_ovs(obj: Object, ctx: Context) -> Outcome: ...
-
+        api.add_operators(operators)
         api.insert_stage("Instance", "L2AgentReady", after="Wired", when=on_ovs_network)
 
-A plugin is an entry point in the group `autonet.plugins` naming such a `setup`. The
-built-in kinds and operators are registered by `autonet.control.builtin` through this
-very API. One state has one owner: registering a second handler for the same
-(kind, state) is an error, so two plugins cannot silently fight over an object.
+`@api.operator(kind, state)` registers one handler directly (for a handler that needs
+state of the plugin's `setup`). A plugin is an entry point in the group
+`autonet.plugins` naming such a `setup`. The built-in kinds and operators are
+registered by `autonet.control.builtin` through this very API. One state has one
+owner: registering a second handler for the same (kind, state), in one set or across
+plugins, is an error, so two plugins cannot silently fight over an object.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -46,8 +56,40 @@ class Operator:
     handler: Handler
     name: str
 
+    @classmethod
+    def of(cls, kind: str, state: str, handler: Handler) -> Operator:
+        """The operator `handler`, named after its module and function."""
+        return cls(kind, state, handler, f"{handler.__module__}.{handler.__qualname__}")
+
     async def __call__(self, obj: Object, ctx: Context) -> Outcome:
         return await self.handler(obj, ctx)
+
+
+def claim(owners: dict[tuple[str, str], Operator], operator: Operator) -> None:
+    """Record `operator` as the owner of its (kind, state); a second owner is an error."""
+    key = (operator.kind, operator.state)
+    if key in owners:
+        raise ValueError(f"state {operator.kind}/{operator.state} already has an owner: {owners[key].name}")
+    owners[key] = operator
+
+
+@dataclass
+class OperatorSet:
+    """The operators of one module, collected by its decorators at import time."""
+
+    owners: dict[tuple[str, str], Operator] = field(default_factory=dict)
+
+    def handles(self, kind: str, state: str) -> Callable[[Handler], Handler]:
+        """Decorator: the module-level `handler(obj, ctx)` owns objects of `kind` in `state`."""
+
+        def collect(handler: Handler) -> Handler:
+            claim(self.owners, Operator.of(kind, state, handler))
+            return handler
+
+        return collect
+
+    def __iter__(self) -> Iterator[Operator]:
+        return iter(list(self.owners.values()))
 
 
 @dataclass
@@ -63,18 +105,15 @@ class PluginAPI:
 
     def operator(self, kind: str, state: str) -> Callable[[Handler], Handler]:
         """Decorator: `handler(obj, ctx)` owns objects of `kind` in `state`."""
+        return OperatorSet(self.operators).handles(kind, state)  # claims in this API's owners
 
-        def register(handler: Handler) -> Handler:
-            key = (kind, state)
-            if key in self.operators:
-                owner = self.operators[key].name
-                raise ValueError(f"state {kind}/{state} already has an owner: {owner}")
-            self.operators[key] = Operator(
-                kind, state, handler, f"{handler.__module__}.{handler.__qualname__}"
-            )
-            return handler
-
-        return register
+    def add_operators(self, operators: Iterable[Operator]) -> None:
+        """Take in operators collected elsewhere (a module's `OperatorSet`): all of them,
+        or, if one of their states already has an owner, none."""
+        owners = dict(self.operators)
+        for operator in operators:
+            claim(owners, operator)
+        self.operators.update(owners)
 
     def insert_stage(
         self, kind: str, state: str, after: str, when: Callable[[Object], bool] | None = None

@@ -22,7 +22,7 @@ from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.control.leases import lease_addresses, lease_number, release
 from autonet.control.outcomes import Advance, MoveTo, Outcome, Remove, Retry, Stay
-from autonet.control.registry import PluginAPI
+from autonet.control.registry import OperatorSet
 from autonet.control.vpcsync import VpcSyncer
 from autonet.model.addressing import family_cidr, service_ranges
 from autonet.model.kinds import INIT, LOST, PROVISIONED, TERMINATING
@@ -102,91 +102,92 @@ async def reshape(automaton: Object, ctx: Context) -> None:
         await ctx.store.commit([Put(inst.kind, inst.name, done.to_data(), inst.metadata.revision)])
 
 
-def register(api: PluginAPI) -> None:
-    async def lease_vips(automaton: Object, ctx: Context) -> tuple[dict[str, Any], list[Op]]:
-        """The automaton's service addresses, leased from its VPC's service ranges, and its
-        identity in the VPC."""
-        network = await ctx.get("Network", automaton.spec["network"])
-        if network is None:
-            raise Retry(f'waiting for Network "{automaton.spec["network"]}"', delay=0.3)
-        vpc = await ctx.get("Vpc", network.spec["vpc"])
-        if vpc is None:
-            raise Retry(f'waiting for Vpc "{network.spec["vpc"]}"', delay=0.3)
-        cidrs = {}
-        for version in (4, 6):
-            service = family_cidr(service_ranges(vpc.spec), version)
-            if family_cidr(network.spec["cidrs"], version) and service:
-                cidrs[version] = service
-        vips, ops = await lease_addresses(
-            ctx, vip_pool(vpc.name), cidrs, automaton, f'Vpc "{vpc.name}": service'
-        )
-        identity, identity_ops = await lease_number(
-            ctx, identity_pool(vpc.name), automaton, lowest_free_identity
-        )
-        status: dict[str, Any] = {
-            "vpc": vpc.name,
-            "identity": identity,
-            **{f"vip{v}": a for v, a in vips.items()},
-        }
-        return status, ops + identity_ops
+operators = OperatorSet()
 
-    @api.operator("Automaton", "Init")
-    async def reconcile_replicas(automaton: Object, ctx: Context) -> Outcome:
-        vips, lease_ops = await lease_vips(automaton, ctx)
-        wanted = int(automaton.spec.get("replicas", 1))
-        current = await instances_of(ctx, automaton.name)
-        # Instances on a lost host do not count: they are replaced, and removed when
-        # their host returns. Ordinals still held by any object are not reused yet.
-        live = sorted(
-            (i for i in current if not i.metadata.deleting and i.state != LOST),
-            key=lambda i: int(i.spec["ordinal"]),
-        )
-        used = {int(i.spec["ordinal"]) for i in current}
-        free = (n for n in itertools.count() if n not in used)
-        ops: list[Op] = [terminate(inst) for inst in live[wanted:]]  # the highest ordinals go
-        for _ in range(wanted - len(live)):
-            ordinal = next(free)
-            new = Object(
-                kind="Instance",
-                name=instance_name(automaton.name, ordinal),
-                metadata=Metadata(owner=automaton.ref),
-                spec={"automaton": automaton.name, "ordinal": ordinal},
-                status={"state": "Init"},
-            )
-            ops.append(Put(new.kind, new.name, new.to_data(), 0))
-        digest = process_hash(automaton.spec)
-        for inst in live[:wanted]:
-            if inst.state in RESTART_FROM and inst.status.get("process_hash") != digest:
-                restart = inst.with_status(state="Routed")
-                ops.append(Put(inst.kind, inst.name, restart.to_data(), inst.metadata.revision))
-        if ops:
-            await ctx.store.commit(ops)
-        await reshape(automaton, ctx)
-        return Advance(
-            status={"replicas": wanted, **vips},
-            also=lease_ops,
-            # its ports or addresses may have changed: refresh the VPC's hosts
-            after=lambda: VpcSyncer.of(ctx).sync(vips["vpc"]),
-        )
 
-    @api.operator("Automaton", PROVISIONED)
-    async def keep_identity(automaton: Object, ctx: Context) -> Outcome:
-        """An automaton provisioned before identities existed holds none, so its instances
-        would be denied: back to Init, whose handler leases one. (A controller that starts
-        looks at every object, so an upgrade needs nothing more.)"""
-        if automaton.status.get("identity") or automaton.metadata.deleting:
-            return Stay()
-        return MoveTo(INIT, status={"reason": "leasing its policy identity"})
+async def lease_vips(automaton: Object, ctx: Context) -> tuple[dict[str, Any], list[Op]]:
+    """The automaton's service addresses, leased from its VPC's service ranges, and its
+    identity in the VPC."""
+    network = await ctx.get("Network", automaton.spec["network"])
+    if network is None:
+        raise Retry(f'waiting for Network "{automaton.spec["network"]}"', delay=0.3)
+    vpc = await ctx.get("Vpc", network.spec["vpc"])
+    if vpc is None:
+        raise Retry(f'waiting for Vpc "{network.spec["vpc"]}"', delay=0.3)
+    cidrs = {}
+    for version in (4, 6):
+        service = family_cidr(service_ranges(vpc.spec), version)
+        if family_cidr(network.spec["cidrs"], version) and service:
+            cidrs[version] = service
+    vips, ops = await lease_addresses(ctx, vip_pool(vpc.name), cidrs, automaton, f'Vpc "{vpc.name}": service')
+    identity, identity_ops = await lease_number(ctx, identity_pool(vpc.name), automaton, lowest_free_identity)
+    status: dict[str, Any] = {
+        "vpc": vpc.name,
+        "identity": identity,
+        **{f"vip{v}": a for v, a in vips.items()},
+    }
+    return status, ops + identity_ops
 
-    @api.operator("Automaton", TERMINATING)
-    async def delete_automaton(automaton: Object, ctx: Context) -> Outcome:
-        await terminate_all(ctx, await instances_of(ctx, automaton.name))
-        vpc = automaton.status.get("vpc")
-        identity = automaton.status.get("identity")
-        leases = (
-            release(vip_pool(vpc), [automaton.status.get("vip4"), automaton.status.get("vip6")])
-            + release(identity_pool(vpc), [str(identity) if identity else None])
-            if vpc
-            else []
+
+@operators.handles("Automaton", "Init")
+async def reconcile_replicas(automaton: Object, ctx: Context) -> Outcome:
+    vips, lease_ops = await lease_vips(automaton, ctx)
+    wanted = int(automaton.spec.get("replicas", 1))
+    current = await instances_of(ctx, automaton.name)
+    # Instances on a lost host do not count: they are replaced, and removed when
+    # their host returns. Ordinals still held by any object are not reused yet.
+    live = sorted(
+        (i for i in current if not i.metadata.deleting and i.state != LOST),
+        key=lambda i: int(i.spec["ordinal"]),
+    )
+    used = {int(i.spec["ordinal"]) for i in current}
+    free = (n for n in itertools.count() if n not in used)
+    ops: list[Op] = [terminate(inst) for inst in live[wanted:]]  # the highest ordinals go
+    for _ in range(wanted - len(live)):
+        ordinal = next(free)
+        new = Object(
+            kind="Instance",
+            name=instance_name(automaton.name, ordinal),
+            metadata=Metadata(owner=automaton.ref),
+            spec={"automaton": automaton.name, "ordinal": ordinal},
+            status={"state": "Init"},
         )
-        return Remove(also=leases, after=_resync(ctx, vpc))
+        ops.append(Put(new.kind, new.name, new.to_data(), 0))
+    digest = process_hash(automaton.spec)
+    for inst in live[:wanted]:
+        if inst.state in RESTART_FROM and inst.status.get("process_hash") != digest:
+            restart = inst.with_status(state="Routed")
+            ops.append(Put(inst.kind, inst.name, restart.to_data(), inst.metadata.revision))
+    if ops:
+        await ctx.store.commit(ops)
+    await reshape(automaton, ctx)
+    return Advance(
+        status={"replicas": wanted, **vips},
+        also=lease_ops,
+        # its ports or addresses may have changed: refresh the VPC's hosts
+        after=lambda: VpcSyncer.of(ctx).sync(vips["vpc"]),
+    )
+
+
+@operators.handles("Automaton", PROVISIONED)
+async def keep_identity(automaton: Object, ctx: Context) -> Outcome:
+    """An automaton provisioned before identities existed holds none, so its instances
+    would be denied: back to Init, whose handler leases one. (A controller that starts
+    looks at every object, so an upgrade needs nothing more.)"""
+    if automaton.status.get("identity") or automaton.metadata.deleting:
+        return Stay()
+    return MoveTo(INIT, status={"reason": "leasing its policy identity"})
+
+
+@operators.handles("Automaton", TERMINATING)
+async def delete_automaton(automaton: Object, ctx: Context) -> Outcome:
+    await terminate_all(ctx, await instances_of(ctx, automaton.name))
+    vpc = automaton.status.get("vpc")
+    identity = automaton.status.get("identity")
+    leases = (
+        release(vip_pool(vpc), [automaton.status.get("vip4"), automaton.status.get("vip6")])
+        + release(identity_pool(vpc), [str(identity) if identity else None])
+        if vpc
+        else []
+    )
+    return Remove(also=leases, after=_resync(ctx, vpc))

@@ -32,7 +32,7 @@ from autonet.control.leases import lease_number, release
 from autonet.control.liveness import HostLiveness
 from autonet.control.operators.automatons import terminate, terminate_all
 from autonet.control.outcomes import Advance, MoveTo, Outcome, Remove, Stay
-from autonet.control.registry import PluginAPI
+from autonet.control.registry import OperatorSet
 from autonet.control.vpcsync import VpcSyncer, wired_states
 from autonet.model.flowid import MAX_HOSTS
 from autonet.model.kinds import CONNECTED, INIT, LOST, READY, TERMINATING
@@ -57,96 +57,102 @@ async def instances_on(ctx: Context, host: str) -> list[Object]:
     return await ctx.by("Instance", "host", host)
 
 
-def register(api: PluginAPI) -> None:
-    @api.operator("Host", INIT)
-    async def bootstrap(host: Object, ctx: Context) -> Outcome:
-        if (lost := silence(host, ctx)) is not None:
-            return lost  # (re)bootstrapping a host that died meanwhile: it is lost
-        ops: list[Op] = []
-        index = host.status.get("index")
-        if index is None:
+operators = OperatorSet()
 
-            def lowest_free(taken: set[int]) -> int:
-                return next(i for i in range(MAX_HOSTS) if i not in taken)
 
-            index, ops = await lease_number(ctx, HOST_POOL, host, lowest_free)
-        agent = await ctx.agent_for(host.name)
-        report = await agent.call("Bootstrap", pb.BootstrapRequest(host=host.name))
-        mine = {inst.uid: inst for inst in await instances_on(ctx, host.name)}
-        held = {row.instance_uid for row in report.instances}
-        for uid in sorted(held):
-            inst = mine.get(uid)
-            if inst is None or inst.state == LOST or inst.metadata.deleting:
-                # Deleted, or lost and replaced, while the host was away: it goes before
-                # the host is Ready again, so it never serves next to its replacement.
-                await agent.call("DeleteInstance", pb.InstanceRef(instance_uid=uid))
-        for inst in mine.values():
-            if inst.metadata.deleting:
-                continue
-            if inst.state == LOST:  # gone from the host now; its Terminating releases its leases
-                ops.append(terminate(inst))
-            elif inst.state in wired_states(ctx.kinds) and inst.uid not in held:
-                redo = inst.with_status(state="Addressed", reason="re-wiring: the agent lost it")
-                ops.append(Put(inst.kind, inst.name, redo.to_data(), inst.metadata.revision))
-        # `booted`: the agent boot this bootstrap was for; a host whose agent reports
-        # another boot ID (a restarted agent) is bootstrapped again.
-        return Advance(status={"booted": report.boot_id, "index": index}, also=ops)
+@operators.handles("Host", INIT)
+async def bootstrap(host: Object, ctx: Context) -> Outcome:
+    if (lost := silence(host, ctx)) is not None:
+        return lost  # (re)bootstrapping a host that died meanwhile: it is lost
+    ops: list[Op] = []
+    index = host.status.get("index")
+    if index is None:
 
-    @api.operator("Host", CONNECTED)
-    async def resync(host: Object, ctx: Context) -> Outcome:
-        if (lost := silence(host, ctx)) is not None:
-            return lost
-        vpcs = {i.status["vpc"] for i in await instances_on(ctx, host.name) if i.status.get("vpc")}
+        def lowest_free(taken: set[int]) -> int:
+            return next(i for i in range(MAX_HOSTS) if i not in taken)
+
+        index, ops = await lease_number(ctx, HOST_POOL, host, lowest_free)
+    agent = await ctx.agent_for(host.name)
+    report = await agent.call("Bootstrap", pb.BootstrapRequest(host=host.name))
+    mine = {inst.uid: inst for inst in await instances_on(ctx, host.name)}
+    held = {row.instance_uid for row in report.instances}
+    for uid in sorted(held):
+        inst = mine.get(uid)
+        if inst is None or inst.state == LOST or inst.metadata.deleting:
+            # Deleted, or lost and replaced, while the host was away: it goes before
+            # the host is Ready again, so it never serves next to its replacement.
+            await agent.call("DeleteInstance", pb.InstanceRef(instance_uid=uid))
+    for inst in mine.values():
+        if inst.metadata.deleting:
+            continue
+        if inst.state == LOST:  # gone from the host now; its Terminating releases its leases
+            ops.append(terminate(inst))
+        elif inst.state in wired_states(ctx.kinds) and inst.uid not in held:
+            redo = inst.with_status(state="Addressed", reason="re-wiring: the agent lost it")
+            ops.append(Put(inst.kind, inst.name, redo.to_data(), inst.metadata.revision))
+    # `booted`: the agent boot this bootstrap was for; a host whose agent reports
+    # another boot ID (a restarted agent) is bootstrapped again.
+    return Advance(status={"booted": report.boot_id, "index": index}, also=ops)
+
+
+@operators.handles("Host", CONNECTED)
+async def resync(host: Object, ctx: Context) -> Outcome:
+    if (lost := silence(host, ctx)) is not None:
+        return lost
+    vpcs = {i.status["vpc"] for i in await instances_on(ctx, host.name) if i.status.get("vpc")}
+    await VpcSyncer.of(ctx).sync_all(vpcs)
+    return Advance()
+
+
+@operators.handles("Host", READY)
+async def watch_ready(host: Object, ctx: Context) -> Outcome:
+    """A Ready host stays Ready while its agent heartbeats, and the boot it was
+    bootstrapped for; it is looked at again when its heartbeat would be overdue."""
+    if host.status.get("boot_id") != host.status.get("booted"):
+        return MoveTo(INIT, status={"reason": "its agent restarted (new boot ID)"})
+    if (lost := silence(host, ctx)) is not None:
+        return lost
+    liveness = HostLiveness.of(ctx)
+    return Stay(recheck_after=liveness.timeout - liveness.silent_for(host.name) + RECHECK_SLACK)
+
+
+@operators.handles("Host", LOST)
+async def evacuate(host: Object, ctx: Context) -> Outcome:
+    """Its instances leave every data plane and are replaced on Ready hosts."""
+    # A VPC sync that began before the loss may be waiting on this host's agent: cut
+    # it short, so the syncs that take the host's instances out are not queued behind.
+    await ctx.agents.abandon(host.name)
+    ops: list[Op] = []
+    vpcs: set[str] = set()
+    automatons: set[str] = set()
+    for inst in await instances_on(ctx, host.name):
+        if inst.metadata.deleting or inst.state == LOST:
+            continue
+        lost = inst.with_status(state=LOST, reason=f"host {host.name} is lost")
+        ops.append(Put(inst.kind, inst.name, lost.to_data(), inst.metadata.revision))
+        automatons.add(inst.spec["automaton"])
+        if inst.status.get("vpc"):
+            vpcs.add(inst.status["vpc"])
+    for name in sorted(automatons):  # back to Init: they count their live instances again
+        automaton = await ctx.get("Automaton", name)
+        if automaton is not None and not automaton.metadata.deleting:
+            again = automaton.with_status(state=INIT, reason=f"replacing instances lost with {host.name}")
+            ops.append(Put(automaton.kind, automaton.name, again.to_data(), automaton.metadata.revision))
+    if ops:
+        await ctx.store.commit(ops)
+        ctx.log.warning("host %s lost: %d instance(s) out of service", host.name, len(ops))
         await VpcSyncer.of(ctx).sync_all(vpcs)
-        return Advance()
+    liveness = HostLiveness.of(ctx)
+    if liveness.heard(host.name) and liveness.alive(host.name):
+        # Back (healed, or its agent restarted): Init removes what was replaced.
+        return MoveTo(INIT, status={"reason": "heard from again"})
+    return Stay(recheck_after=LOST_RECHECK)
 
-    @api.operator("Host", READY)
-    async def watch_ready(host: Object, ctx: Context) -> Outcome:
-        """A Ready host stays Ready while its agent heartbeats, and the boot it was
-        bootstrapped for; it is looked at again when its heartbeat would be overdue."""
-        if host.status.get("boot_id") != host.status.get("booted"):
-            return MoveTo(INIT, status={"reason": "its agent restarted (new boot ID)"})
-        if (lost := silence(host, ctx)) is not None:
-            return lost
-        liveness = HostLiveness.of(ctx)
-        return Stay(recheck_after=liveness.timeout - liveness.silent_for(host.name) + RECHECK_SLACK)
 
-    @api.operator("Host", LOST)
-    async def evacuate(host: Object, ctx: Context) -> Outcome:
-        """Its instances leave every data plane and are replaced on Ready hosts."""
-        # A VPC sync that began before the loss may be waiting on this host's agent: cut
-        # it short, so the syncs that take the host's instances out are not queued behind.
-        await ctx.agents.abandon(host.name)
-        ops: list[Op] = []
-        vpcs: set[str] = set()
-        automatons: set[str] = set()
-        for inst in await instances_on(ctx, host.name):
-            if inst.metadata.deleting or inst.state == LOST:
-                continue
-            lost = inst.with_status(state=LOST, reason=f"host {host.name} is lost")
-            ops.append(Put(inst.kind, inst.name, lost.to_data(), inst.metadata.revision))
-            automatons.add(inst.spec["automaton"])
-            if inst.status.get("vpc"):
-                vpcs.add(inst.status["vpc"])
-        for name in sorted(automatons):  # back to Init: they count their live instances again
-            automaton = await ctx.get("Automaton", name)
-            if automaton is not None and not automaton.metadata.deleting:
-                again = automaton.with_status(state=INIT, reason=f"replacing instances lost with {host.name}")
-                ops.append(Put(automaton.kind, automaton.name, again.to_data(), automaton.metadata.revision))
-        if ops:
-            await ctx.store.commit(ops)
-            ctx.log.warning("host %s lost: %d instance(s) out of service", host.name, len(ops))
-            await VpcSyncer.of(ctx).sync_all(vpcs)
-        liveness = HostLiveness.of(ctx)
-        if liveness.heard(host.name) and liveness.alive(host.name):
-            # Back (healed, or its agent restarted): Init removes what was replaced.
-            return MoveTo(INIT, status={"reason": "heard from again"})
-        return Stay(recheck_after=LOST_RECHECK)
-
-    @api.operator("Host", TERMINATING)
-    async def remove_host(host: Object, ctx: Context) -> Outcome:
-        """A host deleted by the user: its instances go (no agent is asked), then the host."""
-        await terminate_all(ctx, await instances_on(ctx, host.name), " of the host")
-        HostLiveness.of(ctx).forget(host.name)
-        index = host.status.get("index")
-        return Remove(also=release(HOST_POOL, [str(index)]) if index is not None else [])
+@operators.handles("Host", TERMINATING)
+async def remove_host(host: Object, ctx: Context) -> Outcome:
+    """A host deleted by the user: its instances go (no agent is asked), then the host."""
+    await terminate_all(ctx, await instances_on(ctx, host.name), " of the host")
+    HostLiveness.of(ctx).forget(host.name)
+    index = host.status.get("index")
+    return Remove(also=release(HOST_POOL, [str(index)]) if index is not None else [])

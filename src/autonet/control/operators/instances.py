@@ -20,7 +20,7 @@ from autonet.control.load import LoadTable
 from autonet.control.operators.automatons import process_hash, qos_message
 from autonet.control.outcomes import Advance, Fail, MoveTo, Outcome, Remove, Retry, Stay
 from autonet.control.placement import choose_host, host_load
-from autonet.control.registry import PluginAPI
+from autonet.control.registry import OperatorSet
 from autonet.control.stats import Timings
 from autonet.control.vpcsync import VpcSyncer, overlay_mtu
 from autonet.model import naming
@@ -74,173 +74,170 @@ async def process_stopped(ctx: Context, host: str, uid: str, name: str, why: str
     raise Retry(f"instance {name} keeps changing; report again")
 
 
-def register(api: PluginAPI) -> None:
-    @api.operator("Instance", "Init")
-    async def schedule(inst: Object, ctx: Context) -> Outcome:
-        timings = Timings.of(ctx)
-        waited = time.perf_counter()
-        async with ctx.lock("placement"):
-            # Timed for `bench scale` (GET /api/v1/stats): the decision is reading its
-            # inputs plus choosing; the lock wait and the commit are kept apart.
-            started = time.perf_counter()
-            timings.add("placement.lock_wait", started - waited)
-            hosts = await ctx.list("Host")
-            if ctx.cache.ready:  # O(hosts): counts kept by the cache's index
-                load: Mapping[str, int] = {
-                    h.name: ctx.cache.size("Instance", "placed", h.name) for h in hosts
-                }
-            else:
-                load = host_load(await ctx.list("Instance"))
-            read = time.perf_counter()
-            host = choose_host(hosts, load, LoadTable.of(ctx).host_bps())
-            decided = time.perf_counter()
-            timings.add("placement.inputs", read - started)
-            timings.add("placement.choose", decided - read)
-            timings.add("placement.decision", decided - started)
-            if host is None:
-                raise Retry("no Ready host with free capacity", delay=1.0)
-            # Commit under the lock so the next placement sees this one.
-            placed = inst.with_status(state=api.kinds["Instance"].next_state(inst), host=host.name, reason="")
-            with timings.timed("placement.commit"):
-                await ctx.store.commit([Put(inst.kind, inst.name, placed.to_data(), inst.metadata.revision)])
-        return Stay()  # the placement is already written, under the lock
+operators = OperatorSet()
 
-    @api.operator("Instance", "Scheduled")
-    async def address(inst: Object, ctx: Context) -> Outcome:
-        _, network, vpc = await owner_objects(ctx, inst)
-        host = await ctx.get("Host", inst.status["host"])
+
+@operators.handles("Instance", "Init")
+async def schedule(inst: Object, ctx: Context) -> Outcome:
+    timings = Timings.of(ctx)
+    waited = time.perf_counter()
+    async with ctx.lock("placement"):
+        # Timed for `bench scale` (GET /api/v1/stats): the decision is reading its
+        # inputs plus choosing; the lock wait and the commit are kept apart.
+        started = time.perf_counter()
+        timings.add("placement.lock_wait", started - waited)
+        hosts = await ctx.list("Host")
+        if ctx.cache.ready:  # O(hosts): counts kept by the cache's index
+            load: Mapping[str, int] = {h.name: ctx.cache.size("Instance", "placed", h.name) for h in hosts}
+        else:
+            load = host_load(await ctx.list("Instance"))
+        read = time.perf_counter()
+        host = choose_host(hosts, load, LoadTable.of(ctx).host_bps())
+        decided = time.perf_counter()
+        timings.add("placement.inputs", read - started)
+        timings.add("placement.choose", decided - read)
+        timings.add("placement.decision", decided - started)
         if host is None:
-            raise Retry(f"host {inst.status['host']} is gone", delay=1.0)
-        cidrs = {v: c for v in (4, 6) if (c := family_cidr(network.spec["cidrs"], v))}
-        held, ops = await lease_addresses(
-            ctx, ip_pool(network.name), cidrs, inst, f'network "{network.name}"'
-        )
-        status: dict[str, object] = {f"ipv{v}": a for v, a in held.items()}
-        tag = host.spec["tag"]
-        status.update(
-            network=network.name,
-            # What the instance was addressed from; plugins' stage predicates read it.
-            network_spec=network.spec,
-            vpc=vpc.name,
-            vpc_uid=vpc.uid,
-            netns=naming.instance_netns(tag, inst.uid),
-            router_netns=naming.router_netns(tag, vpc.uid),
-            router_ifname=naming.router_ifname(inst.uid),
-            mac=mac_for(inst.uid),
-            router_mac=mac_for("gw:" + inst.uid),
-            mtu=overlay_mtu(host),
-        )
-        return Advance(status=status, also=ops)
+            raise Retry("no Ready host with free capacity", delay=1.0)
+        # Commit under the lock so the next placement sees this one.
+        placed = inst.with_status(state=ctx.kinds["Instance"].next_state(inst), host=host.name, reason="")
+        with timings.timed("placement.commit"):
+            await ctx.store.commit([Put(inst.kind, inst.name, placed.to_data(), inst.metadata.revision)])
+    return Stay()  # the placement is already written, under the lock
 
-    @api.operator("Instance", "Addressed")
-    async def wire(inst: Object, ctx: Context) -> Outcome:
-        automaton, _, _ = await owner_objects(ctx, inst)
-        agent = await ctx.agent_for(inst.status["host"])
-        s = inst.status
-        await agent.call(
-            "EnsureEndpoint",
-            pb.Endpoint(
-                instance_uid=inst.uid,
-                instance_name=inst.name,
-                vpc_uid=s["vpc_uid"],
-                netns=s["netns"],
-                router_netns=s["router_netns"],
-                router_ifname=s["router_ifname"],
-                mac=s["mac"],
-                router_mac=s["router_mac"],
-                ipv4=s.get("ipv4", ""),
-                ipv6=s.get("ipv6", ""),
-                mtu=s["mtu"],
-                resolv_conf=resolv_conf(s["vpc"]),
-                qos=qos_message(automaton.spec.get("qos")),
-            ),
-        )
-        return Advance(status={"qos": automaton.spec.get("qos") or {}})
 
-    @api.operator("Instance", "Wired")
-    async def route(inst: Object, ctx: Context) -> Outcome:
-        """The network operator: every host of the VPC learns where the instance is.
+@operators.handles("Instance", "Scheduled")
+async def address(inst: Object, ctx: Context) -> Outcome:
+    _, network, vpc = await owner_objects(ctx, inst)
+    host = await ctx.get("Host", inst.status["host"])
+    if host is None:
+        raise Retry(f"host {inst.status['host']} is gone", delay=1.0)
+    cidrs = {v: c for v in (4, 6) if (c := family_cidr(network.spec["cidrs"], v))}
+    held, ops = await lease_addresses(ctx, ip_pool(network.name), cidrs, inst, f'network "{network.name}"')
+    status: dict[str, object] = {f"ipv{v}": a for v, a in held.items()}
+    tag = host.spec["tag"]
+    status.update(
+        network=network.name,
+        # What the instance was addressed from; plugins' stage predicates read it.
+        network_spec=network.spec,
+        vpc=vpc.name,
+        vpc_uid=vpc.uid,
+        netns=naming.instance_netns(tag, inst.uid),
+        router_netns=naming.router_netns(tag, vpc.uid),
+        router_ifname=naming.router_ifname(inst.uid),
+        mac=mac_for(inst.uid),
+        router_mac=mac_for("gw:" + inst.uid),
+        mtu=overlay_mtu(host),
+    )
+    return Advance(status=status, also=ops)
 
-        It also records the hosts that hold instances of the instance's network, for
-        stages a plugin may insert after this one (an L2 agent programs them all)."""
-        syncer = VpcSyncer.of(ctx)
-        await syncer.sync(inst.status["vpc"])  # a sync that started after this instance was wired
-        hosts = syncer.network_hosts.get(inst.status["network"], set())
-        return Advance(status={"network_hosts": sorted(hosts | {inst.status["host"]})})
 
-    @api.operator("Instance", "Routed")
-    async def start_process(inst: Object, ctx: Context) -> Outcome:
-        automaton, _, _ = await owner_objects(ctx, inst)
-        agent = await ctx.agent_for(inst.status["host"])
-        spec = automaton.spec
-        env = {
-            **spec.get("env", {}),
-            "AUTONET_INSTANCE": inst.name,
-            "AUTONET_AUTOMATON": automaton.name,
-            "AUTONET_IPV4": inst.status.get("ipv4", ""),
-            "AUTONET_IPV6": inst.status.get("ipv6", ""),
-        }
-        await agent.call(
-            "EnsureProcess",
-            pb.Process(
-                instance_uid=inst.uid, command=spec["command"], user=spec.get("user", "nobody"), env=env
-            ),
-        )
-        return Advance(status={"process_hash": process_hash(spec)})
+@operators.handles("Instance", "Addressed")
+async def wire(inst: Object, ctx: Context) -> Outcome:
+    automaton, _, _ = await owner_objects(ctx, inst)
+    agent = await ctx.agent_for(inst.status["host"])
+    s = inst.status
+    await agent.call(
+        "EnsureEndpoint",
+        pb.Endpoint(
+            instance_uid=inst.uid,
+            instance_name=inst.name,
+            vpc_uid=s["vpc_uid"],
+            netns=s["netns"],
+            router_netns=s["router_netns"],
+            router_ifname=s["router_ifname"],
+            mac=s["mac"],
+            router_mac=s["router_mac"],
+            ipv4=s.get("ipv4", ""),
+            ipv6=s.get("ipv6", ""),
+            mtu=s["mtu"],
+            resolv_conf=resolv_conf(s["vpc"]),
+            qos=qos_message(automaton.spec.get("qos")),
+        ),
+    )
+    return Advance(status={"qos": automaton.spec.get("qos") or {}})
 
-    @api.operator("Instance", "Running")
-    async def confirm(inst: Object, ctx: Context) -> Outcome:
-        agent = await ctx.agent_for(inst.status["host"])
-        report = await agent.call("Report", pb.ReportRequest(instance_uid=inst.uid))
-        row = next((r for r in report.instances if r.instance_uid == inst.uid), None)
-        if row is None:
-            return MoveTo("Addressed", status={"reason": "the agent lost it: wiring again"})
-        automaton, _, _ = await owner_objects(ctx, inst)
-        wanted = {f"{p['transport']}/{p['port']}" for p in automaton.spec.get("provides", [])}
-        missing = sorted(wanted - set(row.listening))
-        if row.process == "running" and row.pid and not missing:
-            # Ready: it becomes a backend of its service on every host of the VPC.
-            return Advance(
-                status={"pid": row.pid, "restarts": row.restarts},
-                after=lambda: VpcSyncer.of(ctx).sync(inst.status["vpc"]),
-            )
-        if row.process == "running" and missing:
-            raise Retry(
-                f"process running, not yet listening on {', '.join(missing)}", delay=READY_CHECK_DELAY
-            )
-        if row.process == "failed":
-            raise Fail(f"process keeps failing: {row.last_exit} (see `autonet logs {inst.name}`)")
-        raise Retry(
-            f"process {row.process or 'starting'}: {row.last_exit}".strip(": "), delay=READY_CHECK_DELAY
-        )
 
-    @api.operator("Instance", PROVISIONED)
-    async def serving(inst: Object, ctx: Context) -> Outcome:
-        """A serving instance whose process stopped leaves its service at once and waits,
-        in `Running`, until it is ready again (the agent restarts the process)."""
-        why = inst.status.get("process_down")
-        if not why:
-            return Stay()
-        return MoveTo(
-            "Running",
-            status={"reason": f"process {why}; waiting until it is ready", "process_down": None},
+@operators.handles("Instance", "Wired")
+async def route(inst: Object, ctx: Context) -> Outcome:
+    """The network operator: every host of the VPC learns where the instance is.
+
+    It also records the hosts that hold instances of the instance's network, for
+    stages a plugin may insert after this one (an L2 agent programs them all)."""
+    syncer = VpcSyncer.of(ctx)
+    await syncer.sync(inst.status["vpc"])  # a sync that started after this instance was wired
+    hosts = syncer.network_hosts.get(inst.status["network"], set())
+    return Advance(status={"network_hosts": sorted(hosts | {inst.status["host"]})})
+
+
+@operators.handles("Instance", "Routed")
+async def start_process(inst: Object, ctx: Context) -> Outcome:
+    automaton, _, _ = await owner_objects(ctx, inst)
+    agent = await ctx.agent_for(inst.status["host"])
+    spec = automaton.spec
+    env = {
+        **spec.get("env", {}),
+        "AUTONET_INSTANCE": inst.name,
+        "AUTONET_AUTOMATON": automaton.name,
+        "AUTONET_IPV4": inst.status.get("ipv4", ""),
+        "AUTONET_IPV6": inst.status.get("ipv6", ""),
+    }
+    await agent.call(
+        "EnsureProcess",
+        pb.Process(instance_uid=inst.uid, command=spec["command"], user=spec.get("user", "nobody"), env=env),
+    )
+    return Advance(status={"process_hash": process_hash(spec)})
+
+
+@operators.handles("Instance", "Running")
+async def confirm(inst: Object, ctx: Context) -> Outcome:
+    agent = await ctx.agent_for(inst.status["host"])
+    report = await agent.call("Report", pb.ReportRequest(instance_uid=inst.uid))
+    row = next((r for r in report.instances if r.instance_uid == inst.uid), None)
+    if row is None:
+        return MoveTo("Addressed", status={"reason": "the agent lost it: wiring again"})
+    automaton, _, _ = await owner_objects(ctx, inst)
+    wanted = {f"{p['transport']}/{p['port']}" for p in automaton.spec.get("provides", [])}
+    missing = sorted(wanted - set(row.listening))
+    if row.process == "running" and row.pid and not missing:
+        # Ready: it becomes a backend of its service on every host of the VPC.
+        return Advance(
+            status={"pid": row.pid, "restarts": row.restarts},
             after=lambda: VpcSyncer.of(ctx).sync(inst.status["vpc"]),
         )
+    if row.process == "running" and missing:
+        raise Retry(f"process running, not yet listening on {', '.join(missing)}", delay=READY_CHECK_DELAY)
+    if row.process == "failed":
+        raise Fail(f"process keeps failing: {row.last_exit} (see `autonet logs {inst.name}`)")
+    raise Retry(f"process {row.process or 'starting'}: {row.last_exit}".strip(": "), delay=READY_CHECK_DELAY)
 
-    @api.operator("Instance", TERMINATING)
-    async def tear_down(inst: Object, ctx: Context) -> Outcome:
-        host = await ctx.get("Host", inst.status["host"]) if inst.status.get("host") else None
-        if host is not None and host.state == LOST and not host.metadata.deleting:
-            # Its process may still run behind a partition: its addresses stay leased
-            # until the host returns (and removes it) or is deleted.
-            raise Retry(f"host {host.name} is lost: the instance goes when it returns", delay=1.0)
-        if inst.status.get("vpc"):  # first the other hosts forget it, then it goes
-            await VpcSyncer.of(ctx).sync(inst.status["vpc"])
-        if host is not None and not host.metadata.deleting and inst.status.get("netns"):
-            agent = await ctx.agent_for(host.name)
-            await agent.call("DeleteInstance", pb.InstanceRef(instance_uid=inst.uid))
-        network = inst.status.get("network")
-        leases = (
-            release(ip_pool(network), [inst.status.get("ipv4"), inst.status.get("ipv6")]) if network else []
-        )
-        return Remove(also=leases)
+
+@operators.handles("Instance", PROVISIONED)
+async def serving(inst: Object, ctx: Context) -> Outcome:
+    """A serving instance whose process stopped leaves its service at once and waits,
+    in `Running`, until it is ready again (the agent restarts the process)."""
+    why = inst.status.get("process_down")
+    if not why:
+        return Stay()
+    return MoveTo(
+        "Running",
+        status={"reason": f"process {why}; waiting until it is ready", "process_down": None},
+        after=lambda: VpcSyncer.of(ctx).sync(inst.status["vpc"]),
+    )
+
+
+@operators.handles("Instance", TERMINATING)
+async def tear_down(inst: Object, ctx: Context) -> Outcome:
+    host = await ctx.get("Host", inst.status["host"]) if inst.status.get("host") else None
+    if host is not None and host.state == LOST and not host.metadata.deleting:
+        # Its process may still run behind a partition: its addresses stay leased
+        # until the host returns (and removes it) or is deleted.
+        raise Retry(f"host {host.name} is lost: the instance goes when it returns", delay=1.0)
+    if inst.status.get("vpc"):  # first the other hosts forget it, then it goes
+        await VpcSyncer.of(ctx).sync(inst.status["vpc"])
+    if host is not None and not host.metadata.deleting and inst.status.get("netns"):
+        agent = await ctx.agent_for(host.name)
+        await agent.call("DeleteInstance", pb.InstanceRef(instance_uid=inst.uid))
+    network = inst.status.get("network")
+    leases = release(ip_pool(network), [inst.status.get("ipv4"), inst.status.get("ipv6")]) if network else []
+    return Remove(also=leases)
