@@ -1,0 +1,54 @@
+"""Overwatch, the external QoS manager: the load table (a snapshot, or a stream of them)
+and an automaton's rate limits. See docs/overwatch.md."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from autonet.api.state import API, ApiError, State, ndjson
+from autonet.control import overwatch
+from autonet.control.load import LoadTable
+
+router = APIRouter(prefix=API)
+
+
+class QosBody(BaseModel):
+    ingress_mbps: float | None = Field(default=None, gt=0)
+    egress_mbps: float | None = Field(default=None, gt=0)
+    priority: str = "normal"
+
+
+@router.get("/load")
+async def load_snapshot(state: State) -> dict[str, Any]:
+    """Overwatch: the load of every instance, automaton and host (latest samples)."""
+    return await LoadTable.of(state.ctx).snapshot(state.ctx)
+
+
+@router.get("/load/stream")
+async def load_stream(state: State) -> StreamingResponse:
+    """Overwatch: one snapshot per line (NDJSON), each time new samples arrive."""
+    table = LoadTable.of(state.ctx)
+
+    async def stream() -> AsyncIterator[bytes]:
+        while True:
+            async with table.updated:
+                await table.updated.wait()
+            yield ndjson(await table.snapshot(state.ctx))
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+@router.put("/automatons/{name}/qos")
+async def put_qos(name: str, body: QosBody, state: State) -> dict[str, Any]:
+    """Overwatch: set an automaton's rate limits; its running instances are reshaped."""
+    qos = body.model_dump(exclude_none=True)
+    try:
+        obj = await overwatch.set_qos(state.ctx, name, qos if len(qos) > 1 else None)
+    except KeyError as exc:
+        raise ApiError(404, str(exc.args[0])) from None
+    return {"automaton": name, "qos": obj.spec.get("qos")}
