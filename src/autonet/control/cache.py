@@ -39,6 +39,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from autonet.model.kinds import KindRegistry
 from autonet.model.objects import Object
 from autonet.store import Compacted, Conflict, Delete, Event, Op, Put, Record, Store, StoreError
 
@@ -259,11 +260,17 @@ class ObjectCache:
 
 class CachedWrites:
     """The store as handlers see it: writes go to the real store, and what they wrote
-    (or, after a lost compare-and-swap, what won) is fed to the cache at once."""
+    (or, after a lost compare-and-swap, what won) is fed to the cache at once.
 
-    def __init__(self, store: Store, cache: ObjectCache) -> None:
+    With `kinds`, every write is checked first: the status keys a put changes (against
+    the cached version; all its keys if there is none) must be declared by the kind's
+    status model with values of their types (model/status.py), or the commit raises
+    StatusError and writes nothing."""
+
+    def __init__(self, store: Store, cache: ObjectCache, kinds: KindRegistry | None = None) -> None:
         self.inner = store
         self.cache = cache
+        self.kinds = kinds
 
     async def get(self, kind: str, name: str) -> Record | None:
         return await self.inner.get(kind, name)
@@ -291,7 +298,18 @@ class CachedWrites:
         await self.commit([Delete(kind, name, expected_revision)])
         return None
 
+    def check(self, ops: Sequence[Op]) -> None:
+        """StatusError if a put writes a status its kind's model refuses."""
+        if self.kinds is None:
+            return
+        for op in ops:
+            if isinstance(op, Put) and op.kind in self.kinds:
+                old = self.cache.get(op.kind, op.name)
+                status = op.data.get("status") or {}
+                self.kinds[op.kind].check_status(op.name, status, None if old is None else old.status)
+
     async def commit(self, ops: Sequence[Op]) -> builtins.list[Record | None]:
+        self.check(ops)
         try:
             results = await self.inner.commit(ops)
         except Conflict as conflict:

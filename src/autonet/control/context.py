@@ -2,7 +2,8 @@
 
 Reads (`get`, `list`, `cache.by`) are served from the controller's object cache once it
 has loaded (control/cache.py), from the store before that; writes go to the store,
-through a wrapper that keeps the cache current with them.
+through a wrapper that keeps the cache current with them and checks each status
+written against its kind's status model (model/status.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Context:
             self.cache = self.store.cache
         else:
             self.cache = ObjectCache(self.store)
-            self.store = CachedWrites(self.store, self.cache)
+            self.store = CachedWrites(self.store, self.cache, self.kinds)
 
     def lock(self, key: str) -> asyncio.Lock:
         """A controller-local lock: serialises work that would otherwise only race on CAS."""

@@ -125,6 +125,11 @@ class PluginAPI:
         """Add a field to a kind's spec (e.g. `l2` on Network); unknown to the core."""
         self.kinds[kind].extend_spec(name, annotation, default)
 
+    def extend_status(self, kind: str, name: str, annotation: Any) -> None:
+        """Declare a key a plugin writes in a kind's status (e.g. `l2_port` on Instance):
+        writes of undeclared keys are refused (model/status.py)."""
+        self.kinds[kind].extend_status(name, annotation)
+
     def validator(self, check: Check) -> Check:
         """Decorator: an extra apply-time check `check(obj, view)` raising ValidationError."""
         self.validators.append(check)

@@ -1,4 +1,4 @@
-"""Errors a user can act on: each renders as one line that names what is wrong."""
+"""The model's errors: each renders as one line that names what is wrong."""
 
 
 class ValidationError(ValueError):
@@ -7,3 +7,9 @@ class ValidationError(ValueError):
 
 class ExhaustedError(RuntimeError):
     """A pool (addresses, VNIs) has nothing left to hand out."""
+
+
+class StatusError(Exception):
+    """A status write its kind's model refuses (model/status.py): a key it does not
+    declare, or a value of the wrong type. A bug in an operator or plugin, not a user's
+    mistake; `str()` names the object, the key and what is wrong."""

@@ -1,7 +1,9 @@
 """The kinds of object, their spec models and their state pipelines.
 
 A `KindInfo` says how a kind is named on the command line, which pydantic model
-validates its spec, and the ordered `pipeline` of states its objects walk through.
+validates its spec, which one declares its status (model/status.py: every write's
+changed status keys are checked against it), and the ordered `pipeline` of states its
+objects walk through.
 A stage may carry a predicate (`when`): it is skipped for objects it does not apply
 to, which is how a plugin inserts a state into an existing kind (for example an
 `L2AgentReady` stage after `Wired`, only for instances on OVS networks).
@@ -12,14 +14,24 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import ValidationError as PydanticError
 
-from autonet.model.errors import ValidationError
+from autonet.model.errors import StatusError, ValidationError
 from autonet.model.objects import Object
+from autonet.model.status import (
+    AutomatonStatus,
+    CompositionStatus,
+    HostStatus,
+    InstanceStatus,
+    NetworkStatus,
+    Status,
+    VpcStatus,
+)
 
 INIT = "Init"
 PROVISIONED = "Provisioned"
@@ -147,7 +159,12 @@ class KindInfo:
     aliases: tuple[str, ...] = ()
     # Fields plugins added to the spec: name -> (annotation, default).
     extensions: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    # What its status holds (model/status.py); None: a kind whose status is not checked.
+    status_model: type[Status] | None = None
+    # Keys plugins added to the status: name -> (annotation, None).
+    status_extensions: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     _model: type[BaseModel] | None = None
+    _status: type[Status] | None = None
 
     def extend_spec(self, name: str, annotation: Any, default: Any = None) -> None:
         if name in self.spec_model.model_fields or name in self.extensions:
@@ -158,14 +175,49 @@ class KindInfo:
     def model(self) -> type[BaseModel]:
         """The spec model with the plugins' extensions."""
         if self._model is None:
-            self._model = (
-                create_model(
-                    f"{self.spec_model.__name__}Extended", __base__=self.spec_model, **self.extensions
-                )  # type: ignore[call-overload]
-                if self.extensions
-                else self.spec_model
-            )
+            self._model = _extended(self.spec_model, self.extensions)
         return self._model
+
+    def extend_status(self, name: str, annotation: Any) -> None:
+        """Declare a status key a plugin writes (e.g. `l2_port` on Instance)."""
+        if self.status_model is None:
+            raise ValueError(f"{self.name} has no status model to extend")
+        if name in self.status_model.model_fields or name in self.status_extensions:
+            raise ValueError(f"{self.name}.status.{name} already exists")
+        self.status_extensions[name] = (annotation | None, None)
+        self._status = None
+
+    def status(self) -> type[Status] | None:
+        """The status model with the plugins' extensions (None: not checked)."""
+        if self.status_model is None:
+            return None
+        if self._status is None:
+            self._status = _extended(self.status_model, self.status_extensions)
+        return self._status
+
+    def check_status(self, name: str, status: Mapping[str, Any], before: Mapping[str, Any] | None) -> None:
+        """StatusError unless every key of `status` that differs from `before` (every
+        key, without `before`) is declared by the kind's status model, with a value of
+        its type. Called on every write (control/cache.py: CachedWrites)."""
+        model = self.status()
+        if model is None:
+            return
+        changed = {k: v for k, v in status.items() if before is None or k not in before or before[k] != v}
+        if not changed:
+            return
+        unknown = sorted(changed.keys() - model.model_fields.keys())
+        if unknown:
+            declared_by = model.__name__.removesuffix("Extended")
+            raise StatusError(
+                f'{self.name} "{name}": status.{unknown[0]}: unknown key (not in {declared_by}; '
+                "a plugin declares the keys it adds with PluginAPI.extend_status)"
+            )
+        try:
+            model.model_validate(changed, strict=True)
+        except PydanticError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(part) for part in ("status", *err["loc"]))
+            raise StatusError(f'{self.name} "{name}": {where}: {err["msg"]} (got {err["input"]!r})') from None
 
     def first_state(self) -> str:
         return self.pipeline[0].state
@@ -188,8 +240,6 @@ class KindInfo:
 
     def validate_spec(self, name: str, spec: Any) -> dict[str, Any]:
         """Validated spec as JSON, or ValidationError naming the field."""
-        from pydantic import ValidationError as PydanticError
-
         try:
             model = self.model().model_validate(spec if spec is not None else {})
         except PydanticError as exc:
@@ -202,6 +252,16 @@ class KindInfo:
                 message = "unknown field"
             raise ValidationError(f'{self.name} "{name}": {where}: {message}') from None
         return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _extended(base: type[M], fields: dict[str, tuple[Any, Any]]) -> type[M]:
+    """`base` with the fields plugins added (name -> (annotation, default))."""
+    if not fields:
+        return base
+    return create_model(f"{base.__name__}Extended", __base__=base, **fields)  # type: ignore[call-overload]
 
 
 class KindRegistry:
@@ -255,11 +315,31 @@ def builtin_kinds() -> list[KindInfo]:
         return [Stage(state) for state in states]
 
     return [
-        KindInfo("Host", "hosts", HostSpec, simple(INIT, CONNECTED, READY), done={READY}, user_managed=False),
         KindInfo(
-            "Vpc", "vpcs", VpcSpec, simple(INIT, PROVISIONED), immutable=("cidrs", "vni", "service_cidrs")
+            "Host",
+            "hosts",
+            HostSpec,
+            simple(INIT, CONNECTED, READY),
+            done={READY},
+            user_managed=False,
+            status_model=HostStatus,
         ),
-        KindInfo("Network", "networks", NetworkSpec, simple(INIT, PROVISIONED), immutable=("vpc", "cidrs")),
+        KindInfo(
+            "Vpc",
+            "vpcs",
+            VpcSpec,
+            simple(INIT, PROVISIONED),
+            immutable=("cidrs", "vni", "service_cidrs"),
+            status_model=VpcStatus,
+        ),
+        KindInfo(
+            "Network",
+            "networks",
+            NetworkSpec,
+            simple(INIT, PROVISIONED),
+            immutable=("vpc", "cidrs"),
+            status_model=NetworkStatus,
+        ),
         KindInfo(
             "Automaton",
             "automatons",
@@ -267,13 +347,21 @@ def builtin_kinds() -> list[KindInfo]:
             simple(INIT, PROVISIONED),
             immutable=("network",),
             aliases=("automata",),
+            status_model=AutomatonStatus,
         ),
-        KindInfo("Composition", "compositions", CompositionSpec, simple(INIT, PROVISIONED)),
+        KindInfo(
+            "Composition",
+            "compositions",
+            CompositionSpec,
+            simple(INIT, PROVISIONED),
+            status_model=CompositionStatus,
+        ),
         KindInfo(
             "Instance",
             "instances",
             InstanceSpec,
             simple(*INSTANCE_PIPELINE),
             user_managed=False,
+            status_model=InstanceStatus,
         ),
     ]

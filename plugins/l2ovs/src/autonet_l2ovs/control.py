@@ -36,6 +36,7 @@ from autonet.model.kinds import INIT, PROVISIONED, TERMINATING, KindInfo, Stage
 from autonet.model.manifest import View
 from autonet.model.naming import digest
 from autonet.model.objects import Object
+from autonet.model.status import Status
 from autonet.store import Conflict
 from autonet_l2ovs import l2_pb2 as pb
 from autonet_l2ovs import l2_pb2_grpc as pb_grpc
@@ -48,6 +49,12 @@ REFRESH_SECONDS = 3.0
 
 class L2AgentSpec(BaseModel):
     host: str
+
+
+class L2AgentStatus(Status):
+    version: str | None = None  # the Open vSwitch version, once started
+    running: bool | None = None  # whether its daemons ran at the last look
+    bridges: list[dict[str, Any]] | None = None  # its bridges: name, ports, OpenFlow rules with counters
 
 
 def on_ovs(inst: Object) -> bool:
@@ -85,6 +92,8 @@ async def rpc(ctx: Context, host: str, method: str, request: Any) -> Any:
 
 def setup(api: PluginAPI) -> None:
     api.extend_spec("Network", "l2", Literal["ovs"] | None, None)
+    api.extend_status("Instance", "l2_port", str)  # its OVS port (the host end of its eth1)
+    api.extend_status("Instance", "l2_mac", str)  # the MAC of its eth1
     api.add_kind(
         KindInfo(
             "L2Agent",
@@ -92,6 +101,7 @@ def setup(api: PluginAPI) -> None:
             L2AgentSpec,
             [Stage(INIT), Stage(OVS_READY), Stage(PROVISIONED)],
             user_managed=False,
+            status_model=L2AgentStatus,
         )
     )
     api.insert_stage("Instance", L2_READY, after="Wired", when=on_ovs)
