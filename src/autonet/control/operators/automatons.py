@@ -27,6 +27,7 @@ from autonet.control.vpcsync import VpcSyncer
 from autonet.model.addressing import family_cidr, service_ranges
 from autonet.model.kinds import INIT, LOST, PROVISIONED, TERMINATING
 from autonet.model.objects import Metadata, Object
+from autonet.model.status import AutomatonStatus
 from autonet.store import Op, Put
 
 RESTART_FROM = {"Running", "Provisioned"}
@@ -182,12 +183,11 @@ async def keep_identity(automaton: Object, ctx: Context) -> Outcome:
 @operators.handles("Automaton", TERMINATING)
 async def delete_automaton(automaton: Object, ctx: Context) -> Outcome:
     await terminate_all(ctx, await instances_of(ctx, automaton.name))
-    vpc = automaton.status.get("vpc")
-    identity = automaton.status.get("identity")
+    s = AutomatonStatus.of(automaton)  # what its Init leased, if it ran
     leases = (
-        release(vip_pool(vpc), [automaton.status.get("vip4"), automaton.status.get("vip6")])
-        + release(identity_pool(vpc), [str(identity) if identity else None])
-        if vpc
+        release(vip_pool(s.vpc), [s.vip4, s.vip6])
+        + release(identity_pool(s.vpc), [str(s.identity) if s.identity else None])
+        if s.vpc
         else []
     )
-    return Remove(also=leases, after=_resync(ctx, vpc))
+    return Remove(also=leases, after=_resync(ctx, s.vpc))

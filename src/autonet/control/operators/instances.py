@@ -27,6 +27,7 @@ from autonet.model import naming
 from autonet.model.addressing import family_cidr, mac_for
 from autonet.model.kinds import LOST, PROVISIONED, TERMINATING
 from autonet.model.objects import Object
+from autonet.model.status import AddressedStatus, InstanceStatus
 from autonet.store import Conflict, Put
 
 READY_CHECK_DELAY = 0.2
@@ -135,23 +136,23 @@ async def address(inst: Object, ctx: Context) -> Outcome:
 @operators.handles("Instance", "Addressed")
 async def wire(inst: Object, ctx: Context) -> Outcome:
     automaton, _, _ = await owner_objects(ctx, inst)
-    agent = await ctx.agent_for(inst.status["host"])
-    s = inst.status
+    s = AddressedStatus.of(inst)  # what the scheduler and IPAM wrote
+    agent = await ctx.agent_for(s.host)
     await agent.call(
         "EnsureEndpoint",
         pb.Endpoint(
             instance_uid=inst.uid,
             instance_name=inst.name,
-            vpc_uid=s["vpc_uid"],
-            netns=s["netns"],
-            router_netns=s["router_netns"],
-            router_ifname=s["router_ifname"],
-            mac=s["mac"],
-            router_mac=s["router_mac"],
-            ipv4=s.get("ipv4", ""),
-            ipv6=s.get("ipv6", ""),
-            mtu=s["mtu"],
-            resolv_conf=resolv_conf(s["vpc"]),
+            vpc_uid=s.vpc_uid,
+            netns=s.netns,
+            router_netns=s.router_netns,
+            router_ifname=s.router_ifname,
+            mac=s.mac,
+            router_mac=s.router_mac,
+            ipv4=s.ipv4 or "",
+            ipv6=s.ipv6 or "",
+            mtu=s.mtu,
+            resolv_conf=resolv_conf(s.vpc),
             qos=qos_message(automaton.spec.get("qos")),
         ),
     )
@@ -228,16 +229,17 @@ async def serving(inst: Object, ctx: Context) -> Outcome:
 
 @operators.handles("Instance", TERMINATING)
 async def tear_down(inst: Object, ctx: Context) -> Outcome:
-    host = await ctx.get("Host", inst.status["host"]) if inst.status.get("host") else None
+    """Undo what the stages it went through did: any of them may not have run."""
+    s = InstanceStatus.of(inst)
+    host = await ctx.get("Host", s.host) if s.host else None
     if host is not None and host.state == LOST and not host.metadata.deleting:
         # Its process may still run behind a partition: its addresses stay leased
         # until the host returns (and removes it) or is deleted.
         raise Retry(f"host {host.name} is lost: the instance goes when it returns", delay=1.0)
-    if inst.status.get("vpc"):  # first the other hosts forget it, then it goes
-        await VpcSyncer.of(ctx).sync(inst.status["vpc"])
-    if host is not None and not host.metadata.deleting and inst.status.get("netns"):
+    if s.vpc:  # first the other hosts forget it, then it goes
+        await VpcSyncer.of(ctx).sync(s.vpc)
+    if host is not None and not host.metadata.deleting and s.netns:
         agent = await ctx.agent_for(host.name)
         await agent.call("DeleteInstance", pb.InstanceRef(instance_uid=inst.uid))
-    network = inst.status.get("network")
-    leases = release(ip_pool(network), [inst.status.get("ipv4"), inst.status.get("ipv6")]) if network else []
+    leases = release(ip_pool(s.network), [s.ipv4, s.ipv6]) if s.network else []
     return Remove(also=leases)
