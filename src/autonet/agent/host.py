@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from autonet.agent import logs
+from autonet.agent import logs, vpcdelta
 from autonet.agent.dns import DnsResponder
 from autonet.agent.flows import Counters, FlowIds, Member, flow_rows, rates
 from autonet.agent.state import InstanceRecord, InstanceTable, write_atomically
@@ -59,6 +59,7 @@ class Router:
         self.members: dict[str, Member] = {}
         self.overlay: overlay.Entries | None = None
         self.overlay_read = 0.0
+        self.state: vpcdelta.State | None = None  # the VPC state last applied (SyncVpc's JSON form)
 
     def close(self) -> None:
         self.dns.close()
@@ -189,6 +190,7 @@ class HostAgent:
                 try:
                     if saved is not None:
                         await self._apply_vpc(record.router_netns, saved)
+                        router.state = saved
                 except (KeyError, TypeError, ValueError) as exc:
                     log.warning("overlay file of %s does not apply (%r): ignored", record.router_netns, exc)
                     saved = None
@@ -287,9 +289,39 @@ class HostAgent:
         async with self._router_locks[router_netns]:
             if router_netns not in self.table.routers() or not netns.exists(router_netns):
                 return False, 0, 0
-            write_atomically(self.overlay_path(router_netns), json.dumps(desired).encode())
-            added, removed = await self._apply_vpc(router_netns, desired)
+            added, removed = await self._apply_and_keep(router_netns, desired)
             return True, added, removed
+
+    async def sync_vpc_delta(self, router_netns: str, delta: dict[str, Any]) -> tuple[bool, int, int, int]:
+        """Apply a VPC delta on top of the sync it is based on: (present, added, removed,
+        seq); seq is -1 when the router holds another sync (nothing applied: the
+        controller sends a snapshot)."""
+        if not self.owns_netns(router_netns):
+            raise ValueError(f"router {router_netns!r} does not carry this host's tag {self.tag!r}")
+        async with self._router_locks[router_netns]:
+            if router_netns not in self.table.routers() or not netns.exists(router_netns):
+                return False, 0, 0, 0
+            router = await self._router(router_netns)
+            current = router.state if router.state is not None else self.saved_vpc(router_netns)
+            base = int(delta.get("base_seq", 0))
+            if current is None or vpcdelta.sequence(current) != base:
+                log.info(
+                    "VPC delta %s for %s is based on sync %d, the router holds %d: snapshot needed",
+                    delta.get("seq"),
+                    router_netns,
+                    base,
+                    vpcdelta.sequence(current),
+                )
+                return True, 0, 0, -1
+            desired = vpcdelta.apply_delta(current, delta)
+            added, removed = await self._apply_and_keep(router_netns, desired)
+            return True, added, removed, vpcdelta.sequence(desired)
+
+    async def _apply_and_keep(self, router_netns: str, desired: dict[str, Any]) -> tuple[int, int]:
+        write_atomically(self.overlay_path(router_netns), json.dumps(desired).encode())
+        added, removed = await self._apply_vpc(router_netns, desired)
+        (await self._router(router_netns)).state = desired
+        return added, removed
 
     def saved_vpc(self, router_netns: str) -> dict[str, Any] | None:
         """The VPC state last synced to this router, None if there is none or it is unusable.

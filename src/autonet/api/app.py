@@ -12,6 +12,7 @@ import base64
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,6 +29,7 @@ from autonet.control.operators.instances import process_stopped
 from autonet.control.outcomes import Fail, Retry
 from autonet.control.registry import PluginAPI
 from autonet.control.stats import Timings
+from autonet.control.vpcsync import VpcSyncer
 from autonet.model import manifest, policy
 from autonet.model.errors import ValidationError
 from autonet.model.kinds import FAILED, INIT, LOST, PROVISIONED, TERMINATING, KindInfo
@@ -148,8 +150,9 @@ def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
     @app.get(f"{API}/stats")
     async def stats() -> dict[str, Any]:
         """Timing summaries kept in this controller's memory (control/stats.py): the
-        placement decision (`placement.*`) and every handler (`handler <Kind>/<State>`)."""
-        return Timings.of(ctx).summary()
+        placement decision (`placement.*`) and every handler (`handler <Kind>/<State>`);
+        and how VPC syncs went (snapshots, deltas, hosts skipped, gaps repaired)."""
+        return {**Timings.of(ctx).summary(), "vpc_syncs": asdict(VpcSyncer.of(ctx).counts)}
 
     @app.delete(f"{API}/stats")
     async def reset_stats() -> dict[str, Any]:
