@@ -1,85 +1,42 @@
 """What the agent does to its host: instances, routers, processes, reconciliation.
 
-`HostAgent` is the implementation behind the RPC servicer. It serialises kernel work per
-VPC router (instances of different VPCs are wired concurrently), keeps the instance
-table on disk, and on start reconciles: kernel objects carrying this host's tag that
-the table does not know are removed (and the logs of instances it does not hold), and
-every known instance is repaired and its process adopted or restarted. Instance logs
-are capped by copytruncate rotation (agent/logs.py), which the server runs every second.
+`HostAgent` is the implementation behind the RPC servicer (agent/server.py). Its parts,
+one module a concern, share the state its `__init__` sets (agent/base.py): the VPC
+routers and the VPC sync (agent/routers.py). The rest is here, with reconciliation on
+start: kernel objects carrying this host's tag that the table does not know are removed
+(and the logs of instances it does not hold), and every known instance is repaired and
+its process adopted or restarted. Instance logs are capped by copytruncate rotation
+(agent/logs.py), which the server runs every second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import json
 import logging
 import os
 import signal
-import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from autonet.agent import logs
-from autonet.agent.dns import DnsResponder
-from autonet.agent.flows import Counters, FlowIds, Member, flow_rows, rates
-from autonet.agent.state import InstanceRecord, InstanceTable, write_atomically
+from autonet.agent.flows import Counters, FlowIds, flow_rows, rates
+from autonet.agent.routers import Router, VpcRouters
+from autonet.agent.state import InstanceRecord, InstanceTable
 from autonet.agent.supervisor import Spec, Supervised, process_start_time
 from autonet.agent.warmpool import WarmPool
 from autonet.dataplane import endpoint as ep
-from autonet.dataplane import netns, overlay
+from autonet.dataplane import netns
 from autonet.dataplane import qos as qos_tc
-from autonet.dataplane.conntrack import ConntrackReader
 from autonet.dataplane.netlink import Netlink
-from autonet.dataplane.nftables import Nft
-from autonet.dataplane.policy import Allow, RouterPolicy
-from autonet.dataplane.services import RouterServices, ServicePort
 from autonet.model import naming
 
 log = logging.getLogger(__name__)
 
 
 TCP_LISTEN = "0A"
-OVERLAY_REREAD = 30.0  # seconds between reading a router's overlay back from the kernel
-OVERLAY_KEYS = ("vxlan_ifname", "vni", "local", "mtu")  # what _apply_overlay cannot do without
-
-
-class Router:
-    """What the agent keeps per VPC router namespace: nftables, policy, services, DNS."""
-
-    def __init__(self, namespace: str) -> None:
-        self.nft = Nft(namespace)
-        self.policy = RouterPolicy(self.nft)
-        self.services = RouterServices(self.nft)
-        self.dns = DnsResponder(namespace)
-        self.conntrack = ConntrackReader(namespace)
-        self.members: dict[str, Member] = {}
-        self.overlay: overlay.Entries | None = None
-        self.overlay_read = 0.0
-
-    def close(self) -> None:
-        self.dns.close()
-        self.conntrack.close()
-        self.nft.close()
-
-
-def service_ports(services: list[dict[str, Any]]) -> list[ServicePort]:
-    """The (VIP, transport, port) entries of SyncVpc services, backends split by family."""
-    ports = []
-    for service in services:
-        for vip in (service.get("vip4"), service.get("vip6")):
-            if not vip:
-                continue
-            version = ipaddress.ip_address(vip).version
-            for port in service.get("ports", []):
-                backends = tuple(
-                    b for b in port.get("backends", []) if ipaddress.ip_address(b).version == version
-                )
-                ports.append(ServicePort(vip, port["transport"], int(port["port"]), backends))
-    return ports
 
 
 def listening_ports(pid: int) -> list[str]:
@@ -103,7 +60,7 @@ def listening_ports(pid: int) -> list[str]:
     return sorted(found)
 
 
-class HostAgent:
+class HostAgent(VpcRouters):
     def __init__(
         self,
         host: str,
@@ -129,19 +86,6 @@ class HostAgent:
         self._last_state: dict[str, str] = {}
         self._router_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._instance_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-
-    # -- paths ---------------------------------------------------------------------------
-    def log_path(self, name: str) -> Path:
-        return self.state_dir / "logs" / f"{name}.log"
-
-    def resolv_path(self, uid: str) -> Path:
-        return self.state_dir / "resolv" / f"{uid}.conf"
-
-    def overlay_path(self, router_netns: str) -> Path:
-        return self.state_dir / "overlay" / f"{router_netns}.json"
-
-    def owns_netns(self, name: str) -> bool:
-        return name.startswith((f"ani{self.tag}", f"anr{self.tag}"))
 
     # -- endpoints -------------------------------------------------------------------------
     def _endpoint_spec(self, record: InstanceRecord) -> ep.EndpointSpec:
@@ -278,84 +222,6 @@ class HostAgent:
         for uid in [u for u in self._counters if u not in self.table.records]:
             del self._counters[uid]
         return rows
-
-    # -- overlay ---------------------------------------------------------------------------
-    async def sync_vpc(self, router_netns: str, desired: dict[str, Any]) -> tuple[bool, int, int]:
-        """Apply a VPC's overlay and policy (`desired` as in SyncVpc); remembered on disk."""
-        if not self.owns_netns(router_netns):
-            raise ValueError(f"router {router_netns!r} does not carry this host's tag {self.tag!r}")
-        async with self._router_locks[router_netns]:
-            if router_netns not in self.table.routers() or not netns.exists(router_netns):
-                return False, 0, 0
-            write_atomically(self.overlay_path(router_netns), json.dumps(desired).encode())
-            added, removed = await self._apply_vpc(router_netns, desired)
-            return True, added, removed
-
-    def saved_vpc(self, router_netns: str) -> dict[str, Any] | None:
-        """The VPC state last synced to this router, None if there is none or it is unusable.
-
-        Unusable is as good as absent: the router denies everything until the controller
-        syncs the VPC again, which it does when the host (re)connects.
-        """
-        path = self.overlay_path(router_netns)
-        try:
-            desired = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            log.warning("overlay file %s is unreadable (%s): ignored", path, exc)
-            return None
-        missing = [k for k in OVERLAY_KEYS if not isinstance(desired, dict) or k not in desired]
-        if missing:
-            log.warning("overlay file %s lacks %s: ignored", path, ", ".join(missing))
-            return None
-        return dict(desired)
-
-    async def _router(self, router_netns: str) -> Router:
-        router = self.routers.get(router_netns)
-        if router is None:
-            router = self.routers[router_netns] = Router(router_netns)
-            await router.dns.start()
-        return router
-
-    async def _apply_vpc(self, router_netns: str, desired: dict[str, Any]) -> tuple[int, int]:
-        router = await self._router(router_netns)
-        members = desired.get("members", [])
-        # Zero values are absent from the message's JSON form: a member without an
-        # identity, or a rule saved before identities (addresses), is left out: denied.
-        identities = {m["address"]: int(m["identity"]) for m in members if m.get("identity")}
-        rules = {
-            Allow(int(r["source_identity"]), int(r["destination_identity"]), r["transport"], int(r["port"]))
-            for r in desired.get("rules", [])
-            if r.get("source_identity") and r.get("destination_identity")
-        }
-        added, removed = router.policy.sync(identities, rules)
-        services = desired.get("services", [])
-        lb_added, lb_removed = router.services.sync(service_ports(services))
-        router.dns.set_services(desired.get("vpc_name", ""), services)
-        router.members = {m["address"]: Member(m["instance"], m["automaton"]) for m in members}
-        overlay_added, overlay_removed = await self._apply_overlay(router_netns, desired)
-        return added + lb_added + overlay_added, removed + lb_removed + overlay_removed
-
-    async def _apply_overlay(self, router_netns: str, desired: dict[str, Any]) -> tuple[int, int]:
-        def vtep(data: dict[str, Any]) -> overlay.Vtep:
-            return overlay.Vtep(data["underlay"], data["mac"], data["ipv4"], data["ipv6"])
-
-        spec = overlay.VxlanSpec(
-            desired["vxlan_ifname"], int(desired["vni"]), vtep(desired["local"]), int(desired["mtu"])
-        )
-        peers = [
-            overlay.Peer(vtep(p["vtep"]), list(p.get("addresses", []))) for p in desired.get("peers", [])
-        ]
-        router = await self._router(router_netns)
-        # Read the kernel back now and then (drift repair); otherwise diff against memory.
-        fresh = router.overlay is None or time.monotonic() - router.overlay_read > OVERLAY_REREAD
-        added, removed, router.overlay = await overlay.sync_vpc(
-            self.nl, router_netns, spec, peers, None if fresh else router.overlay
-        )
-        if fresh:
-            router.overlay_read = time.monotonic()
-        return added, removed
 
     # -- processes -------------------------------------------------------------------------
     async def ensure_process(self, uid: str, process: dict[str, Any]) -> Supervised:
