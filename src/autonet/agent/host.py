@@ -3,20 +3,17 @@
 `HostAgent` is the implementation behind the RPC servicer (agent/server.py). Its parts,
 one module a concern, share the state its `__init__` sets (agent/base.py): the VPC
 routers and the VPC sync (agent/routers.py), instance endpoints and QoS
-(agent/wiring.py). The rest is here, with reconciliation on start: kernel objects
-carrying this host's tag that the table does not know are removed (and the logs of
-instances it does not hold), and every known instance is repaired and its process
-adopted or restarted. Instance logs are capped by copytruncate rotation (agent/logs.py),
-which the server runs every second.
+(agent/wiring.py), process supervision and logs (agent/processes.py). The rest is here,
+with reconciliation on start: kernel objects carrying this host's tag that the table
+does not know are removed (and the logs of instances it does not hold), and every known
+instance is repaired and its process adopted or restarted. Instance logs are capped by
+copytruncate rotation (agent/logs.py), which the server runs every second.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -24,9 +21,10 @@ from typing import Any
 
 from autonet.agent import logs
 from autonet.agent.flows import Counters, FlowIds, flow_rows, rates
+from autonet.agent.processes import Processes
 from autonet.agent.routers import Router
 from autonet.agent.state import InstanceRecord, InstanceTable
-from autonet.agent.supervisor import Spec, Supervised, process_start_time
+from autonet.agent.supervisor import Supervised, process_start_time
 from autonet.agent.warmpool import WarmPool
 from autonet.agent.wiring import Wiring
 from autonet.dataplane import endpoint as ep
@@ -61,7 +59,7 @@ def listening_ports(pid: int) -> list[str]:
     return sorted(found)
 
 
-class HostAgent(Wiring):
+class HostAgent(Wiring, Processes):
     def __init__(
         self,
         host: str,
@@ -145,61 +143,6 @@ class HostAgent(Wiring):
             del self._counters[uid]
         return rows
 
-    # -- processes -------------------------------------------------------------------------
-    async def ensure_process(self, uid: str, process: dict[str, Any]) -> Supervised:
-        async with self._instance_locks[uid]:
-            record = self.table.get(uid)
-            if record is None:
-                raise KeyError(f"instance {uid} is not wired on host {self.host}")
-            current = self.processes.get(uid)
-            if current is not None and record.process == process:
-                current.start()
-                return current
-            if current is not None:
-                await current.stop()
-            record.process = process
-            self.table.save(record)
-            return self._supervise(record)
-
-    def _supervise(self, record: InstanceRecord, adopt: bool = False) -> Supervised:
-        assert record.process is not None
-        spec = Spec(
-            netns=record.netns,
-            command=list(record.process["command"]),
-            user=record.process.get("user") or "nobody",
-            env=dict(record.process.get("env") or {}),
-            resolv_conf=str(self.resolv_path(record.uid)),
-            log_path=self.log_path(record.name),
-        )
-
-        def remember(proc: Supervised) -> None:
-            if proc.state != self._last_state.get(record.uid):
-                self._last_state[record.uid] = proc.state
-                self.events.put_nowait(
-                    {
-                        "instance_uid": record.uid,
-                        "instance": record.name,
-                        "process": proc.state,
-                        "pid": proc.pid,
-                        "last_exit": proc.last_exit,
-                    }
-                )
-            if self.table.get(record.uid) is record and (record.pid, record.restarts) != (
-                proc.pid,
-                proc.restarts,
-            ):
-                record.pid, record.pid_start, record.restarts = proc.pid, proc.pid_start, proc.restarts
-                self.table.save(record)
-
-        proc = Supervised(record.name, spec, remember)
-        proc.restarts = record.restarts
-        self.processes[record.uid] = proc
-        if adopt:
-            proc.start(record.pid, record.pid_start)
-        else:
-            proc.start()
-        return proc
-
     # -- deletion --------------------------------------------------------------------------
     async def delete_instance(self, uid: str) -> InstanceRecord | None:
         async with self._instance_locks[uid]:
@@ -227,34 +170,6 @@ class HostAgent(Wiring):
                 logs.remove(self.log_path(record.name))
         self._instance_locks.pop(uid, None)
         return record
-
-    def rotate_logs(self) -> int:
-        """Rotate the logs grown past the cap; returns how many were rotated."""
-        done = 0
-        for name in sorted({record.name for record in self.table.records.values()}):
-            try:
-                done += logs.rotate_if_larger(self.log_path(name), self.log_max_bytes)
-            except OSError as exc:
-                log.warning("cannot rotate the log of %s: %s", name, exc)
-        return done
-
-    def _remove_stray_logs(self) -> int:
-        """Logs of instances the table does not hold (deleted while the agent was down)."""
-        kept = {f.name for r in self.table.records.values() for f in logs.files_of(self.log_path(r.name))}
-        removed = 0
-        directory = self.state_dir / "logs"
-        for path in directory.iterdir() if directory.is_dir() else []:
-            if path.name not in kept and path.is_file():
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
-
-    def _kill_namespace_processes(self, name: str) -> None:
-        """Processes left in a namespace we remove (e.g. from `exec`) go with it."""
-        for pid in netns.pids_in(name):
-            if pid != os.getpid():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
 
     # -- reconciliation ----------------------------------------------------------------------
     async def reconcile(self) -> dict[str, int]:
@@ -290,19 +205,6 @@ class HostAgent(Wiring):
                 self._supervise(record, adopt=bool(alive))
                 done["adopted" if alive else "restarted"] += 1
         return done
-
-    def process_states(self) -> list[dict[str, Any]]:
-        """Every supervised process's state, cheaply (no /proc scans): for heartbeats."""
-        return [
-            {
-                "instance_uid": uid,
-                "instance": proc.name,
-                "process": proc.state,
-                "pid": proc.pid,
-                "last_exit": proc.last_exit,
-            }
-            for uid, proc in self.processes.items()
-        ]
 
     def report(self, only: str = "") -> list[dict[str, Any]]:
         """One row per instance (or only for `only`), with the ports it listens on (readiness)."""
