@@ -1,13 +1,15 @@
 """What the agent does to its host: instances, routers, processes, reconciliation.
 
-`HostAgent` is the implementation behind the RPC servicer (agent/server.py). Its parts,
-one module a concern, share the state its `__init__` sets (agent/base.py): the VPC
-routers and the VPC sync (agent/routers.py), instance endpoints and QoS
-(agent/wiring.py), process supervision and logs (agent/processes.py). The rest is here,
-with reconciliation on start: kernel objects carrying this host's tag that the table
-does not know are removed (and the logs of instances it does not hold), and every known
-instance is repaired and its process adopted or restarted. Instance logs are capped by
-copytruncate rotation (agent/logs.py), which the server runs every second.
+`HostAgent` is the implementation behind the RPC servicer (agent/server.py). It is
+made of parts, one module a concern, that share the state its `__init__` sets
+(agent/base.py): the VPC routers and the VPC sync (agent/routers.py), instance
+endpoints and QoS (agent/wiring.py), process supervision and logs
+(agent/processes.py), load, flows and reports (agent/telemetry.py). What needs them
+all is here: deleting an instance, and reconciling on start: kernel objects carrying
+this host's tag that the instance table does not know are removed (and the logs of
+instances it does not hold), and every known instance is repaired and its process
+adopted or restarted. Instance logs are capped by copytruncate rotation
+(agent/logs.py), which the server runs every second.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from autonet.agent import logs
-from autonet.agent.flows import Counters, FlowIds, flow_rows, rates
+from autonet.agent.flows import Counters, FlowIds
 from autonet.agent.processes import Processes
 from autonet.agent.routers import Router
 from autonet.agent.state import InstanceRecord, InstanceTable
 from autonet.agent.supervisor import Supervised, process_start_time
+from autonet.agent.telemetry import Telemetry
 from autonet.agent.warmpool import WarmPool
 from autonet.agent.wiring import Wiring
 from autonet.dataplane import endpoint as ep
@@ -35,31 +38,7 @@ from autonet.model import naming
 log = logging.getLogger(__name__)
 
 
-TCP_LISTEN = "0A"
-
-
-def listening_ports(pid: int) -> list[str]:
-    """TCP ports in LISTEN and bound UDP ports in the network namespace of process `pid`.
-
-    /proc/PID/net/* shows the namespace of that process, so no setns is needed.
-    """
-    found: set[str] = set()
-    for proto in ("tcp", "tcp6", "udp", "udp6"):
-        try:
-            with open(f"/proc/{pid}/net/{proto}") as handle:
-                next(handle)
-                for line in handle:
-                    fields = line.split()
-                    local, state = fields[1], fields[3]
-                    if proto.startswith("tcp") and state != TCP_LISTEN:
-                        continue
-                    found.add(f"{proto.rstrip('6')}/{int(local.rsplit(':', 1)[1], 16)}")
-        except (OSError, StopIteration):
-            continue
-    return sorted(found)
-
-
-class HostAgent(Wiring, Processes):
+class HostAgent(Wiring, Processes, Telemetry):
     def __init__(
         self,
         host: str,
@@ -85,63 +64,6 @@ class HostAgent(Wiring, Processes):
         self._last_state: dict[str, str] = {}
         self._router_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._instance_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-
-    # -- flows and load ----------------------------------------------------------------------
-    def _addresses(self, record: InstanceRecord) -> set[str]:
-        return {a for a in (record.endpoint.get("ipv4"), record.endpoint.get("ipv6")) if a}
-
-    async def flows(self, uid: str) -> list[dict[str, Any]]:
-        record = self.table.get(uid)
-        if record is None:
-            raise KeyError(f"instance {uid} is not on host {self.host}")
-        router = await self._router(record.router_netns)
-        connections = await router.conntrack.dump()
-        return flow_rows(connections, self._addresses(record), router.members, self.flow_ids)
-
-    async def sample_load(self) -> list[dict[str, Any]]:
-        """Per instance: rates since the previous sample and active flows."""
-        rows = []
-        live: set[tuple[int, int]] = set()
-        for router_netns in sorted(self.table.routers()):
-            if not netns.exists(router_netns):
-                continue
-            router = await self._router(router_netns)
-            ipr = await self.nl.ns(router_netns)
-            stats = {}
-            async for link in await ipr.get_links():
-                counters = link.get_attr("IFLA_STATS64")
-                if counters is not None:
-                    stats[str(link.get_attr("IFLA_IFNAME"))] = counters
-            connections = await router.conntrack.dump()
-            live |= {c.key for c in connections}
-            for record in self.table.records.values():
-                if record.router_netns != router_netns:
-                    continue
-                counters = stats.get(record.endpoint["router_ifname"])
-                if counters is None:
-                    continue
-                # The router receives what the instance sends.
-                now = Counters(
-                    rx_bytes=counters["tx_bytes"], tx_bytes=counters["rx_bytes"],
-                    rx_packets=counters["tx_packets"], tx_packets=counters["rx_packets"],
-                )  # fmt: skip
-                addresses = self._addresses(record)
-                flows = sum(1 for c in connections if c.orig.src in addresses or c.reply.src in addresses)
-                rows.append(
-                    {
-                        "instance_uid": record.uid,
-                        "instance": record.name,
-                        **rates(self._counters.get(record.uid), now),
-                        "rx_bytes": now.rx_bytes,
-                        "tx_bytes": now.tx_bytes,
-                        "flows": flows,
-                    }
-                )
-                self._counters[record.uid] = now
-        self.flow_ids.forget_except(live)
-        for uid in [u for u in self._counters if u not in self.table.records]:
-            del self._counters[uid]
-        return rows
 
     # -- deletion --------------------------------------------------------------------------
     async def delete_instance(self, uid: str) -> InstanceRecord | None:
@@ -205,30 +127,6 @@ class HostAgent(Wiring, Processes):
                 self._supervise(record, adopt=bool(alive))
                 done["adopted" if alive else "restarted"] += 1
         return done
-
-    def report(self, only: str = "") -> list[dict[str, Any]]:
-        """One row per instance (or only for `only`), with the ports it listens on (readiness)."""
-        rows = []
-        if only:
-            records = [self.table.records[only]] if only in self.table.records else []
-        else:
-            records = list(self.table.records.values())
-        for record in records:
-            proc = self.processes.get(record.uid)
-            rows.append(
-                {
-                    "instance_uid": record.uid,
-                    "instance_name": record.name,
-                    "netns": record.netns,
-                    "wired": netns.exists(record.netns),
-                    "process": proc.state if proc else "none",
-                    "pid": proc.pid if proc else 0,
-                    "restarts": proc.restarts if proc else 0,
-                    "last_exit": proc.last_exit if proc else "",
-                    "listening": listening_ports(proc.pid) if proc and proc.pid else [],
-                }
-            )
-        return rows
 
     async def close(self) -> None:
         """Stop supervising (processes keep running and are adopted on the next start)."""
