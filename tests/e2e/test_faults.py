@@ -174,6 +174,42 @@ def test_the_controller_killed_mid_scale_converges_with_no_duplicate_or_orphan(p
     assert not any(host_netns(pair, h) for h in pair.info.host_names())
 
 
+def test_a_delta_lost_on_the_wire_is_repaired_by_a_snapshot(pair: Lab) -> None:
+    # Fault injection: the controller's next VPC delta is never sent, though it believes
+    # it was delivered. The host that missed it must say so (a gap) and get a snapshot.
+    pair.env["AUTONET_DROP_DELTAS"] = "1"
+    try:
+        pair.ok("lab", "restart", "controller")
+    finally:
+        del pair.env["AUTONET_DROP_DELTAS"]
+    logs = pair.info.dir / "logs"
+    pair.apply(SERVICE)
+    dropped = wait_for(
+        lambda: [
+            line for line in (logs / "controller.log").read_text().splitlines() if "fault injection" in line
+        ],
+        30,
+        "a dropped delta",
+    )
+    victim = dropped[0].split("to host ")[1].split()[0]
+    # The next delta to that host (or the periodic resync, within 30 s) finds the gap.
+    gap = wait_for(
+        lambda: [
+            line
+            for line in (logs / "controller.log").read_text().splitlines()
+            if "does not hold sync" in line
+        ],
+        45,
+        "the gap found",
+    )
+    assert f"host {victim} " in gap[0], gap
+    assert "snapshot needed" in (logs / f"{victim}.log").read_text()
+    # Repaired: the client reaches every web instance, on either host, by each address.
+    assert {w["status"]["host"] for w in webs(pair)} == set(pair.info.host_names())
+    assert_every_address_answers_with_its_own_name(pair)
+    pair.ok("delete", "-f", "-", "--wait", stdin=SERVICE)
+
+
 def test_a_torn_agent_state_file_is_set_aside_and_the_instance_repaired() -> None:
     # A long host timeout: the agent's restart must not look like a lost host here
     # (that path, replacement, is tested above); this is about the agent's own disk.

@@ -20,6 +20,8 @@ Conventions (documented in docs/performance.md):
   routed to: the controller only records them (and sends them back in `SyncVpc`);
 - `SyncVpc` answers `present=false` for a VPC the host has no router for (no instance
   of it), as the real agent does; `added`/`removed` are the changes in element counts;
+  `SyncVpcDelta` applies on top of the sync it names as its base, and otherwise asks
+  for a snapshot, as the real agent does (it keeps each element's key to do so);
 - `Exec` is not implemented (there is nothing to run a command in); `Logs` and
   `FollowLogs` answer an empty log, `Flows` no flows; no load samples are posted.
 
@@ -40,6 +42,7 @@ import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,25 +100,40 @@ class HollowInstance:
 
 @dataclass
 class RouterRecord:
-    """What the last SyncVpc asked of one VPC router."""
+    """What the syncs asked of one VPC router: the keys of its elements, not their values."""
 
     vpc: str = ""
     vni: int = 0
+    seq: int = 0  # the number of the last sync applied (deltas apply only on top of it)
     syncs: int = 0
     synced_at: list[float] = field(default_factory=list)  # wall-clock times, newest last
-    counts: dict[str, int] = field(default_factory=dict)
+    peers: dict[str, int] = field(default_factory=dict)  # host -> its instance addresses
+    members: set[str] = field(default_factory=set)
+    rules: set[tuple[int, int, str, int]] = field(default_factory=set)
+    services: dict[str, int] = field(default_factory=dict)  # name -> backends over its ports
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Element counts: what a real router would hold."""
+        return {
+            "peers": len(self.peers),
+            "remote_addresses": sum(self.peers.values()),
+            "rules": len(self.rules),
+            "services": len(self.services),
+            "backends": sum(self.services.values()),
+            "members": len(self.members),
+        }
+
+    def take(
+        self, peers: Iterable[pb.Peer], services: Iterable[pb.Service], members: Iterable[pb.Member]
+    ) -> None:
+        self.peers.update((p.host, len(p.addresses)) for p in peers)
+        self.services.update((s.name, sum(len(port.backends) for port in s.ports)) for s in services)
+        self.members.update(m.address for m in members)
 
 
-def sync_counts(request: pb.VpcState) -> dict[str, int]:
-    """Element counts of a SyncVpc: what a real router would hold for it."""
-    return {
-        "peers": len(request.peers),
-        "remote_addresses": sum(len(p.addresses) for p in request.peers),
-        "rules": len(request.rules),
-        "services": len(request.services),
-        "backends": sum(len(port.backends) for s in request.services for port in s.ports),
-        "members": len(request.members),
-    }
+def rule_keys(rules: Iterable[pb.Rule]) -> set[tuple[int, int, str, int]]:
+    return {(r.source_identity, r.destination_identity, r.transport, r.port) for r in rules}
 
 
 class HollowHost:
@@ -260,18 +278,44 @@ class HollowServicer(pb_grpc.AgentServicer):
                 del self.host.routers[router]
                 self.host.syncs.pop(router, None)
 
+    def _synced(self, router: str, record: RouterRecord, before: dict[str, int], seq: int) -> pb.SyncReport:
+        after = record.counts
+        record.seq = seq
+        record.syncs += 1
+        record.synced_at = [*record.synced_at[-(SYNC_HISTORY - 1) :], time.time()]
+        added = sum(max(0, n - before.get(k, 0)) for k, n in after.items())
+        removed = sum(max(0, before.get(k, 0) - n) for k, n in after.items())
+        return pb.SyncReport(present=True, added=added, removed=removed, seq=seq)
+
     async def SyncVpc(self, request: pb.VpcState, context: Any) -> pb.SyncReport:
         self.host.count("SyncVpc")
         if request.router_netns not in self.host.routers:
             return pb.SyncReport(present=False)
-        record = self.host.syncs.setdefault(request.router_netns, RouterRecord())
-        counts = sync_counts(request)
-        added = sum(max(0, n - record.counts.get(k, 0)) for k, n in counts.items())
-        removed = sum(max(0, record.counts.get(k, 0) - n) for k, n in counts.items())
-        record.vpc, record.vni, record.counts = request.vpc_name, request.vni, counts
-        record.syncs += 1
-        record.synced_at = [*record.synced_at[-(SYNC_HISTORY - 1) :], time.time()]
-        return pb.SyncReport(present=True, added=added, removed=removed)
+        old = self.host.syncs.get(request.router_netns)
+        record = RouterRecord(request.vpc_name, request.vni, syncs=old.syncs if old else 0)
+        record.synced_at = old.synced_at if old else []
+        record.take(request.peers, request.services, request.members)
+        record.rules = rule_keys(request.rules)
+        self.host.syncs[request.router_netns] = record
+        return self._synced(request.router_netns, record, old.counts if old else {}, request.seq)
+
+    async def SyncVpcDelta(self, request: pb.VpcDelta, context: Any) -> pb.SyncReport:
+        self.host.count("SyncVpcDelta")
+        if request.router_netns not in self.host.routers:
+            return pb.SyncReport(present=False)
+        record = self.host.syncs.get(request.router_netns)
+        if record is None or record.seq != request.base_seq:
+            return pb.SyncReport(present=True, snapshot_needed=True)
+        before = record.counts
+        for host in request.removed_peers:
+            record.peers.pop(host, None)
+        for name in request.removed_services:
+            record.services.pop(name, None)
+        record.members.difference_update(request.removed_members)
+        record.rules -= rule_keys(request.removed_rules)
+        record.rules |= rule_keys(request.added_rules)
+        record.take(request.peers, request.services, request.members)
+        return self._synced(request.router_netns, record, before, request.seq)
 
     async def SetQos(self, request: pb.QosRequest, context: Any) -> pb.InstanceReport:
         self.host.count("SetQos")

@@ -1,109 +1,44 @@
 """What the agent does to its host: instances, routers, processes, reconciliation.
 
-`HostAgent` is the implementation behind the RPC servicer. It serialises kernel work per
-VPC router (instances of different VPCs are wired concurrently), keeps the instance
-table on disk, and on start reconciles: kernel objects carrying this host's tag that
-the table does not know are removed (and the logs of instances it does not hold), and
-every known instance is repaired and its process adopted or restarted. Instance logs
-are capped by copytruncate rotation (agent/logs.py), which the server runs every second.
+`HostAgent` is the implementation behind the RPC servicer (agent/server.py). It is
+made of parts, one module a concern, that share the state its `__init__` sets
+(agent/base.py): the VPC routers and the VPC sync (agent/routers.py), instance
+endpoints and QoS (agent/wiring.py), process supervision and logs
+(agent/processes.py), load, flows and reports (agent/telemetry.py). What needs them
+all is here: deleting an instance, and reconciling on start: kernel objects carrying
+this host's tag that the instance table does not know are removed (and the logs of
+instances it does not hold), and every known instance is repaired and its process
+adopted or restarted. Instance logs are capped by copytruncate rotation
+(agent/logs.py), which the server runs every second.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
-import json
 import logging
-import os
-import signal
-import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from autonet.agent import logs
-from autonet.agent.dns import DnsResponder
-from autonet.agent.flows import Counters, FlowIds, Member, flow_rows, rates
-from autonet.agent.state import InstanceRecord, InstanceTable, write_atomically
-from autonet.agent.supervisor import Spec, Supervised, process_start_time
+from autonet.agent.flows import Counters, FlowIds
+from autonet.agent.processes import Processes
+from autonet.agent.routers import Router
+from autonet.agent.state import InstanceRecord, InstanceTable
+from autonet.agent.supervisor import Supervised, process_start_time
+from autonet.agent.telemetry import Telemetry
 from autonet.agent.warmpool import WarmPool
+from autonet.agent.wiring import Wiring
 from autonet.dataplane import endpoint as ep
-from autonet.dataplane import netns, overlay
-from autonet.dataplane import qos as qos_tc
-from autonet.dataplane.conntrack import ConntrackReader
+from autonet.dataplane import netns
 from autonet.dataplane.netlink import Netlink
-from autonet.dataplane.nftables import Nft
-from autonet.dataplane.policy import Allow, RouterPolicy
-from autonet.dataplane.services import RouterServices, ServicePort
 from autonet.model import naming
 
 log = logging.getLogger(__name__)
 
 
-TCP_LISTEN = "0A"
-OVERLAY_REREAD = 30.0  # seconds between reading a router's overlay back from the kernel
-OVERLAY_KEYS = ("vxlan_ifname", "vni", "local", "mtu")  # what _apply_overlay cannot do without
-
-
-class Router:
-    """What the agent keeps per VPC router namespace: nftables, policy, services, DNS."""
-
-    def __init__(self, namespace: str) -> None:
-        self.nft = Nft(namespace)
-        self.policy = RouterPolicy(self.nft)
-        self.services = RouterServices(self.nft)
-        self.dns = DnsResponder(namespace)
-        self.conntrack = ConntrackReader(namespace)
-        self.members: dict[str, Member] = {}
-        self.overlay: overlay.Entries | None = None
-        self.overlay_read = 0.0
-
-    def close(self) -> None:
-        self.dns.close()
-        self.conntrack.close()
-        self.nft.close()
-
-
-def service_ports(services: list[dict[str, Any]]) -> list[ServicePort]:
-    """The (VIP, transport, port) entries of SyncVpc services, backends split by family."""
-    ports = []
-    for service in services:
-        for vip in (service.get("vip4"), service.get("vip6")):
-            if not vip:
-                continue
-            version = ipaddress.ip_address(vip).version
-            for port in service.get("ports", []):
-                backends = tuple(
-                    b for b in port.get("backends", []) if ipaddress.ip_address(b).version == version
-                )
-                ports.append(ServicePort(vip, port["transport"], int(port["port"]), backends))
-    return ports
-
-
-def listening_ports(pid: int) -> list[str]:
-    """TCP ports in LISTEN and bound UDP ports in the network namespace of process `pid`.
-
-    /proc/PID/net/* shows the namespace of that process, so no setns is needed.
-    """
-    found: set[str] = set()
-    for proto in ("tcp", "tcp6", "udp", "udp6"):
-        try:
-            with open(f"/proc/{pid}/net/{proto}") as handle:
-                next(handle)
-                for line in handle:
-                    fields = line.split()
-                    local, state = fields[1], fields[3]
-                    if proto.startswith("tcp") and state != TCP_LISTEN:
-                        continue
-                    found.add(f"{proto.rstrip('6')}/{int(local.rsplit(':', 1)[1], 16)}")
-        except (OSError, StopIteration):
-            continue
-    return sorted(found)
-
-
-class HostAgent:
+class HostAgent(Wiring, Processes, Telemetry):
     def __init__(
         self,
         host: str,
@@ -129,288 +64,6 @@ class HostAgent:
         self._last_state: dict[str, str] = {}
         self._router_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._instance_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-
-    # -- paths ---------------------------------------------------------------------------
-    def log_path(self, name: str) -> Path:
-        return self.state_dir / "logs" / f"{name}.log"
-
-    def resolv_path(self, uid: str) -> Path:
-        return self.state_dir / "resolv" / f"{uid}.conf"
-
-    def overlay_path(self, router_netns: str) -> Path:
-        return self.state_dir / "overlay" / f"{router_netns}.json"
-
-    def owns_netns(self, name: str) -> bool:
-        return name.startswith((f"ani{self.tag}", f"anr{self.tag}"))
-
-    # -- endpoints -------------------------------------------------------------------------
-    def _endpoint_spec(self, record: InstanceRecord) -> ep.EndpointSpec:
-        e = record.endpoint
-        return ep.EndpointSpec(
-            netns=e["netns"],
-            router_netns=e["router_netns"],
-            router_ifname=e["router_ifname"],
-            mac=e["mac"],
-            router_mac=e["router_mac"],
-            ipv4=e.get("ipv4") or None,
-            ipv6=e.get("ipv6") or None,
-            mtu=int(e.get("mtu") or 1500),
-        )
-
-    async def ensure_endpoint(self, uid: str, name: str, endpoint: dict[str, Any]) -> InstanceRecord:
-        for key in ("netns", "router_netns"):
-            if not self.owns_netns(endpoint[key]):
-                raise ValueError(f"{key} {endpoint[key]!r} does not carry this host's tag {self.tag!r}")
-        async with self._instance_locks[uid]:
-            record = self.table.get(uid)
-            if record is None:
-                record = InstanceRecord(uid=uid, name=name, endpoint=endpoint)
-            else:
-                record.endpoint = endpoint
-            self.table.save(record)
-            await self._wire(record)
-            return record
-
-    async def _wire(self, record: InstanceRecord) -> None:
-        # Not write_atomically: the file is bind-mounted into the instance's processes, so
-        # it must keep its inode; it is rewritten from the table at every wiring anyway.
-        resolv = self.resolv_path(record.uid)
-        resolv.parent.mkdir(parents=True, exist_ok=True)
-        contents = (record.endpoint.get("resolv_conf") or "").encode()
-        if not resolv.exists() or resolv.read_bytes() != contents:
-            resolv.write_bytes(contents)
-        os.chmod(resolv, 0o644)
-        async with self._router_locks[record.router_netns]:
-            if record.router_netns not in self.routers or not netns.exists(record.router_netns):
-                await ep.ensure_router(self.nl, record.router_netns)
-            router = await self._router(record.router_netns)
-            if router.policy.applied is None:  # fail closed: deny until the control plane says more
-                saved = self.saved_vpc(record.router_netns)
-                try:
-                    if saved is not None:
-                        await self._apply_vpc(record.router_netns, saved)
-                except (KeyError, TypeError, ValueError) as exc:
-                    log.warning("overlay file of %s does not apply (%r): ignored", record.router_netns, exc)
-                    saved = None
-                if saved is None:
-                    router.policy.sync({}, set())
-                    router.services.sync([])
-            if not netns.exists(record.netns):
-                self.pool.take(record.netns)  # a namespace made ahead, if one is ready
-            await ep.ensure_endpoint(self.nl, self._endpoint_spec(record))
-            await self._apply_qos(record)
-
-    async def _apply_qos(self, record: InstanceRecord) -> None:
-        """Ingress (toward the instance) on the router side, egress on the instance's eth0."""
-        qos = record.endpoint.get("qos") or {}
-        priority = qos.get("priority") or "normal"
-        e = record.endpoint
-        await qos_tc.set_rate(
-            self.nl, e["router_netns"], e["router_ifname"], qos.get("ingress_mbps") or None, priority
-        )
-        await qos_tc.set_rate(
-            self.nl, e["netns"], ep.INSTANCE_IFNAME, qos.get("egress_mbps") or None, priority
-        )
-
-    async def set_qos(self, uid: str, qos: dict[str, Any]) -> InstanceRecord:
-        async with self._instance_locks[uid]:
-            record = self.table.get(uid)
-            if record is None:
-                raise KeyError(f"instance {uid} is not on host {self.host}")
-            record.endpoint["qos"] = qos
-            self.table.save(record)
-            await self._apply_qos(record)
-            return record
-
-    # -- flows and load ----------------------------------------------------------------------
-    def _addresses(self, record: InstanceRecord) -> set[str]:
-        return {a for a in (record.endpoint.get("ipv4"), record.endpoint.get("ipv6")) if a}
-
-    async def flows(self, uid: str) -> list[dict[str, Any]]:
-        record = self.table.get(uid)
-        if record is None:
-            raise KeyError(f"instance {uid} is not on host {self.host}")
-        router = await self._router(record.router_netns)
-        connections = await router.conntrack.dump()
-        return flow_rows(connections, self._addresses(record), router.members, self.flow_ids)
-
-    async def sample_load(self) -> list[dict[str, Any]]:
-        """Per instance: rates since the previous sample and active flows."""
-        rows = []
-        live: set[tuple[int, int]] = set()
-        for router_netns in sorted(self.table.routers()):
-            if not netns.exists(router_netns):
-                continue
-            router = await self._router(router_netns)
-            ipr = await self.nl.ns(router_netns)
-            stats = {}
-            async for link in await ipr.get_links():
-                counters = link.get_attr("IFLA_STATS64")
-                if counters is not None:
-                    stats[str(link.get_attr("IFLA_IFNAME"))] = counters
-            connections = await router.conntrack.dump()
-            live |= {c.key for c in connections}
-            for record in self.table.records.values():
-                if record.router_netns != router_netns:
-                    continue
-                counters = stats.get(record.endpoint["router_ifname"])
-                if counters is None:
-                    continue
-                # The router receives what the instance sends.
-                now = Counters(
-                    rx_bytes=counters["tx_bytes"], tx_bytes=counters["rx_bytes"],
-                    rx_packets=counters["tx_packets"], tx_packets=counters["rx_packets"],
-                )  # fmt: skip
-                addresses = self._addresses(record)
-                flows = sum(1 for c in connections if c.orig.src in addresses or c.reply.src in addresses)
-                rows.append(
-                    {
-                        "instance_uid": record.uid,
-                        "instance": record.name,
-                        **rates(self._counters.get(record.uid), now),
-                        "rx_bytes": now.rx_bytes,
-                        "tx_bytes": now.tx_bytes,
-                        "flows": flows,
-                    }
-                )
-                self._counters[record.uid] = now
-        self.flow_ids.forget_except(live)
-        for uid in [u for u in self._counters if u not in self.table.records]:
-            del self._counters[uid]
-        return rows
-
-    # -- overlay ---------------------------------------------------------------------------
-    async def sync_vpc(self, router_netns: str, desired: dict[str, Any]) -> tuple[bool, int, int]:
-        """Apply a VPC's overlay and policy (`desired` as in SyncVpc); remembered on disk."""
-        if not self.owns_netns(router_netns):
-            raise ValueError(f"router {router_netns!r} does not carry this host's tag {self.tag!r}")
-        async with self._router_locks[router_netns]:
-            if router_netns not in self.table.routers() or not netns.exists(router_netns):
-                return False, 0, 0
-            write_atomically(self.overlay_path(router_netns), json.dumps(desired).encode())
-            added, removed = await self._apply_vpc(router_netns, desired)
-            return True, added, removed
-
-    def saved_vpc(self, router_netns: str) -> dict[str, Any] | None:
-        """The VPC state last synced to this router, None if there is none or it is unusable.
-
-        Unusable is as good as absent: the router denies everything until the controller
-        syncs the VPC again, which it does when the host (re)connects.
-        """
-        path = self.overlay_path(router_netns)
-        try:
-            desired = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            log.warning("overlay file %s is unreadable (%s): ignored", path, exc)
-            return None
-        missing = [k for k in OVERLAY_KEYS if not isinstance(desired, dict) or k not in desired]
-        if missing:
-            log.warning("overlay file %s lacks %s: ignored", path, ", ".join(missing))
-            return None
-        return dict(desired)
-
-    async def _router(self, router_netns: str) -> Router:
-        router = self.routers.get(router_netns)
-        if router is None:
-            router = self.routers[router_netns] = Router(router_netns)
-            await router.dns.start()
-        return router
-
-    async def _apply_vpc(self, router_netns: str, desired: dict[str, Any]) -> tuple[int, int]:
-        router = await self._router(router_netns)
-        members = desired.get("members", [])
-        # Zero values are absent from the message's JSON form: a member without an
-        # identity, or a rule saved before identities (addresses), is left out: denied.
-        identities = {m["address"]: int(m["identity"]) for m in members if m.get("identity")}
-        rules = {
-            Allow(int(r["source_identity"]), int(r["destination_identity"]), r["transport"], int(r["port"]))
-            for r in desired.get("rules", [])
-            if r.get("source_identity") and r.get("destination_identity")
-        }
-        added, removed = router.policy.sync(identities, rules)
-        services = desired.get("services", [])
-        lb_added, lb_removed = router.services.sync(service_ports(services))
-        router.dns.set_services(desired.get("vpc_name", ""), services)
-        router.members = {m["address"]: Member(m["instance"], m["automaton"]) for m in members}
-        overlay_added, overlay_removed = await self._apply_overlay(router_netns, desired)
-        return added + lb_added + overlay_added, removed + lb_removed + overlay_removed
-
-    async def _apply_overlay(self, router_netns: str, desired: dict[str, Any]) -> tuple[int, int]:
-        def vtep(data: dict[str, Any]) -> overlay.Vtep:
-            return overlay.Vtep(data["underlay"], data["mac"], data["ipv4"], data["ipv6"])
-
-        spec = overlay.VxlanSpec(
-            desired["vxlan_ifname"], int(desired["vni"]), vtep(desired["local"]), int(desired["mtu"])
-        )
-        peers = [
-            overlay.Peer(vtep(p["vtep"]), list(p.get("addresses", []))) for p in desired.get("peers", [])
-        ]
-        router = await self._router(router_netns)
-        # Read the kernel back now and then (drift repair); otherwise diff against memory.
-        fresh = router.overlay is None or time.monotonic() - router.overlay_read > OVERLAY_REREAD
-        added, removed, router.overlay = await overlay.sync_vpc(
-            self.nl, router_netns, spec, peers, None if fresh else router.overlay
-        )
-        if fresh:
-            router.overlay_read = time.monotonic()
-        return added, removed
-
-    # -- processes -------------------------------------------------------------------------
-    async def ensure_process(self, uid: str, process: dict[str, Any]) -> Supervised:
-        async with self._instance_locks[uid]:
-            record = self.table.get(uid)
-            if record is None:
-                raise KeyError(f"instance {uid} is not wired on host {self.host}")
-            current = self.processes.get(uid)
-            if current is not None and record.process == process:
-                current.start()
-                return current
-            if current is not None:
-                await current.stop()
-            record.process = process
-            self.table.save(record)
-            return self._supervise(record)
-
-    def _supervise(self, record: InstanceRecord, adopt: bool = False) -> Supervised:
-        assert record.process is not None
-        spec = Spec(
-            netns=record.netns,
-            command=list(record.process["command"]),
-            user=record.process.get("user") or "nobody",
-            env=dict(record.process.get("env") or {}),
-            resolv_conf=str(self.resolv_path(record.uid)),
-            log_path=self.log_path(record.name),
-        )
-
-        def remember(proc: Supervised) -> None:
-            if proc.state != self._last_state.get(record.uid):
-                self._last_state[record.uid] = proc.state
-                self.events.put_nowait(
-                    {
-                        "instance_uid": record.uid,
-                        "instance": record.name,
-                        "process": proc.state,
-                        "pid": proc.pid,
-                        "last_exit": proc.last_exit,
-                    }
-                )
-            if self.table.get(record.uid) is record and (record.pid, record.restarts) != (
-                proc.pid,
-                proc.restarts,
-            ):
-                record.pid, record.pid_start, record.restarts = proc.pid, proc.pid_start, proc.restarts
-                self.table.save(record)
-
-        proc = Supervised(record.name, spec, remember)
-        proc.restarts = record.restarts
-        self.processes[record.uid] = proc
-        if adopt:
-            proc.start(record.pid, record.pid_start)
-        else:
-            proc.start()
-        return proc
 
     # -- deletion --------------------------------------------------------------------------
     async def delete_instance(self, uid: str) -> InstanceRecord | None:
@@ -439,34 +92,6 @@ class HostAgent:
                 logs.remove(self.log_path(record.name))
         self._instance_locks.pop(uid, None)
         return record
-
-    def rotate_logs(self) -> int:
-        """Rotate the logs grown past the cap; returns how many were rotated."""
-        done = 0
-        for name in sorted({record.name for record in self.table.records.values()}):
-            try:
-                done += logs.rotate_if_larger(self.log_path(name), self.log_max_bytes)
-            except OSError as exc:
-                log.warning("cannot rotate the log of %s: %s", name, exc)
-        return done
-
-    def _remove_stray_logs(self) -> int:
-        """Logs of instances the table does not hold (deleted while the agent was down)."""
-        kept = {f.name for r in self.table.records.values() for f in logs.files_of(self.log_path(r.name))}
-        removed = 0
-        directory = self.state_dir / "logs"
-        for path in directory.iterdir() if directory.is_dir() else []:
-            if path.name not in kept and path.is_file():
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
-
-    def _kill_namespace_processes(self, name: str) -> None:
-        """Processes left in a namespace we remove (e.g. from `exec`) go with it."""
-        for pid in netns.pids_in(name):
-            if pid != os.getpid():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
 
     # -- reconciliation ----------------------------------------------------------------------
     async def reconcile(self) -> dict[str, int]:
@@ -502,43 +127,6 @@ class HostAgent:
                 self._supervise(record, adopt=bool(alive))
                 done["adopted" if alive else "restarted"] += 1
         return done
-
-    def process_states(self) -> list[dict[str, Any]]:
-        """Every supervised process's state, cheaply (no /proc scans): for heartbeats."""
-        return [
-            {
-                "instance_uid": uid,
-                "instance": proc.name,
-                "process": proc.state,
-                "pid": proc.pid,
-                "last_exit": proc.last_exit,
-            }
-            for uid, proc in self.processes.items()
-        ]
-
-    def report(self, only: str = "") -> list[dict[str, Any]]:
-        """One row per instance (or only for `only`), with the ports it listens on (readiness)."""
-        rows = []
-        if only:
-            records = [self.table.records[only]] if only in self.table.records else []
-        else:
-            records = list(self.table.records.values())
-        for record in records:
-            proc = self.processes.get(record.uid)
-            rows.append(
-                {
-                    "instance_uid": record.uid,
-                    "instance_name": record.name,
-                    "netns": record.netns,
-                    "wired": netns.exists(record.netns),
-                    "process": proc.state if proc else "none",
-                    "pid": proc.pid if proc else 0,
-                    "restarts": proc.restarts if proc else 0,
-                    "last_exit": proc.last_exit if proc else "",
-                    "listening": listening_ports(proc.pid) if proc and proc.pid else [],
-                }
-            )
-        return rows
 
     async def close(self) -> None:
         """Stop supervising (processes keep running and are adopted on the next start)."""

@@ -128,7 +128,18 @@ class AgentServicer(pb_grpc.AgentServicer):
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise
-        return pb.SyncReport(present=present, added=added, removed=removed)
+        return pb.SyncReport(present=present, added=added, removed=removed, seq=request.seq)
+
+    async def SyncVpcDelta(self, request: pb.VpcDelta, context: Any) -> pb.SyncReport:
+        delta = MessageToDict(request, preserving_proto_field_name=True)
+        try:
+            present, added, removed, seq = await self.agent.sync_vpc_delta(request.router_netns, delta)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise
+        if seq < 0:
+            return pb.SyncReport(present=present, snapshot_needed=True)
+        return pb.SyncReport(present=present, added=added, removed=removed, seq=seq)
 
     async def DeleteInstance(self, request: pb.InstanceRef, context: Any) -> pb.InstanceReport:
         await self.agent.delete_instance(request.instance_uid)

@@ -11,19 +11,32 @@ For a VPC, the desired state of host H is
 - the services: every automaton's VIPs and DNS name, and per provided port the ready
   (Provisioned) instances that connections to the VIP are balanced over.
 
-`VpcSyncer.sync(vpc)` computes this from the store and sends each such host one
-`SyncVpc` (idempotent). Calls for the same VPC coalesce: many instances wired at once
-cause few syncs, and a caller returns only after a sync that started after its call has
-finished, so when `await sync(vpc)` returns, every host of the VPC routes to, and
-enforces the policy of, every instance wired before the call.
+`VpcSyncer.sync(vpc)` computes this from the object cache and brings each such host
+to it. Hosts are told what changed, not everything: the syncer keeps the VPC's tables
+(members, peers, services) as of its last sync, and what each host holds (the number
+of its last sync, its rules). A host that holds the last sync gets a `SyncVpcDelta`
+(entries added or changed, keys removed; nothing at all when the change does not
+concern it); any other host (new to the VPC, reconnected, after a failed call, after a
+controller restart) gets a `SyncVpc` snapshot. Every message is numbered in a sequence
+per host, and a delta names the sync it applies on top of: an agent that holds
+another one (a delta was lost on the wire, it lost its state) applies nothing and asks
+for a snapshot, which the syncer sends at once. The periodic resync sends even empty
+deltas, so such a gap is found within `RESYNC_EVERY` without any change.
+
+Calls for the same VPC coalesce: many instances wired at once cause few syncs, and a
+caller returns only after a sync that started after its call has finished, so when
+`await sync(vpc)` returns, every host of the VPC routes to, and enforces the policy
+of, every instance wired before the call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
@@ -147,6 +160,112 @@ def service_table(automatons: Iterable[Object], wired: dict[str, list[Object]]) 
     return services
 
 
+RuleKey = tuple[int, int, str, int]
+
+
+def rule_key(rule: pb.Rule) -> RuleKey:
+    return (rule.source_identity, rule.destination_identity, rule.transport, rule.port)
+
+
+@dataclass
+class HostSync:
+    """What one host's router of a VPC holds, as the controller last told it."""
+
+    seq: int  # the number of the sync it holds
+    header: bytes  # the snapshot's fields a delta cannot change (serialised)
+    rules: dict[RuleKey, pb.Rule]
+
+
+@dataclass
+class VpcTables:
+    """A VPC's state as of its last sync, keyed the way deltas are: the base of the next
+    sync's deltas for the hosts in `hosts` (every other host gets a snapshot)."""
+
+    members: dict[str, pb.Member]  # by address
+    peers: dict[str, pb.Peer]  # by host: every host with wired instances of the VPC
+    services: dict[str, pb.Service]  # by automaton
+    hosts: dict[str, HostSync] = field(default_factory=dict)
+
+
+Entry = TypeVar("Entry", pb.Member, pb.Peer, pb.Service)
+
+
+def changes(before: dict[str, Entry], after: dict[str, Entry]) -> tuple[list[Entry], list[str]]:
+    """The entries added or changed from `before` to `after`, and the keys removed."""
+    changed = [entry for key, entry in after.items() if before.get(key) != entry]
+    return changed, [key for key in before if key not in after]
+
+
+@dataclass
+class VpcChanges:
+    """What changed in a VPC's tables between two syncs (the same for all its hosts)."""
+
+    members: tuple[list[pb.Member], list[str]]
+    peers: tuple[list[pb.Peer], list[str]]
+    services: tuple[list[pb.Service], list[str]]
+
+    @classmethod
+    def between(cls, before: VpcTables, after: VpcTables) -> VpcChanges:
+        return cls(
+            changes(before.members, after.members),
+            changes(before.peers, after.peers),
+            changes(before.services, after.services),
+        )
+
+    def delta(self, host: str, base: HostSync, rules: dict[RuleKey, pb.Rule]) -> pb.VpcDelta:
+        """The delta that brings `host` (holding `base`) to the new tables and `rules`."""
+        changed_peers, removed_peers = self.peers
+        return pb.VpcDelta(
+            base_seq=base.seq,
+            peers=[p for p in changed_peers if p.host != host],
+            removed_peers=[h for h in removed_peers if h != host],
+            members=self.members[0],
+            removed_members=self.members[1],
+            services=self.services[0],
+            removed_services=self.services[1],
+            added_rules=[rule for key, rule in rules.items() if key not in base.rules],
+            removed_rules=[rule for key, rule in base.rules.items() if key not in rules],
+        )
+
+
+def make_snapshot(
+    header: pb.VpcState, tables: VpcTables, host: str, rules: dict[RuleKey, pb.Rule]
+) -> pb.VpcState:
+    """The whole state of the VPC for `host`'s router: `header` (its own fields), the
+    other hosts as peers, its rules, every member and service."""
+    snapshot = pb.VpcState()
+    snapshot.CopyFrom(header)
+    snapshot.peers.extend(p for name, p in tables.peers.items() if name != host)
+    snapshot.rules.extend(rules[k] for k in sorted(rules))
+    snapshot.services.extend(tables.services.values())
+    snapshot.members.extend(tables.members.values())
+    return snapshot
+
+
+def is_empty(delta: pb.VpcDelta) -> bool:
+    return not (
+        delta.peers
+        or delta.removed_peers
+        or delta.members
+        or delta.removed_members
+        or delta.services
+        or delta.removed_services
+        or delta.added_rules
+        or delta.removed_rules
+    )
+
+
+@dataclass
+class SyncCounts:
+    """How the controller's VPC syncs went since it started (GET /api/v1/stats)."""
+
+    snapshots: int = 0
+    deltas: int = 0
+    skipped: int = 0  # hosts a sync did not concern (their delta was empty)
+    gaps: int = 0  # deltas an agent refused (not based on what it holds): snapshot sent
+    dropped: int = 0  # deltas not sent by fault injection (AUTONET_DROP_DELTAS)
+
+
 class VpcSyncer:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -154,6 +273,13 @@ class VpcSyncer:
         self.wired_states = wired_states(ctx.kinds)
         # Per network, the hosts holding its wired instances, as of the last sync.
         self.network_hosts: dict[str, set[str]] = {}
+        self.tables: dict[str, VpcTables] = {}  # per VPC, as of its last sync
+        self.sequence: dict[str, int] = defaultdict(int)  # per host, the last sync number sent
+        self.probing: set[str] = set()  # VPCs whose next sync sends even empty deltas
+        self.counts = SyncCounts()
+        # Fault injection for tests: the next N deltas are lost on the wire (never sent,
+        # believed delivered); the agents' gap check must repair what they carried.
+        self.drop_deltas = int(os.environ.get("AUTONET_DROP_DELTAS", "0"))
 
     @classmethod
     def of(cls, ctx: Context) -> VpcSyncer:
@@ -170,7 +296,22 @@ class VpcSyncer:
     async def sync_all(self, vpcs: Iterable[str]) -> None:
         await asyncio.gather(*(self.sync(vpc) for vpc in sorted(set(vpcs))))
 
+    async def probe(self, vpc: str) -> None:
+        """Sync `vpc`, sending every host a delta even when nothing changed: an agent that
+        lost a delta, or its state, answers with a gap and gets a snapshot."""
+        self.probing.add(vpc)
+        await self.sync(vpc)
+
+    def forget_host(self, host: str) -> None:
+        """The host's agent may hold anything (it reconnected): its next syncs are snapshots."""
+        for tables in self.tables.values():
+            tables.hosts.pop(host, None)
+
     async def _sync(self, vpc_name: str) -> None:
+        # Taken out while the sync runs: if it breaks half-way, the next one sends snapshots.
+        before = self.tables.pop(vpc_name, None)
+        probe = vpc_name in self.probing
+        self.probing.discard(vpc_name)
         vpc = await self.ctx.get("Vpc", vpc_name)
         if vpc is None or not vpc.status.get("vni"):
             return
@@ -190,37 +331,92 @@ class VpcSyncer:
         automatons = {a.name: a for a in all_automatons if a.name in by_automaton}
         identity = identities(automatons.values())
         found = openings(await self.ctx.list("Composition"), automatons)
-        services = service_table(all_automatons, by_automaton)
-        members = member_list(wired, identity)
+        after = VpcTables(
+            members={m.address: m for m in member_list(wired, identity)},
+            peers={
+                name: pb.Peer(host=name, vtep=vtep(hosts[name], vpc.uid), addresses=sorted(addrs))
+                for name, addrs in sorted(by_host.items())
+                if name in hosts and "index" in hosts[name].status
+            },
+            services={s.name: s for s in service_table(all_automatons, by_automaton)},
+        )
+        changed = VpcChanges.between(before, after) if before is not None else None
         calls = []
         for name in by_host:
             host = hosts.get(name)
             if host is None or host.state not in (READY, CONNECTED) or "index" not in host.status:
                 continue  # a Lost host is told when it comes back (Host Connected resyncs)
-            peers = [
-                pb.Peer(host=other, vtep=vtep(hosts[other], vpc.uid), addresses=sorted(found))
-                for other, found in sorted(by_host.items())
-                if other != name and other in hosts and "index" in hosts[other].status
-            ]
-            request = pb.VpcState(
+            header = pb.VpcState(
                 vpc_uid=vpc.uid,
                 router_netns=naming.router_netns(host.spec["tag"], vpc.uid),
                 vxlan_ifname=naming.vxlan_ifname(vpc.uid),
                 vni=int(vpc.status["vni"]),
                 local=vtep(host, vpc.uid),
                 mtu=overlay_mtu(host),
-                peers=peers,
-                rules=identity_rules(found, identity, local[name]),
                 vpc_name=vpc_name,
-                services=services,
-                members=members,
             )
-            agent = self.ctx.agents.get(host.name, host.spec["rpc"])
-            calls.append(agent.call("SyncVpc", request))
+            rules = {rule_key(r): r for r in identity_rules(found, identity, local[name])}
+            base = before.hosts.get(name) if before is not None else None
+            calls.append(self._send(host, header, rules, after, changed, base, probe))
         results: list[Any] = await asyncio.gather(*calls, return_exceptions=True)
+        self.tables[vpc_name] = after
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
+
+    async def _send(
+        self,
+        host: Object,
+        header: pb.VpcState,
+        rules: dict[RuleKey, pb.Rule],
+        after: VpcTables,
+        changed: VpcChanges | None,
+        base: HostSync | None,
+        probe: bool,
+    ) -> None:
+        """Bring one host's router to `after`: a delta on top of what it holds when the
+        controller knows that, a snapshot otherwise (or when the agent finds a gap)."""
+        agent = self.ctx.agents.get(host.name, host.spec["rpc"])
+        key = header.SerializeToString(deterministic=True)
+        if changed is not None and base is not None and base.header == key:
+            delta = changed.delta(host.name, base, rules)
+            if is_empty(delta) and not probe:
+                self.counts.skipped += 1
+                after.hosts[host.name] = base
+                return
+            delta.vpc_uid, delta.router_netns = header.vpc_uid, header.router_netns
+            delta.seq = self._next(host.name)
+            if self.drop_deltas > 0:  # fault injection: lost on the wire, believed delivered
+                self.drop_deltas -= 1
+                self.counts.dropped += 1
+                self.ctx.log.warning("fault injection: sync %d to host %s dropped", delta.seq, host.name)
+                after.hosts[host.name] = HostSync(delta.seq, key, rules)
+                return
+            reply = await agent.call("SyncVpcDelta", delta)
+            self.counts.deltas += 1
+            if not reply.present:
+                return
+            if not reply.snapshot_needed:
+                after.hosts[host.name] = HostSync(delta.seq, key, rules)
+                return
+            self.counts.gaps += 1
+            self.ctx.log.warning(
+                "host %s does not hold sync %d of Vpc %s (a delta was lost, or its state): "
+                "sending a snapshot",
+                host.name,
+                base.seq,
+                header.vpc_name,
+            )
+        snapshot = make_snapshot(header, after, host.name, rules)
+        snapshot.seq = self._next(host.name)
+        reply = await agent.call("SyncVpc", snapshot)
+        self.counts.snapshots += 1
+        if reply.present:
+            after.hosts[host.name] = HostSync(snapshot.seq, key, rules)
+
+    def _next(self, host: str) -> int:
+        self.sequence[host] += 1
+        return self.sequence[host]
 
 
 RESYNC_EVERY = 30.0
@@ -233,6 +429,6 @@ async def resync_forever(ctx: Context) -> None:
         syncer = VpcSyncer.of(ctx)
         for vpc in await ctx.list("Vpc"):
             try:
-                await syncer.sync(vpc.name)
+                await syncer.probe(vpc.name)
             except Exception as exc:
                 ctx.log.warning("periodic resync of Vpc %s failed: %s", vpc.name, exc)

@@ -188,7 +188,7 @@ class Rule(_message.Message):
     def __init__(self, transport: _Optional[str] = ..., port: _Optional[int] = ..., source_identity: _Optional[int] = ..., destination_identity: _Optional[int] = ...) -> None: ...
 
 class VpcState(_message.Message):
-    __slots__ = ("vpc_uid", "router_netns", "vxlan_ifname", "vni", "local", "mtu", "peers", "rules", "vpc_name", "services", "members")
+    __slots__ = ("vpc_uid", "router_netns", "vxlan_ifname", "vni", "local", "mtu", "peers", "rules", "vpc_name", "services", "members", "seq")
     VPC_UID_FIELD_NUMBER: _ClassVar[int]
     ROUTER_NETNS_FIELD_NUMBER: _ClassVar[int]
     VXLAN_IFNAME_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +200,7 @@ class VpcState(_message.Message):
     VPC_NAME_FIELD_NUMBER: _ClassVar[int]
     SERVICES_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     vpc_uid: str
     router_netns: str
     vxlan_ifname: str
@@ -211,7 +212,36 @@ class VpcState(_message.Message):
     vpc_name: str
     services: _containers.RepeatedCompositeFieldContainer[Service]
     members: _containers.RepeatedCompositeFieldContainer[Member]
-    def __init__(self, vpc_uid: _Optional[str] = ..., router_netns: _Optional[str] = ..., vxlan_ifname: _Optional[str] = ..., vni: _Optional[int] = ..., local: _Optional[_Union[Vtep, _Mapping]] = ..., mtu: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., vpc_name: _Optional[str] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
+    seq: int
+    def __init__(self, vpc_uid: _Optional[str] = ..., router_netns: _Optional[str] = ..., vxlan_ifname: _Optional[str] = ..., vni: _Optional[int] = ..., local: _Optional[_Union[Vtep, _Mapping]] = ..., mtu: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., vpc_name: _Optional[str] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class VpcDelta(_message.Message):
+    __slots__ = ("vpc_uid", "router_netns", "seq", "base_seq", "peers", "removed_peers", "members", "removed_members", "added_rules", "removed_rules", "services", "removed_services")
+    VPC_UID_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_NETNS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    BASE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_PEERS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    ADDED_RULES_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_RULES_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_SERVICES_FIELD_NUMBER: _ClassVar[int]
+    vpc_uid: str
+    router_netns: str
+    seq: int
+    base_seq: int
+    peers: _containers.RepeatedCompositeFieldContainer[Peer]
+    removed_peers: _containers.RepeatedScalarFieldContainer[str]
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    removed_members: _containers.RepeatedScalarFieldContainer[str]
+    added_rules: _containers.RepeatedCompositeFieldContainer[Rule]
+    removed_rules: _containers.RepeatedCompositeFieldContainer[Rule]
+    services: _containers.RepeatedCompositeFieldContainer[Service]
+    removed_services: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, vpc_uid: _Optional[str] = ..., router_netns: _Optional[str] = ..., seq: _Optional[int] = ..., base_seq: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., removed_peers: _Optional[_Iterable[str]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., removed_members: _Optional[_Iterable[str]] = ..., added_rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., removed_rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., removed_services: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Member(_message.Message):
     __slots__ = ("address", "instance", "automaton", "identity")
@@ -248,14 +278,18 @@ class ServicePort(_message.Message):
     def __init__(self, transport: _Optional[str] = ..., port: _Optional[int] = ..., backends: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SyncReport(_message.Message):
-    __slots__ = ("present", "added", "removed")
+    __slots__ = ("present", "added", "removed", "snapshot_needed", "seq")
     PRESENT_FIELD_NUMBER: _ClassVar[int]
     ADDED_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_NEEDED_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     present: bool
     added: int
     removed: int
-    def __init__(self, present: _Optional[bool] = ..., added: _Optional[int] = ..., removed: _Optional[int] = ...) -> None: ...
+    snapshot_needed: bool
+    seq: int
+    def __init__(self, present: _Optional[bool] = ..., added: _Optional[int] = ..., removed: _Optional[int] = ..., snapshot_needed: _Optional[bool] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
     __slots__ = ("instance_uid",)

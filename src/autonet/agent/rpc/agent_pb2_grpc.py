@@ -59,6 +59,11 @@ class AgentStub:
                 request_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.VpcState.SerializeToString,
                 response_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.SyncReport.FromString,
                 _registered_method=True)
+        self.SyncVpcDelta = channel.unary_unary(
+                '/autonet.agent.v1.Agent/SyncVpcDelta',
+                request_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.VpcDelta.SerializeToString,
+                response_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.SyncReport.FromString,
+                _registered_method=True)
         self.Report = channel.unary_unary(
                 '/autonet.agent.v1.Agent/Report',
                 request_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.ReportRequest.SerializeToString,
@@ -126,6 +131,15 @@ class AgentServicer:
         """Make a VPC router match the VPC: its VXLAN overlay (remote hosts and instances)
         and its composition security (every member's identity, and the allowed identity
         pairs that concern local instances).
+        A full snapshot, numbered in the host's sequence (`seq`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncVpcDelta(self, request, context):
+        """What changed in a VPC since the message numbered `base_seq`; applied only on top
+        of exactly that state, otherwise the reply asks for a snapshot.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -200,6 +214,11 @@ def add_AgentServicer_to_server(servicer, server):
             'SyncVpc': grpc.unary_unary_rpc_method_handler(
                     servicer.SyncVpc,
                     request_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.VpcState.FromString,
+                    response_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.SyncReport.SerializeToString,
+            ),
+            'SyncVpcDelta': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncVpcDelta,
+                    request_deserializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.VpcDelta.FromString,
                     response_serializer=autonet_dot_agent_dot_rpc_dot_agent__pb2.SyncReport.SerializeToString,
             ),
             'Report': grpc.unary_unary_rpc_method_handler(
@@ -367,6 +386,33 @@ class Agent:
             target,
             '/autonet.agent.v1.Agent/SyncVpc',
             autonet_dot_agent_dot_rpc_dot_agent__pb2.VpcState.SerializeToString,
+            autonet_dot_agent_dot_rpc_dot_agent__pb2.SyncReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncVpcDelta(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/autonet.agent.v1.Agent/SyncVpcDelta',
+            autonet_dot_agent_dot_rpc_dot_agent__pb2.VpcDelta.SerializeToString,
             autonet_dot_agent_dot_rpc_dot_agent__pb2.SyncReport.FromString,
             options,
             channel_credentials,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter
@@ -10,6 +11,7 @@ from fastapi.responses import PlainTextResponse
 from autonet.api.state import API, State
 from autonet.control.load import LoadTable
 from autonet.control.stats import Timings
+from autonet.control.vpcsync import VpcSyncer
 
 router = APIRouter()
 
@@ -25,8 +27,9 @@ async def healthz(state: State) -> dict[str, Any]:
 @router.get(f"{API}/stats")
 async def stats(state: State) -> dict[str, Any]:
     """Timing summaries kept in this controller's memory (control/stats.py): the
-    placement decision (`placement.*`) and every handler (`handler <Kind>/<State>`)."""
-    return Timings.of(state.ctx).summary()
+    placement decision (`placement.*`) and every handler (`handler <Kind>/<State>`);
+    and how VPC syncs went (snapshots, deltas, hosts skipped, gaps repaired)."""
+    return {**Timings.of(state.ctx).summary(), "vpc_syncs": asdict(VpcSyncer.of(state.ctx).counts)}
 
 
 @router.delete(f"{API}/stats")

@@ -100,7 +100,9 @@ async def resync(host: Object, ctx: Context) -> Outcome:
     if (lost := silence(host, ctx)) is not None:
         return lost
     vpcs = {i.status["vpc"] for i in await instances_on(ctx, host.name) if i.status.get("vpc")}
-    await VpcSyncer.of(ctx).sync_all(vpcs)
+    syncer = VpcSyncer.of(ctx)
+    syncer.forget_host(host.name)  # whatever its agent holds, snapshots set it right
+    await syncer.sync_all(vpcs)
     return Advance()
 
 

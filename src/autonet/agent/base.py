@@ -1,0 +1,39 @@
+"""What the parts of the host agent share: who the host is, its state and its paths.
+
+`HostAgent` (agent/host.py) is made of parts, one module a concern, each a class that
+`HostAgent` inherits from. `AgentBase` is what they all use: the attributes
+`HostAgent.__init__` sets for every part (declared here for the type checker) and the
+paths of the files the agent keeps under its state directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from autonet.agent.state import InstanceTable
+from autonet.agent.supervisor import Supervised
+from autonet.dataplane.netlink import Netlink
+
+
+class AgentBase:
+    host: str
+    tag: str
+    state_dir: Path
+    table: InstanceTable
+    nl: Netlink
+    processes: dict[str, Supervised]
+    _instance_locks: dict[str, asyncio.Lock]
+
+    # -- paths ---------------------------------------------------------------------------
+    def log_path(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def resolv_path(self, uid: str) -> Path:
+        return self.state_dir / "resolv" / f"{uid}.conf"
+
+    def overlay_path(self, router_netns: str) -> Path:
+        return self.state_dir / "overlay" / f"{router_netns}.json"
+
+    def owns_netns(self, name: str) -> bool:
+        return name.startswith((f"ani{self.tag}", f"anr{self.tag}"))

@@ -1,0 +1,69 @@
+"""Incremental VPC syncs on the agent's side: a delta applied to the state it patches.
+
+The controller numbers every VPC sync it sends a host (one sequence per host). A
+snapshot (`SyncVpc`) carries the whole VPC state and its number; a delta
+(`SyncVpcDelta`) carries what changed since the sync numbered `base_seq`. A router
+applies a delta only on top of exactly that sync: if its state has another number (a
+delta was lost, the agent restarted without its state, the router was made anew), it
+applies nothing and answers that it needs a snapshot. So a router never holds a state
+the controller did not mean, whatever was lost on the wire.
+
+States and deltas are handled in their JSON form (`MessageToDict` with the proto's
+field names), which is also what the agent saves on disk: zero values are absent and
+64-bit numbers are strings there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+State = dict[str, Any]
+
+RuleKey = tuple[int, int, str, int]
+
+
+def sequence(state: State | None) -> int:
+    """The number of the sync a state was made by (0: unnumbered, or no state)."""
+    return 0 if state is None else int(state.get("seq", 0))
+
+
+def rule_key(rule: dict[str, Any]) -> RuleKey:
+    return (
+        int(rule.get("source_identity", 0)),
+        int(rule.get("destination_identity", 0)),
+        str(rule.get("transport", "")),
+        int(rule.get("port", 0)),
+    )
+
+
+def _patched(
+    entries: list[dict[str, Any]], key: str, changed: list[dict[str, Any]], removed: list[str]
+) -> list[dict[str, Any]]:
+    by_key = {entry[key]: entry for entry in entries}
+    for name in removed:
+        by_key.pop(name, None)
+    for entry in changed:
+        by_key[entry[key]] = entry
+    return [by_key[name] for name in sorted(by_key)]
+
+
+def apply_delta(state: State, delta: State) -> State:
+    """The state that `delta` makes of `state` (which the caller checked is its base)."""
+    rules = {rule_key(r): r for r in state.get("rules", [])}
+    for rule in delta.get("removed_rules", []):
+        rules.pop(rule_key(rule), None)
+    for rule in delta.get("added_rules", []):
+        rules[rule_key(rule)] = rule
+    patched = dict(state)
+    patched["peers"] = _patched(
+        state.get("peers", []), "host", delta.get("peers", []), delta.get("removed_peers", [])
+    )
+    patched["members"] = _patched(
+        state.get("members", []), "address", delta.get("members", []), delta.get("removed_members", [])
+    )
+    patched["services"] = _patched(
+        state.get("services", []), "name", delta.get("services", []), delta.get("removed_services", [])
+    )
+    patched["rules"] = [rules[key] for key in sorted(rules)]
+    patched["seq"] = str(int(delta.get("seq", 0)))
+    return patched
