@@ -166,7 +166,7 @@ async def test_a_released_lease_is_handed_out_again(store: Store) -> None:
         await until(lambda: ctx.cache.ready)
         await ctx.store.commit(release("ip/n", [held["i1"]]))
         await until(lambda: ctx.cache.get("Lease", f"ip/n/{held['i1']}") is None)
-        ctx.extras.pop("pending-leases/ip/n", None)  # as if the 5 s reservation had passed
+        ctx.leases.pending_addresses.pop("ip/n", None)  # as if the 5 s reservation had passed
         newcomer = Object(kind="Instance", name="i9")
         got, _ = await lease_addresses(ctx, "ip/n", {4: "100.64.9.0/24"}, newcomer, "n")
         assert got[4] == held["i1"]

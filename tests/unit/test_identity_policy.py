@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from autonet.control.context import Context
 from autonet.control.operators.automatons import terminate
+from autonet.control.operators.network import identities, identity_rules, member_list
 from autonet.control.registry import PluginAPI, load_plugins
 from autonet.control.runner import Runner
-from autonet.control.vpcsync import identities, identity_rules, member_list
 from autonet.dataplane.policy import Allow, _Elements, _elements, _script
 from autonet.model.objects import Object
 from autonet.model.policy import openings

@@ -33,7 +33,7 @@ async def state_of(store: Store, kind: str, name: str) -> str:
 async def test_a_silent_host_is_lost_and_a_beating_one_stays_ready(store: Store) -> None:
     api = load_plugins(PluginAPI(), only=["builtin"])
     ctx = Context(store=store, kinds=api.kinds)
-    liveness = ctx.extras["liveness"] = HostLiveness(timeout=0.4)
+    liveness = ctx.liveness = HostLiveness(timeout=0.4)
     await put(store, host("quiet"))
     await put(store, host("busy"))
     runner = Runner(ctx, api)

@@ -16,8 +16,8 @@ from autonet.agent.hollow import HollowHost, start_host, underlay_address
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.agent.vpcdelta import apply_delta, rule_key
 from autonet.control.context import Context
+from autonet.control.operators.network import HostSync, VpcChanges, VpcSyncer, VpcTables, make_snapshot
 from autonet.control.registry import PluginAPI, load_plugins
-from autonet.control.vpcsync import HostSync, VpcChanges, VpcSyncer, VpcTables, make_snapshot
 from autonet.model import naming
 from autonet.model.objects import Object
 from autonet.store import Store

@@ -60,8 +60,7 @@ async def serve(
 ) -> None:
     store = open_store(store_url)
     plugins = load_plugins(PluginAPI())
-    ctx = Context(store=store, kinds=plugins.kinds)
-    ctx.extras["liveness"] = HostLiveness(host_timeout)
+    ctx = Context(store=store, kinds=plugins.kinds, liveness=HostLiveness(host_timeout))
     runner = Runner(ctx, plugins, handler_timeout=handler_timeout)
     app = create_app(ctx, plugins)
     sockets = [bind(listen) for listen in listens]

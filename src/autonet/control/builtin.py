@@ -7,8 +7,7 @@ Each module of `control/operators/` collects its module-level handlers in its
 
 from __future__ import annotations
 
-from autonet.control import vpcsync
-from autonet.control.operators import automatons, hosts, instances, tenancy
+from autonet.control.operators import automatons, hosts, instances, network, tenancy
 from autonet.control.registry import PluginAPI
 from autonet.model.kinds import builtin_kinds
 
@@ -20,4 +19,4 @@ def plugin(api: PluginAPI) -> None:
         api.add_kind(kind)
     for module in OPERATOR_MODULES:
         api.add_operators(module.operators)
-    api.run_in_background(vpcsync.resync_forever)
+    api.run_in_background(network.resync_forever)

@@ -17,7 +17,12 @@ from typing import Any
 
 from autonet.control.agents import AgentClient, AgentClients
 from autonet.control.cache import CachedWrites, ObjectCache
+from autonet.control.leases import LeasePools
+from autonet.control.liveness import HostLiveness
+from autonet.control.load import LoadTable
+from autonet.control.operators.network import VpcSyncer
 from autonet.control.outcomes import Retry
+from autonet.control.stats import Timings
 from autonet.model.kinds import KindRegistry
 from autonet.model.objects import Object
 from autonet.store import Store
@@ -30,7 +35,13 @@ class Context:
     cache: ObjectCache = field(init=False)
     agents: AgentClients = field(default_factory=AgentClients)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("autonet.control"))
-    extras: dict[str, Any] = field(default_factory=dict)  # per-controller singletons of operators
+    # The controller's shared services, one each per controller:
+    liveness: HostLiveness = field(default_factory=HostLiveness)  # heartbeats, in memory
+    load: LoadTable = field(default_factory=LoadTable)  # the agents' load samples
+    timings: Timings = field(default_factory=Timings)  # step durations, for /api/v1/stats
+    leases: LeasePools = field(default_factory=LeasePools)  # the lowest-free allocators
+    network: VpcSyncer = field(init=False)  # the network operator: VPC syncs to hosts
+    extras: dict[str, Any] = field(default_factory=dict)  # plugins' own per-controller state
     _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
 
     def __post_init__(self) -> None:
@@ -39,6 +50,8 @@ class Context:
         else:
             self.cache = ObjectCache(self.store)
             self.store = CachedWrites(self.store, self.cache, self.kinds)
+        self.cache.subscribe_deletes(self.leases.deleted)
+        self.network = VpcSyncer(self)
 
     def lock(self, key: str) -> asyncio.Lock:
         """A controller-local lock: serialises work that would otherwise only race on CAS."""

@@ -15,13 +15,16 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from autonet.control.context import Context
 from autonet.control.outcomes import Fail
 from autonet.model.addressing import AddressPool
 from autonet.model.errors import ExhaustedError
 from autonet.model.objects import Object
 from autonet.store import Delete, Op, Put
+
+if TYPE_CHECKING:
+    from autonet.control.context import Context
 
 LEASE = "Lease"
 PENDING_SECONDS = 5.0
@@ -40,15 +43,10 @@ class LeasePools:
     def __init__(self) -> None:
         self._pools: dict[tuple[str, str], AddressPool] = {}
         self._by_pool: dict[str, list[AddressPool]] = {}
-
-    @classmethod
-    def of(cls, ctx: Context) -> LeasePools:
-        pools = ctx.extras.get("lease-pools")
-        if pools is None:
-            pools = ctx.extras["lease-pools"] = cls()
-            ctx.cache.subscribe_deletes(pools.deleted)
-        assert isinstance(pools, LeasePools)
-        return pools
+        # Picked but not yet committed, per pool (so concurrent leases pick apart), with
+        # the time until which each pick stays reserved.
+        self.pending_addresses: dict[str, dict[str, float]] = {}
+        self.pending_numbers: dict[str, dict[int, tuple[str, float]]] = {}
 
     def get(self, pool: str, cidr: str) -> AddressPool:
         found = self._pools.get((pool, cidr))
@@ -69,9 +67,9 @@ async def lease_addresses(
 ) -> tuple[dict[int, str], list[Op]]:
     """Per IP version: the address `owner` holds in `pool`, or the lowest free one of the
     version's CIDR with the operation that leases it. Exhaustion fails with `what: ...`."""
-    pending: dict[str, float] = ctx.extras.setdefault(f"pending-leases/{pool}", {})
+    pending: dict[str, float] = ctx.leases.pending_addresses.setdefault(pool, {})
     now = time.monotonic()
-    pools = LeasePools.of(ctx)
+    pools = ctx.leases
     for address in [a for a, until in pending.items() if until < now]:
         del pending[address]
         pools.deleted(LEASE, lease_name(pool, address))  # picked, never committed: free again
@@ -121,7 +119,7 @@ async def lease_number(
 ) -> tuple[int, list[Op]]:
     """The number `owner` holds in `pool` (a host index, a VNI, an automaton's identity),
     or `choose(taken)` with the operation that leases it."""
-    pending: dict[int, tuple[str, float]] = ctx.extras.setdefault(f"pending-numbers/{pool}", {})
+    pending: dict[int, tuple[str, float]] = ctx.leases.pending_numbers.setdefault(pool, {})
     now = time.monotonic()
     for picked in [n for n, (_, until) in pending.items() if until < now]:
         del pending[picked]

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import time
 
-from autonet.control.context import Context
-
 DEFAULT_HOST_TIMEOUT = 3.0
 
 
@@ -27,14 +25,6 @@ class HostLiveness:
         self.timeout = timeout
         self.started = time.monotonic()
         self._last_seen: dict[str, float] = {}
-
-    @classmethod
-    def of(cls, ctx: Context) -> HostLiveness:
-        liveness = ctx.extras.get("liveness")
-        if liveness is None:
-            liveness = ctx.extras["liveness"] = cls()
-        assert isinstance(liveness, HostLiveness)
-        return liveness
 
     def beat(self, host: str) -> None:
         self._last_seen[host] = time.monotonic()

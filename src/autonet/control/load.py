@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from autonet.control.context import Context
+if TYPE_CHECKING:
+    from autonet.control.context import Context
 
 RATE_FIELDS = ("rx_bps", "tx_bps", "rx_pps", "tx_pps")
 STALE_AFTER = 10.0
@@ -25,13 +26,6 @@ class LoadTable:
     def __init__(self) -> None:
         self._hosts: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self.updated = asyncio.Condition()
-
-    @classmethod
-    def of(cls, ctx: Context) -> LoadTable:
-        table = ctx.extras.get("load")
-        if table is None:
-            table = ctx.extras["load"] = cls()
-        return table
 
     async def ingest(self, host: str, rows: list[dict[str, Any]]) -> None:
         self._hosts[host] = (time.time(), rows)

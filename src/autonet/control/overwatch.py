@@ -18,7 +18,6 @@ from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from autonet.control.context import Context
-from autonet.control.load import LoadTable
 from autonet.model.kinds import INIT
 from autonet.model.objects import Object
 from autonet.store import Conflict, Put
@@ -89,7 +88,7 @@ async def set_qos(ctx: Context, automaton: str, qos: dict[str, Any] | None) -> O
 
 
 async def run(ctx: Context, plugins: list[Overwatch]) -> None:
-    table = LoadTable.of(ctx)
+    table = ctx.load
     while True:
         async with table.updated:
             await table.updated.wait()

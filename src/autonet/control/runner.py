@@ -35,7 +35,6 @@ from typing import Any
 from autonet.control.context import Context
 from autonet.control.outcomes import Advance, Fail, Outcome, Remove, Retry, Stay
 from autonet.control.registry import PluginAPI
-from autonet.control.stats import Timings
 from autonet.model.kinds import FAILED
 from autonet.model.objects import Object
 from autonet.store import Conflict, Delete, Put, StoreError
@@ -83,7 +82,7 @@ class Runner:
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.transitions = 0
-        self.timings = Timings.of(ctx)  # per-handler durations, for GET /api/v1/stats
+        self.timings = ctx.timings  # per-handler durations, for GET /api/v1/stats
 
     async def run(self) -> None:
         """Follow the object cache (cancel to stop): it announces every object when it

@@ -1,6 +1,6 @@
 """Timing samples kept in the controller's memory, summarised for `GET /api/v1/stats`.
 
-Operators record how long their steps take (`Timings.of(ctx).add("placement.decision",
+Operators record how long their steps take (`ctx.timings.add("placement.decision",
 seconds)`); the runner records every handler run under `handler <Kind>/<State>`. Only
 the newest `KEEP` samples per name are kept, so the memory is bounded however long the
 controller runs. Like the load table, these are measurements, not desired state: they
@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from autonet.control.context import Context
-
 KEEP = 100_000  # samples per name: about 1 MB of floats per name at most
 
 
@@ -34,14 +32,6 @@ class Timings:
         self.started = time.time()
         self._samples: dict[str, deque[float]] = {}
         self._counts: dict[str, int] = {}  # every sample ever added, also those dropped
-
-    @classmethod
-    def of(cls, ctx: Context) -> Timings:
-        timings = ctx.extras.get("timings")
-        if timings is None:
-            timings = ctx.extras["timings"] = cls()
-        assert isinstance(timings, Timings)
-        return timings
 
     def add(self, name: str, seconds: float) -> None:
         samples = self._samples.get(name)

@@ -27,9 +27,9 @@ import grpc
 from pydantic import BaseModel
 
 from autonet.control.context import Context
+from autonet.control.operators.network import Coalescer
 from autonet.control.outcomes import Advance, Outcome, Remove, Retry
 from autonet.control.registry import PluginAPI
-from autonet.control.vpcsync import Coalescer
 from autonet.model.addressing import mac_for
 from autonet.model.errors import ValidationError
 from autonet.model.kinds import INIT, PROVISIONED, TERMINATING, KindInfo, Stage

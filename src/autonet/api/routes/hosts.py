@@ -14,8 +14,6 @@ from pydantic import BaseModel, Field
 
 from autonet.api.state import API, ApiError, State
 from autonet.control.context import Context
-from autonet.control.liveness import HostLiveness
-from autonet.control.load import LoadTable
 from autonet.control.operators.instances import process_stopped
 from autonet.control.outcomes import Retry
 from autonet.model.kinds import INIT
@@ -69,7 +67,7 @@ async def register_host(body: Registration, state: State) -> dict[str, Any]:
     if body.capacity is not None:
         spec["capacity"] = body.capacity
     spec = state.kinds["Host"].validate_spec(body.name, spec)
-    HostLiveness.of(ctx).beat(body.name)
+    ctx.liveness.beat(body.name)
     for _ in range(10):
         old = await ctx.get("Host", body.name)
         # Facts only: what the agent says of itself. A new host starts in Init; for a
@@ -94,7 +92,7 @@ async def heartbeat(name: str, body: Heartbeat, state: State) -> dict[str, Any]:
     """Liveness lives in memory; the Host is written only when its boot ID changes,
     and then only that fact: the Host operators decide what follows."""
     ctx = state.ctx
-    HostLiveness.of(ctx).beat(name)
+    ctx.liveness.beat(name)
     for _ in range(10):
         host = await ctx.get("Host", name)
         if host is None:
@@ -118,7 +116,7 @@ async def heartbeat(name: str, body: Heartbeat, state: State) -> dict[str, Any]:
 
 @router.post("/hosts/{name}/load")
 async def ingest_load(name: str, body: LoadSample, state: State) -> dict[str, Any]:
-    await LoadTable.of(state.ctx).ingest(name, body.instances)
+    await state.ctx.load.ingest(name, body.instances)
     return {"host": name, "instances": len(body.instances)}
 
 

@@ -9,9 +9,6 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from autonet.api.state import API, State
-from autonet.control.load import LoadTable
-from autonet.control.stats import Timings
-from autonet.control.vpcsync import VpcSyncer
 
 router = APIRouter()
 
@@ -29,13 +26,13 @@ async def stats(state: State) -> dict[str, Any]:
     """Timing summaries kept in this controller's memory (control/stats.py): the
     placement decision (`placement.*`) and every handler (`handler <Kind>/<State>`);
     and how VPC syncs went (snapshots, deltas, hosts skipped, gaps repaired)."""
-    return {**Timings.of(state.ctx).summary(), "vpc_syncs": asdict(VpcSyncer.of(state.ctx).counts)}
+    return {**state.ctx.timings.summary(), "vpc_syncs": asdict(state.ctx.network.counts)}
 
 
 @router.delete(f"{API}/stats")
 async def reset_stats(state: State) -> dict[str, Any]:
     """Start the timing samples afresh (a benchmark measures one phase at a time)."""
-    Timings.of(state.ctx).reset()
+    state.ctx.timings.reset()
     return {"reset": True}
 
 
@@ -43,7 +40,7 @@ async def reset_stats(state: State) -> dict[str, Any]:
 async def metrics(state: State) -> PlainTextResponse:
     """Prometheus: per instance, automaton and host rates and flows; objects per state."""
     ctx = state.ctx
-    snapshot = await LoadTable.of(ctx).snapshot(ctx)
+    snapshot = await ctx.load.snapshot(ctx)
     lines = []
     for scope in LOAD_SCOPES:
         rows = snapshot[f"{scope}s"]

@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field
 
 from autonet.api.state import API, ApiError, State, ndjson
 from autonet.control import overwatch
-from autonet.control.load import LoadTable
 
 router = APIRouter(prefix=API)
 
@@ -26,13 +25,13 @@ class QosBody(BaseModel):
 @router.get("/load")
 async def load_snapshot(state: State) -> dict[str, Any]:
     """Overwatch: the load of every instance, automaton and host (latest samples)."""
-    return await LoadTable.of(state.ctx).snapshot(state.ctx)
+    return await state.ctx.load.snapshot(state.ctx)
 
 
 @router.get("/load/stream")
 async def load_stream(state: State) -> StreamingResponse:
     """Overwatch: one snapshot per line (NDJSON), each time new samples arrive."""
-    table = LoadTable.of(state.ctx)
+    table = state.ctx.load
 
     async def stream() -> AsyncIterator[bytes]:
         while True:

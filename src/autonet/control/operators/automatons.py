@@ -23,7 +23,6 @@ from autonet.control.context import Context
 from autonet.control.leases import lease_addresses, lease_number, release
 from autonet.control.outcomes import Advance, MoveTo, Outcome, Remove, Retry, Stay
 from autonet.control.registry import OperatorSet
-from autonet.control.vpcsync import VpcSyncer
 from autonet.model.addressing import family_cidr, service_ranges
 from autonet.model.kinds import INIT, LOST, PROVISIONED, TERMINATING
 from autonet.model.objects import Metadata, Object
@@ -79,7 +78,7 @@ def lowest_free_identity(taken: set[int]) -> int:
 
 
 def _resync(ctx: Context, vpc: str | None) -> Callable[[], Awaitable[None]] | None:
-    return (lambda: VpcSyncer.of(ctx).sync(vpc)) if vpc else None
+    return (lambda: ctx.network.sync(vpc)) if vpc else None
 
 
 def qos_message(qos: dict[str, Any] | None) -> pb.Qos:
@@ -166,7 +165,7 @@ async def reconcile_replicas(automaton: Object, ctx: Context) -> Outcome:
         status={"replicas": wanted, **vips},
         also=lease_ops,
         # its ports or addresses may have changed: refresh the VPC's hosts
-        after=lambda: VpcSyncer.of(ctx).sync(vips["vpc"]),
+        after=lambda: ctx.network.sync(vips["vpc"]),
     )
 
 

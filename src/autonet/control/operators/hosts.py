@@ -29,11 +29,10 @@ from __future__ import annotations
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.control.leases import lease_number, release
-from autonet.control.liveness import HostLiveness
 from autonet.control.operators.automatons import terminate, terminate_all
+from autonet.control.operators.network import wired_states
 from autonet.control.outcomes import Advance, MoveTo, Outcome, Remove, Stay
 from autonet.control.registry import OperatorSet
-from autonet.control.vpcsync import VpcSyncer, wired_states
 from autonet.model.flowid import MAX_HOSTS
 from autonet.model.kinds import CONNECTED, INIT, LOST, READY, TERMINATING
 from autonet.model.objects import Object
@@ -46,7 +45,7 @@ RECHECK_SLACK = 0.05
 
 def silence(host: Object, ctx: Context) -> MoveTo | None:
     """`Lost`, if the host's agent has not been heard from for longer than the timeout."""
-    liveness = HostLiveness.of(ctx)
+    liveness = ctx.liveness
     silent = liveness.silent_for(host.name)
     if silent <= liveness.timeout:
         return None
@@ -100,7 +99,7 @@ async def resync(host: Object, ctx: Context) -> Outcome:
     if (lost := silence(host, ctx)) is not None:
         return lost
     vpcs = {i.status["vpc"] for i in await instances_on(ctx, host.name) if i.status.get("vpc")}
-    syncer = VpcSyncer.of(ctx)
+    syncer = ctx.network
     syncer.forget_host(host.name)  # whatever its agent holds, snapshots set it right
     await syncer.sync_all(vpcs)
     return Advance()
@@ -114,7 +113,7 @@ async def watch_ready(host: Object, ctx: Context) -> Outcome:
         return MoveTo(INIT, status={"reason": "its agent restarted (new boot ID)"})
     if (lost := silence(host, ctx)) is not None:
         return lost
-    liveness = HostLiveness.of(ctx)
+    liveness = ctx.liveness
     return Stay(recheck_after=liveness.timeout - liveness.silent_for(host.name) + RECHECK_SLACK)
 
 
@@ -143,8 +142,8 @@ async def evacuate(host: Object, ctx: Context) -> Outcome:
     if ops:
         await ctx.store.commit(ops)
         ctx.log.warning("host %s lost: %d instance(s) out of service", host.name, len(ops))
-        await VpcSyncer.of(ctx).sync_all(vpcs)
-    liveness = HostLiveness.of(ctx)
+        await ctx.network.sync_all(vpcs)
+    liveness = ctx.liveness
     if liveness.heard(host.name) and liveness.alive(host.name):
         # Back (healed, or its agent restarted): Init removes what was replaced.
         return MoveTo(INIT, status={"reason": "heard from again"})
@@ -155,6 +154,6 @@ async def evacuate(host: Object, ctx: Context) -> Outcome:
 async def remove_host(host: Object, ctx: Context) -> Outcome:
     """A host deleted by the user: its instances go (no agent is asked), then the host."""
     await terminate_all(ctx, await instances_on(ctx, host.name), " of the host")
-    HostLiveness.of(ctx).forget(host.name)
+    ctx.liveness.forget(host.name)
     index = host.status.get("index")
     return Remove(also=release(HOST_POOL, [str(index)]) if index is not None else [])

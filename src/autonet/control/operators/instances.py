@@ -16,13 +16,11 @@ from collections.abc import Mapping
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.context import Context
 from autonet.control.leases import lease_addresses, release
-from autonet.control.load import LoadTable
 from autonet.control.operators.automatons import process_hash, qos_message
+from autonet.control.operators.network import overlay_mtu
 from autonet.control.outcomes import Advance, Fail, MoveTo, Outcome, Remove, Retry, Stay
 from autonet.control.placement import choose_host, host_load
 from autonet.control.registry import OperatorSet
-from autonet.control.stats import Timings
-from autonet.control.vpcsync import VpcSyncer, overlay_mtu
 from autonet.model import naming
 from autonet.model.addressing import family_cidr, mac_for
 from autonet.model.kinds import LOST, PROVISIONED, TERMINATING
@@ -80,7 +78,7 @@ operators = OperatorSet()
 
 @operators.handles("Instance", "Init")
 async def schedule(inst: Object, ctx: Context) -> Outcome:
-    timings = Timings.of(ctx)
+    timings = ctx.timings
     waited = time.perf_counter()
     async with ctx.lock("placement"):
         # Timed for `bench scale` (GET /api/v1/stats): the decision is reading its
@@ -93,7 +91,7 @@ async def schedule(inst: Object, ctx: Context) -> Outcome:
         else:
             load = host_load(await ctx.list("Instance"))
         read = time.perf_counter()
-        host = choose_host(hosts, load, LoadTable.of(ctx).host_bps())
+        host = choose_host(hosts, load, ctx.load.host_bps())
         decided = time.perf_counter()
         timings.add("placement.inputs", read - started)
         timings.add("placement.choose", decided - read)
@@ -165,7 +163,7 @@ async def route(inst: Object, ctx: Context) -> Outcome:
 
     It also records the hosts that hold instances of the instance's network, for
     stages a plugin may insert after this one (an L2 agent programs them all)."""
-    syncer = VpcSyncer.of(ctx)
+    syncer = ctx.network
     await syncer.sync(inst.status["vpc"])  # a sync that started after this instance was wired
     hosts = syncer.network_hosts.get(inst.status["network"], set())
     return Advance(status={"network_hosts": sorted(hosts | {inst.status["host"]})})
@@ -204,7 +202,7 @@ async def confirm(inst: Object, ctx: Context) -> Outcome:
         # Ready: it becomes a backend of its service on every host of the VPC.
         return Advance(
             status={"pid": row.pid, "restarts": row.restarts},
-            after=lambda: VpcSyncer.of(ctx).sync(inst.status["vpc"]),
+            after=lambda: ctx.network.sync(inst.status["vpc"]),
         )
     if row.process == "running" and missing:
         raise Retry(f"process running, not yet listening on {', '.join(missing)}", delay=READY_CHECK_DELAY)
@@ -223,7 +221,7 @@ async def serving(inst: Object, ctx: Context) -> Outcome:
     return MoveTo(
         "Running",
         status={"reason": f"process {why}; waiting until it is ready", "process_down": None},
-        after=lambda: VpcSyncer.of(ctx).sync(inst.status["vpc"]),
+        after=lambda: ctx.network.sync(inst.status["vpc"]),
     )
 
 
@@ -237,7 +235,7 @@ async def tear_down(inst: Object, ctx: Context) -> Outcome:
         # until the host returns (and removes it) or is deleted.
         raise Retry(f"host {host.name} is lost: the instance goes when it returns", delay=1.0)
     if s.vpc:  # first the other hosts forget it, then it goes
-        await VpcSyncer.of(ctx).sync(s.vpc)
+        await ctx.network.sync(s.vpc)
     if host is not None and not host.metadata.deleting and s.netns:
         agent = await ctx.agent_for(host.name)
         await agent.call("DeleteInstance", pb.InstanceRef(instance_uid=inst.uid))

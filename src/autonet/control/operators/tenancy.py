@@ -6,7 +6,6 @@ from autonet.control.context import Context
 from autonet.control.leases import lease_number, release
 from autonet.control.outcomes import Advance, Outcome, Remove, Retry
 from autonet.control.registry import OperatorSet
-from autonet.control.vpcsync import VpcSyncer
 from autonet.model.addressing import pick_vni
 from autonet.model.errors import ExhaustedError
 from autonet.model.kinds import TERMINATING
@@ -65,12 +64,12 @@ async def vpcs_of(composition: Object, ctx: Context) -> set[str]:
 async def provision_composition(composition: Object, ctx: Context) -> Outcome:
     """Open the links on every host of their VPCs (set-element updates)."""
     vpcs = await vpcs_of(composition, ctx)
-    await VpcSyncer.of(ctx).sync_all(vpcs)
+    await ctx.network.sync_all(vpcs)
     return Advance(status={"links": len(composition.spec.get("links", [])), "vpcs": sorted(vpcs)})
 
 
 @operators.handles("Composition", TERMINATING)
 async def delete_composition(composition: Object, ctx: Context) -> Outcome:
     """Close the links first (a deleting composition allows nothing), then go."""
-    await VpcSyncer.of(ctx).sync_all(await vpcs_of(composition, ctx))
+    await ctx.network.sync_all(await vpcs_of(composition, ctx))
     return Remove()

@@ -1,4 +1,4 @@
-"""The network operator's VPC sync: overlay routes and composition security, per host.
+"""The network operator: each VPC's overlay routes, composition security and services, per host.
 
 For a VPC, the desired state of host H is
 - the overlay: every other host that has wired instances of the VPC, its VTEP, and
@@ -32,19 +32,22 @@ of, every instance wired before the call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from autonet.agent.rpc import agent_pb2 as pb
-from autonet.control.context import Context
 from autonet.model import naming
 from autonet.model.addressing import vtep_addresses, vtep_mac
 from autonet.model.kinds import CONNECTED, PROVISIONED, READY, KindRegistry
 from autonet.model.objects import Object
 from autonet.model.policy import Opening, openings
+
+if TYPE_CHECKING:
+    from autonet.control.context import Context
 
 
 def wired_states(kinds: KindRegistry) -> set[str]:
@@ -270,7 +273,6 @@ class VpcSyncer:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.sync = Coalescer(self._sync)
-        self.wired_states = wired_states(ctx.kinds)
         # Per network, the hosts holding its wired instances, as of the last sync.
         self.network_hosts: dict[str, set[str]] = {}
         self.tables: dict[str, VpcTables] = {}  # per VPC, as of its last sync
@@ -281,12 +283,10 @@ class VpcSyncer:
         # believed delivered); the agents' gap check must repair what they carried.
         self.drop_deltas = int(os.environ.get("AUTONET_DROP_DELTAS", "0"))
 
-    @classmethod
-    def of(cls, ctx: Context) -> VpcSyncer:
-        syncer = ctx.extras.get("vpcsync")
-        if syncer is None:
-            syncer = ctx.extras["vpcsync"] = cls(ctx)
-        return syncer
+    @functools.cached_property
+    def wired_states(self) -> set[str]:
+        # On first use, not at construction: plugins may insert stages until then.
+        return wired_states(self.ctx.kinds)
 
     def is_wired(self, inst: Object) -> bool:
         return (
@@ -426,7 +426,7 @@ async def resync_forever(ctx: Context) -> None:
     """Anti-entropy: push every VPC to its hosts periodically, repairing anything missed."""
     while True:
         await asyncio.sleep(RESYNC_EVERY)
-        syncer = VpcSyncer.of(ctx)
+        syncer = ctx.network
         for vpc in await ctx.list("Vpc"):
             try:
                 await syncer.probe(vpc.name)
