@@ -30,6 +30,8 @@ proto: venv
 	$(PY) -m grpc_tools.protoc -Isrc --python_out=src --grpc_python_out=src --pyi_out=src src/autonet/agent/rpc/agent.proto
 	$(PY) -m grpc_tools.protoc -Iplugins/l2ovs/src --python_out=plugins/l2ovs/src --grpc_python_out=plugins/l2ovs/src \
 	  --pyi_out=plugins/l2ovs/src plugins/l2ovs/src/autonet_l2ovs/l2.proto
+	$(PY) -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src src/autonet/store/etcdrpc/kv.proto \
+	  src/autonet/store/etcdrpc/auth.proto src/autonet/store/etcdrpc/rpc.proto
 
 lint: venv
 	$(VENV)/bin/ruff check src tests plugins
