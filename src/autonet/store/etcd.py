@@ -48,7 +48,7 @@ import logging
 from collections.abc import AsyncIterator, Collection, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from autonet.store.base import (
     Check,
@@ -88,6 +88,18 @@ def open_url(url: str) -> Store:  # (typed as Store: mypy checks that EtcdStore 
         paths = {name: Path(options[name]) if name in options else None for name in ("cacert", "cert", "key")}
         tls = Tls(paths["cacert"], paths["cert"], paths["key"])
     return EtcdStore(EtcdClient(endpoints, tls=tls, timeout=timeout), root=root, history=history)
+
+
+def with_tls(url: str, cacert: Path | None, cert: Path | None, key: Path | None) -> str:
+    """``url`` with the TLS files as options (absolute paths), checked to be readable:
+    how ``autonet controller --etcd-cacert/--etcd-cert/--etcd-key`` reach the store."""
+    parse_url(url)
+    given = {name: path for name, path in (("cacert", cacert), ("cert", cert), ("key", key)) if path}
+    if not given:
+        return url
+    Tls(cacert, cert, key).credentials()  # StoreError if a file is missing or cert/key are unpaired
+    query = urlencode({name: str(path.resolve()) for name, path in given.items()})
+    return f"{url}{'&' if '?' in url else '?'}{query}"
 
 
 def parse_url(url: str) -> tuple[list[str], str, dict[str, str]]:
