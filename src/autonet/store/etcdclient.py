@@ -95,7 +95,6 @@ _CHANNEL_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 0),  # etcd refuses pings without a stream
     ("grpc.enable_retries", 0),  # failover is ours, see the module docs
 ]
-_RETIRED_GRACE = 5.0  # seconds a channel left behind keeps its calls before it is closed
 
 
 class EtcdError(StoreError):
@@ -191,12 +190,25 @@ class EtcdClient:
         self._channel = None
         if len(self.endpoints) > 1:
             log.warning("etcd %s unavailable (%s), trying %s", old, error.details(), self.endpoint)
-        task = asyncio.get_running_loop().create_task(retired.close(grace=_RETIRED_GRACE))
+        task = asyncio.get_running_loop().create_task(retired.close(grace=self.timeout))  # calls end first
         self._retired.add(task)
         task.add_done_callback(self._retired.discard)
 
+    def _closed_under_us(self) -> bool:
+        """Whether the CancelledError being handled is not this task's cancellation but a
+        call cancelled by closing its channel (the client closed, or a retired channel's
+        grace ran out). Raises :class:`EtcdError` if the client is closed."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            return False
+        if self._closed:
+            raise EtcdError("etcd client is closed")
+        return True
+
     def _unavailable(self, error: grpc.aio.AioRpcError | None) -> EtcdError:
         why = error.details() if error is not None else "no answer"
+        if self._credentials is not None and any(w in why for w in ("TSI_", "SSL", "andshake")):
+            why += " (a TLS failure: do the CA, certificate and key match the etcd cluster's?)"
         return EtcdError(
             f"no etcd endpoint answers ({', '.join(self.endpoints)}): {why}", grpc.StatusCode.UNAVAILABLE
         )
@@ -225,6 +237,14 @@ class EtcdClient:
             try:
                 response: Response = await call(request, timeout=self.timeout)
                 return response
+            except asyncio.CancelledError:
+                if not self._closed_under_us():
+                    raise
+                if not idempotent:
+                    raise EtcdError(
+                        f"etcd {method.name} was cut off with its channel; it may or may not have been applied"
+                    ) from None
+                continue  # the channel was retired: try again on the current one
             except grpc.aio.AioRpcError as e:
                 if e.code() != grpc.StatusCode.UNAVAILABLE:
                     raise self._error(method, e) from None
@@ -336,6 +356,10 @@ class EtcdClient:
                     f"etcd {self.endpoint} LeaseKeepAlive: no answer in {self.timeout}s",
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                 ) from None
+            except asyncio.CancelledError:
+                if not self._closed_under_us():
+                    raise
+                continue
             except grpc.aio.AioRpcError as e:
                 if e.code() != grpc.StatusCode.UNAVAILABLE:
                     raise self._error(LEASE_KEEPALIVE, e) from None
@@ -390,6 +414,10 @@ class EtcdClient:
                     if response.events:
                         next_revision = response.events[-1].kv.mod_revision + 1
                         yield response
+            except asyncio.CancelledError:
+                if not self._closed_under_us():
+                    raise
+                log.info("etcd watch resumes from revision %d on %s", next_revision, self.endpoint)
             except grpc.aio.AioRpcError as e:
                 retired = e.code() == grpc.StatusCode.CANCELLED and channel is not self._channel
                 if self._closed or (e.code() != grpc.StatusCode.UNAVAILABLE and not retired):
