@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -17,7 +18,7 @@ import pytest
 import autonet.store.etcd as etcd_backend
 from autonet.store import Compacted, Put, StoreError, open_store
 from autonet.store.etcd import EtcdStore, parse_url, with_tls
-from autonet.store.etcdclient import METHODS, EtcdError, prefix_end
+from autonet.store.etcdclient import METHODS, RANGE, TXN, EtcdError, Method, prefix_end
 from autonet.store.etcdrpc import rpc_pb2
 
 from .etcd_server import EtcdServer, free_port, needs_etcd
@@ -212,6 +213,35 @@ async def test_fails_over_when_the_endpoint_in_use_goes_away(etcd: EtcdServer) -
                 assert store.client.endpoint == etcd.endpoint
                 b = await store.put("Vpc", "b", {"n": 2})
                 assert (await anext(stream)).record == b  # the watch resumed, nothing lost or repeated
+    finally:
+        await store.close()
+
+
+@needs_etcd
+async def test_a_write_lost_on_the_way_is_reported_not_repeated(
+    etcd: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = etcd_store(etcd, "/lost")
+    try:
+        a = await store.put("Vpc", "a", {})  # connected now
+        real = store.client._unary
+        calls: list[str] = []
+
+        async def flaky(channel: Any, method: Method[Any, Any], request: Any) -> Any:
+            calls.append(method.name)
+            if calls.count(method.name) == 1 and method in (RANGE, TXN):  # each fails once
+                metadata = grpc.aio.Metadata()
+                raise grpc.aio.AioRpcError(
+                    grpc.StatusCode.UNAVAILABLE, metadata, metadata, "connection reset"
+                )
+            return await real(channel, method, request)
+
+        monkeypatch.setattr(store.client, "_unary", flaky)
+        with pytest.raises(EtcdError, match="may or may not have been applied"):
+            await store.put("Vpc", "b", {})
+        assert calls == ["Txn"]  # sent once, not repeated
+        assert await store.get("Vpc", "a") == a  # a read is retried
+        assert calls[1:] == ["Range", "Range"]
     finally:
         await store.close()
 

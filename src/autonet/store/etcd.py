@@ -219,19 +219,30 @@ class EtcdStore:
         start = self._objects if kind is None else self.key(kind, prefix)
         end = prefix_end(start)
         origin = await self.origin()
+        for _attempt in range(3):
+            try:
+                records = await self._snapshot(start, end, origin)
+                break
+            except Compacted:  # compacted past the first page's revision: read it all again
+                continue
+        else:
+            records = await self._snapshot(start, end, origin)
+        if kind is None and prefix:
+            records = [r for r in records if r.name.startswith(prefix)]
+        records.sort(key=lambda r: (r.kind, r.name))  # by (kind, name), not by key bytes
+        return records
+
+    async def _snapshot(self, start: bytes, end: bytes, origin: int) -> builtins.list[Record]:
+        """Every record in ``[start, end)``, in pages, all at the first page's revision."""
         records: builtins.list[Record] = []
-        at = 0  # every page at the first page's revision: one consistent snapshot
+        at = 0
         while True:
             response = await self.client.range(start, end, limit=_PAGE, revision=at)
             at = at or response.header.revision
             records += [self._record(kv, origin) for kv in response.kvs]
             if not response.more or not response.kvs:
-                break
+                return records
             start = response.kvs[-1].key + b"\0"
-        if kind is None and prefix:
-            records = [r for r in records if r.name.startswith(prefix)]
-        records.sort(key=lambda r: (r.kind, r.name))  # by (kind, name), not by key bytes
-        return records
 
     async def revision(self) -> int:
         origin = await self.origin()

@@ -12,10 +12,11 @@ etcd's own (``/etcdserverpb.KV/Range`` ...), which is why the calls are declared
 Endpoints. The client is given one or more ``host:port`` endpoints. It uses the first one
 that answers and stays on it; when a call fails with ``UNAVAILABLE`` it moves to the next
 one (round robin). Reads, watches and lease keepalives are then retried on the next
-endpoint. A write is retried only if it cannot have reached the failed endpoint (the
-connection to it was not up yet); a write lost on an established connection may or may
-not have been applied, so it fails with :class:`EtcdError` and the caller re-reads (the
-object pipeline does this anyway after any store error).
+endpoint. A write is sent only over a connection that is up (a new one is first tried
+with a cheap local read), so it fails over only when it was never sent; a write lost on
+an established connection may or may not have been applied, so it fails with
+:class:`EtcdError` and the caller re-reads (the object pipeline does this anyway after
+any store error).
 
 TLS. Given a CA certificate the client verifies the server with it; given also a client
 certificate and key it authenticates with them (mutual TLS, etcd's ``--client-cert-auth``).
@@ -87,6 +88,7 @@ METHODS: tuple[Method[Any, Any], ...] = (
     STATUS,
 )
 
+_PROBE = rpc.RangeRequest(key=b"\0", count_only=True, serializable=True)  # answered by the member itself
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", -1),  # a watch response carries a whole transaction
     ("grpc.max_send_message_length", -1),  # etcd itself limits requests (--max-request-bytes)
@@ -221,26 +223,36 @@ class EtcdClient:
             return EtcdError("etcd client is closed", error.code())
         return EtcdError(f"etcd {self.endpoint} {method.name}: {error.code().name}: {details}", error.code())
 
+    async def _unary(
+        self, channel: grpc.aio.Channel, method: Method[Request, Response], request: Request
+    ) -> Response:
+        call = channel.unary_unary(
+            method.path,
+            request_serializer=method.request.SerializeToString,
+            response_deserializer=method.response.FromString,
+        )
+        response: Response = await call(request, timeout=self.timeout)
+        return response
+
     async def _call(
         self, method: Method[Request, Response], request: Request, *, idempotent: bool
     ) -> Response:
-        """One unary call, failing over as the module docs say."""
+        """One unary call, failing over as the module docs say: a write is sent only on a
+        channel that is up (a cheap local read connects a new one first), so a write that
+        fails over was never sent, and one lost on the way is reported, not repeated."""
         last: grpc.aio.AioRpcError | None = None
         for _ in range(len(self.endpoints) + 1):  # every endpoint, and the first one again
             channel = self._current()
-            connected = channel.get_state() == grpc.ChannelConnectivity.READY
-            call = channel.unary_unary(
-                method.path,
-                request_serializer=method.request.SerializeToString,
-                response_deserializer=method.response.FromString,
-            )
+            sent = False
             try:
-                response: Response = await call(request, timeout=self.timeout)
-                return response
+                if not idempotent and channel.get_state() != grpc.ChannelConnectivity.READY:
+                    await self._unary(channel, RANGE, _PROBE)
+                sent = True
+                return await self._unary(channel, method, request)
             except asyncio.CancelledError:
                 if not self._closed_under_us():
                     raise
-                if not idempotent:
+                if sent and not idempotent:
                     raise EtcdError(
                         f"etcd {method.name} was cut off with its channel; it may or may not have been applied"
                     ) from None
@@ -250,7 +262,7 @@ class EtcdClient:
                     raise self._error(method, e) from None
                 endpoint, last = self.endpoint, e
                 self._fail_over(channel, e)
-                if connected and not idempotent:
+                if sent and not idempotent:
                     raise EtcdError(
                         f"etcd {endpoint} went away during {method.name}; it may or may not have"
                         f" been applied: {e.details()}",
