@@ -37,10 +37,11 @@ class Controller:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                if self.http.get("/healthz").status_code == 200:
+                if sock.exists() and self.http.get("/healthz").status_code == 200:
                     return
             except httpx.TransportError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"the controller did not start:\n{log.read_text()[-3000:]}")
 
@@ -89,6 +90,7 @@ def test_controller_runs_and_resumes_on_etcd(
     vpc = first.wait_state("Vpc", "blue", "Provisioned")
     network = first.wait_state("Network", "blue-a", "Provisioned")
     first.stop()
+    (tmp_path / "api.sock").unlink(missing_ok=True)
 
     second = Controller(store, tmp_path / "api.sock", tmp_path / "controller.log")
     controllers.append(second)

@@ -157,7 +157,8 @@ class EtcdClient:
         self._credentials = tls.credentials() if tls is not None else None
         self._index = 0  # the endpoint in use
         self._channel: grpc.aio.Channel | None = None
-        self._retired: set[asyncio.Task[None]] = set()
+        self._retired: dict[grpc.aio.Channel, asyncio.TimerHandle] = {}  # channel -> its closing
+        self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -192,9 +193,16 @@ class EtcdClient:
         self._channel = None
         if len(self.endpoints) > 1:
             log.warning("etcd %s unavailable (%s), trying %s", old, error.details(), self.endpoint)
-        task = asyncio.get_running_loop().create_task(retired.close(grace=self.timeout))  # calls end first
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
+        # calls still on it end by their deadline first; a watch there resumes on the new one
+        self._retired[retired] = asyncio.get_running_loop().call_later(
+            self.timeout, self._close_retired, retired
+        )
+
+    def _close_retired(self, channel: grpc.aio.Channel) -> None:
+        self._retired.pop(channel, None)
+        task = asyncio.ensure_future(channel.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _closed_under_us(self) -> bool:
         """Whether the CancelledError being handled is not this task's cancellation but a
@@ -414,6 +422,8 @@ class EtcdClient:
                     if response is grpc.aio.EOF:
                         raise EtcdError(f"etcd {self.endpoint} ended the watch stream")
                     failures = 0
+                    if not next_revision:  # "from now on": resume after what is now
+                        next_revision = response.header.revision + 1
                     if response.compact_revision:
                         raise Compacted(
                             f"etcd {self.endpoint}: history before revision {response.compact_revision}"
@@ -451,6 +461,10 @@ class EtcdClient:
         channel, self._channel = self._channel, None
         if channel is not None:
             await channel.close()
-        for task in list(self._retired):
+        for retired, timer in list(self._retired.items()):
+            timer.cancel()
+            await retired.close()
+        self._retired.clear()
+        for task in list(self._closing):
             with contextlib.suppress(Exception):
                 await task
