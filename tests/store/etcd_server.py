@@ -7,12 +7,10 @@ package, which ``make`` installs; without it the tests that need it are skipped.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
 import ipaddress
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -59,9 +57,11 @@ class EtcdServer:
     log: Path
 
 
-def _die_with_parent() -> None:  # runs in the child: etcd ends if pytest is killed
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _die_with_parent() -> list[str]:
+    """A prefix that makes etcd end if pytest is killed (util-linux's setpriv sets
+    PR_SET_PDEATHSIG and execs etcd, so the PID stays etcd's)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 def _scratch_dir() -> Path:
@@ -93,6 +93,7 @@ def start(tls: ServerTls | None = None, client: tuple[Path, Path] | None = None)
         scheme = "https" if tls else "http"
         client_url, peer_url = f"{scheme}://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
         argv = [
+            *_die_with_parent(),
             str(ETCD),
             "--name", "test",
             "--data-dir", str(data_dir / "data"),
@@ -117,7 +118,6 @@ def start(tls: ServerTls | None = None, client: tuple[Path, Path] | None = None)
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
             )
         server = EtcdServer(f"127.0.0.1:{client_port}", proc, data_dir, log)
         deadline = time.monotonic() + 20
