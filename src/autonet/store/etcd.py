@@ -219,14 +219,13 @@ class EtcdStore:
         start = self._objects if kind is None else self.key(kind, prefix)
         end = prefix_end(start)
         origin = await self.origin()
-        for _attempt in range(3):
+        for attempt in range(3):
             try:
                 records = await self._snapshot(start, end, origin)
                 break
             except Compacted:  # compacted past the first page's revision: read it all again
-                continue
-        else:
-            records = await self._snapshot(start, end, origin)
+                if attempt == 2:
+                    raise
         if kind is None and prefix:
             records = [r for r in records if r.name.startswith(prefix)]
         records.sort(key=lambda r: (r.kind, r.name))  # by (kind, name), not by key bytes
