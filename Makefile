@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := iproute2 nftables libnftables1 iperf3 iputils-ping python3-venv python3-pip conntrack procps \
-  curl ethtool tcpdump util-linux openvswitch-switch containernetworking-plugins
+  curl ethtool tcpdump util-linux openvswitch-switch containernetworking-plugins etcd-server
 STAMP := $(VENV)/.installed
 
 .PHONY: all deps venv test test-repeat unit e2e lint demo proto clean
@@ -30,6 +30,8 @@ proto: venv
 	$(PY) -m grpc_tools.protoc -Isrc --python_out=src --grpc_python_out=src --pyi_out=src src/autonet/agent/rpc/agent.proto
 	$(PY) -m grpc_tools.protoc -Iplugins/l2ovs/src --python_out=plugins/l2ovs/src --grpc_python_out=plugins/l2ovs/src \
 	  --pyi_out=plugins/l2ovs/src plugins/l2ovs/src/autonet_l2ovs/l2.proto
+	$(PY) -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src src/autonet/store/etcdrpc/kv.proto \
+	  src/autonet/store/etcdrpc/auth.proto src/autonet/store/etcdrpc/rpc.proto
 
 lint: venv
 	$(VENV)/bin/ruff check src tests plugins

@@ -544,8 +544,21 @@ def _logging(level: str) -> None:
 @app.command()
 def controller(
     store: Annotated[
-        str, typer.Option("--store", help="sqlite:///path.db")
+        str,
+        typer.Option(
+            "--store",
+            help="sqlite:///path.db (one controller), or etcd://HOST:PORT,HOST:PORT/ROOT for several"
+            " controllers (comma-separated endpoints: the first that answers is used; /ROOT, the key"
+            " prefix, defaults to /autonet)",
+        ),
     ] = "sqlite:////var/lib/autonet/store.db",
+    etcd_cacert: Annotated[
+        Path | None, typer.Option("--etcd-cacert", help="CA certificate (PEM) that verifies the etcd servers")
+    ] = None,
+    etcd_cert: Annotated[
+        Path | None, typer.Option("--etcd-cert", help="Client certificate (PEM) for mutual TLS to etcd")
+    ] = None,
+    etcd_key: Annotated[Path | None, typer.Option("--etcd-key", help="Key (PEM) of --etcd-cert")] = None,
     listen: Annotated[
         list[str] | None, typer.Option("--listen", help="unix:/path or tcp:host:port (repeatable)")
     ] = None,
@@ -575,6 +588,16 @@ def controller(
 
     from autonet.api.controller import serve
 
+    if store.startswith("etcd://"):
+        from autonet.store import StoreError
+        from autonet.store.etcd import with_tls
+
+        try:
+            store = with_tls(store, etcd_cacert, etcd_cert, etcd_key)
+        except StoreError as exc:
+            fail(str(exc))
+    elif etcd_cacert or etcd_cert or etcd_key:
+        fail("--etcd-cacert/--etcd-cert/--etcd-key need an etcd:// --store")
     _logging(log_level)
     asyncio.run(
         serve(store, listen or ["unix:/run/autonet/api.sock"], overwatch, host_timeout, handler_timeout)

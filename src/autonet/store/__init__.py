@@ -3,6 +3,7 @@
 Callers depend on the :class:`Store` protocol only and get a backend from a URL::
 
     store = open_store("sqlite:///var/lib/autonet/store.db")
+    store = open_store("etcd://100.64.0.11:2379,100.64.0.12:2379?cacert=ca.pem&cert=c.pem&key=c-key.pem")
 
 A backend is a module with ``open_url(url) -> Store``, registered below by its
 URL scheme. Modules are imported only when their scheme is used, so a backend
@@ -42,6 +43,7 @@ __all__ = [
 
 BACKENDS: dict[str, str] = {  # URL scheme -> module providing open_url()
     "sqlite": "autonet.store.sqlite",
+    "etcd": "autonet.store.etcd",
 }
 
 

@@ -14,13 +14,14 @@ the etcd model, and it is what gives the object pipeline its two primitives:
   consumer can resume from the last revision it has seen and receive, in order,
   everything that happened since, then live events as they happen.
 
-Backends (SQLite, later etcd) implement :class:`Store`; the contract tests in
+Backends (SQLite, etcd) implement :class:`Store`; the contract tests in
 ``tests/store`` are what "implements" means.
 """
 
 from __future__ import annotations
 
 import builtins
+import json
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -106,6 +107,16 @@ def check_expectation(kind: str, name: str, expected: int | None, current: Recor
     actual = current.revision if current is not None else 0
     if actual != expected:
         raise Conflict(kind, name, expected, actual)
+
+
+def encode_data(kind: str, name: str, data: dict[str, Any]) -> str:
+    """``data`` as compact JSON; :class:`StoreError` unless it is a JSON-serialisable dict."""
+    if not isinstance(data, dict):
+        raise StoreError(f"{kind}/{name}: data must be a dict, not {type(data).__name__}")
+    try:
+        return json.dumps(data, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise StoreError(f"{kind}/{name}: data is not JSON-serialisable: {e}") from e
 
 
 @runtime_checkable

@@ -56,6 +56,7 @@ from autonet.store.base import (
     Store,
     StoreError,
     check_expectation,
+    encode_data,
 )
 
 _SCHEMA = """
@@ -194,7 +195,7 @@ class SqliteStore:
         written: set[tuple[str, str]] = set()
         for i, op in enumerate(ops):
             if isinstance(op, Put):
-                encoded[i] = _encode(op)
+                encoded[i] = encode_data(op.kind, op.name, op.data)
             if isinstance(op, Put | Delete):
                 if (op.kind, op.name) in written:
                     raise StoreError(f"{op.kind}/{op.name} is written twice in one commit")
@@ -291,15 +292,6 @@ class SqliteStore:
                 self._conn.close()
                 self._conn = None
         self._wake_watchers()  # they fail fast with "store is closed" instead of polling
-
-
-def _encode(op: Put) -> str:
-    if not isinstance(op.data, dict):
-        raise StoreError(f"{op.kind}/{op.name}: data must be a dict, not {type(op.data).__name__}")
-    try:
-        return json.dumps(op.data, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise StoreError(f"{op.kind}/{op.name}: data is not JSON-serialisable: {e}") from e
 
 
 def _event_type(value: str) -> Literal["put", "delete"]:
