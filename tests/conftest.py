@@ -1,4 +1,5 @@
-"""Shared fixtures: every lab a test makes lives under a private run directory."""
+"""Shared fixtures: every lab a test makes lives under a private run directory; one real
+etcd server for the tests that need one (the store's, the controllers')."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.store import etcd_server
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,6 +24,13 @@ def private_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("AUTONET_RUN_DIR", None)
     else:
         os.environ["AUTONET_RUN_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def etcd() -> Iterator[etcd_server.EtcdServer]:
+    """One etcd server for the session (skips the test if the etcd binary is missing)."""
+    with etcd_server.running() as server:
+        yield server
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

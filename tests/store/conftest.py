@@ -1,14 +1,15 @@
 """Fixtures for the store contract tests: one ``store`` per backend.
 
 Adding a backend to the contract is one more entry in ``BACKENDS``. The etcd backend runs
-against one real etcd process for the whole session (started on first use, killed at the
-end); every test gets its own key root in it, so its store starts empty at revision 0.
+against one real etcd process for the whole session (the ``etcd`` fixture of
+tests/conftest.py: started on first use, killed at the end); every test gets its own key
+root in it, so its store starts empty at revision 0.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -29,13 +30,6 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Store]] = {
     "sqlite": lambda request, tmp_path: open_store(f"sqlite://{tmp_path / 'store.db'}"),
     "etcd": _etcd,
 }
-
-
-@pytest.fixture(scope="session")
-def etcd() -> Iterator[etcd_server.EtcdServer]:
-    """One etcd server for the session (skips the test if the etcd binary is missing)."""
-    with etcd_server.running() as server:
-        yield server
 
 
 @pytest.fixture(params=sorted(BACKENDS))

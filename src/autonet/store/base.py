@@ -14,6 +14,12 @@ the etcd model, and it is what gives the object pipeline its two primitives:
   consumer can resume from the last revision it has seen and receive, in order,
   everything that happened since, then live events as they happen.
 
+Several controllers on one store (etcd) shard the work between them; a commit made for a
+shard carries a :class:`Guard` (the shard's owner key must still be at the revision the
+controller claimed it at, its **epoch**), so a controller that lost the shard (paused,
+cut off) cannot write: the commit raises :class:`Fenced` and changes nothing. One
+controller alone (SQLite) owns everything: guards are no-ops there.
+
 Backends (SQLite, etcd) implement :class:`Store`; the contract tests in
 ``tests/store`` are what "implements" means.
 """
@@ -80,6 +86,16 @@ class Check:
 Op = Put | Delete | Check
 
 
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A fence on :meth:`Store.commit`: apply the commit only while the owner key of
+    ``shard`` (``vpc/<name>``, ``hosts``) is still at revision ``epoch``, i.e. while the
+    controller that claimed the shard at that epoch still owns it."""
+
+    shard: str
+    epoch: int
+
+
 class StoreError(Exception):
     """Any failure of the store: bad URL, bad data, backend failure, closed store."""
 
@@ -92,6 +108,16 @@ class Conflict(StoreError):
         want = "absent" if expected == 0 else f"at revision {expected}"
         have = "absent" if actual == 0 else f"at revision {actual}"
         super().__init__(f"conflict on {kind}/{name}: expected {want}, but it is {have}")
+
+
+class Fenced(Conflict):
+    """A guarded commit was refused: the shard's owner key is no longer at the guard's
+    epoch (its owner's lease expired, or it handed the shard over). Nothing was written."""
+
+    def __init__(self, shard: str, epoch: int, actual: int) -> None:
+        self.shard, self.epoch = shard, epoch
+        self.kind, self.name, self.expected, self.actual = "owner", shard, epoch, actual
+        StoreError.__init__(self, f"write to {shard} rejected: no longer its owner (epoch {epoch})")
 
 
 class Compacted(StoreError):
@@ -143,11 +169,13 @@ class Store(Protocol):
         :class:`Conflict` if the CAS fails."""
         ...
 
-    async def commit(self, ops: Sequence[Op]) -> builtins.list[Record | None]:
+    async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> builtins.list[Record | None]:
         """Apply all ops atomically, or none of them.
 
         Every expectation is checked against the state *before* the commit; if
-        one fails, nothing changes and :class:`Conflict` is raised. Otherwise all
+        one fails, nothing changes and :class:`Conflict` is raised; if a guard
+        fails (checked first), nothing changes and :class:`Fenced` is raised (a
+        backend of one controller, SQLite, ignores guards). Otherwise all
         writes share one new revision (no new revision if nothing was written).
         A key may be written (Put/Delete) at most once per commit. Returns, per
         op: the written record (Put), the deleted record or ``None`` (Delete),

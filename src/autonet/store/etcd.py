@@ -14,6 +14,8 @@ Key layout, under ``ROOT`` (default ``/autonet``)::
 
     ROOT/objects/<kind>/<name>     the object's data as compact JSON
     ROOT/meta/origin               written once, when the store is first used
+    ROOT/members/<id>              a live controller, on its lease (control/members.py)
+    ROOT/owners/<shard>            the owner of a shard, on its lease (control/shards.py)
 
 Revisions. etcd's revision is global and a transaction bumps it once, whatever it writes:
 that is the store's contract. The store counts from its origin: store revision = etcd
@@ -27,7 +29,10 @@ Compare-and-swap: ``expected_revision=0`` is ``create_revision == 0`` (absent), 
 ``mod_revision == origin + n``. :meth:`EtcdStore.commit` is one etcd transaction holding
 every compare; its success branch reads the checked keys first, then writes in op order
 (so a commit's watch events come in op order); its failure branch reads every compared key,
-which names the first op whose expectation failed in the :class:`Conflict`.
+which names the first op whose expectation failed in the :class:`Conflict`. A commit's
+guards (:class:`~autonet.store.base.Guard`) are more compares in the same transaction:
+``mod_revision`` of ``ROOT/owners/<shard>`` equal to the guard's epoch (an etcd revision);
+one that fails raises :class:`~autonet.store.base.Fenced` and nothing is written.
 
 Watch is etcd's watch from ``origin + from_revision + 1`` with ``prev_kv``, so a delete
 event carries the data the key last held. A watch of compacted history raises
@@ -55,6 +60,8 @@ from autonet.store.base import (
     Compacted,
     Delete,
     Event,
+    Fenced,
+    Guard,
     Op,
     Put,
     Record,
@@ -164,6 +171,8 @@ class EtcdStore:
         self.root = root.rstrip("/").encode() + b"/"
         self._objects = self.root + b"objects/"
         self._origin_key = self.root + b"meta/origin"
+        self.members_prefix = self.root + b"members/"
+        self.owners_prefix = self.root + b"owners/"
         self._origin: int | None = None
         self._compacted: int | None = None  # the etcd revision this store last compacted to
 
@@ -177,6 +186,10 @@ class EtcdStore:
         if not kind or "/" in kind:
             raise StoreError(f"bad kind {kind!r}: it must be non-empty and without '/'")
         return self._objects + f"{kind}/{name}".encode()
+
+    def owner_key(self, shard: str) -> bytes:
+        """The etcd key naming the owner of ``shard`` (its revision is the shard's epoch)."""
+        return self.owners_prefix + shard.encode()
 
     async def origin(self) -> int:
         """The etcd revision that is this store's revision 0 (its origin key is made on first use)."""
@@ -261,7 +274,7 @@ class EtcdStore:
         (record,) = await self.commit([Delete(kind, name, expected_revision)])
         return record
 
-    async def commit(self, ops: Sequence[Op]) -> builtins.list[Record | None]:
+    async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> builtins.list[Record | None]:
         keys = [self.key(op.kind, op.name) for op in ops]
         encoded: dict[int, bytes] = {}  # op index -> JSON of a Put
         written: set[bytes] = set()
@@ -282,6 +295,14 @@ class EtcdStore:
 
         compares: builtins.list[rpc.Compare] = []
         compared: dict[bytes, int] = {}  # key -> its index in the failure branch's reads
+        for guard in guards:
+            key = self.owner_key(guard.shard)
+            compares.append(
+                rpc.Compare(
+                    key=key, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=guard.epoch
+                )
+            )
+            compared.setdefault(key, len(compared))
         for op, key in zip(ops, keys, strict=True):
             if op.expected_revision is None:
                 continue
@@ -324,6 +345,11 @@ class EtcdStore:
 
         if not response.succeeded:
             reads = [r.response_range.kvs for r in response.responses]
+            for guard in guards:
+                kvs = reads[compared[self.owner_key(guard.shard)]]
+                actual = kvs[0].mod_revision if kvs else 0
+                if actual != guard.epoch:
+                    raise Fenced(guard.shard, guard.epoch, actual)
             for op, key in zip(ops, keys, strict=True):
                 if op.expected_revision is not None:
                     kvs = reads[compared[key]]

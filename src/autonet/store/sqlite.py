@@ -50,6 +50,7 @@ from autonet.store.base import (
     Compacted,
     Delete,
     Event,
+    Guard,
     Op,
     Put,
     Record,
@@ -190,7 +191,8 @@ class SqliteStore:
         (record,) = await self.commit([Delete(kind, name, expected_revision)])
         return record
 
-    async def commit(self, ops: Sequence[Op]) -> builtins.list[Record | None]:
+    async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> builtins.list[Record | None]:
+        # Guards are ignored: one controller owns every shard of a SQLite store.
         encoded: dict[int, str] = {}  # op index -> JSON of a Put, encoded before locking
         written: set[tuple[str, str]] = set()
         for i, op in enumerate(ops):
