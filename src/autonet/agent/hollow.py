@@ -21,7 +21,9 @@ Conventions (documented in docs/performance.md):
 - `SyncVpc` answers `present=false` for a VPC the host has no router for (no instance
   of it), as the real agent does; `added`/`removed` are the changes in element counts;
   `SyncVpcDelta` applies on top of the sync it names as its base, and otherwise asks
-  for a snapshot, as the real agent does (it keeps each element's key to do so);
+  for a snapshot, as the real agent does (it keeps each element's key to do so); both
+  refuse a sync of a lower epoch than the router has seen (FAILED_PRECONDITION, "stale
+  epoch E < F"), as the real agent does;
 - `Exec` is not implemented (there is nothing to run a command in); `Logs` and
   `FollowLogs` answer an empty log, `Flows` no flows; no load samples are posted.
 
@@ -53,6 +55,7 @@ from google.protobuf.json_format import MessageToDict
 
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.agent.rpc import agent_pb2_grpc as pb_grpc
+from autonet.agent.vpcdelta import StaleEpoch, check_epoch
 from autonet.model.naming import host_tag
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,7 @@ class RouterRecord:
     vpc: str = ""
     vni: int = 0
     seq: int = 0  # the number of the last sync applied (deltas apply only on top of it)
+    epoch: int = 0  # the highest controller epoch applied (lower ones are refused)
     syncs: int = 0
     synced_at: list[float] = field(default_factory=list)  # wall-clock times, newest last
     peers: dict[str, int] = field(default_factory=dict)  # host -> its instance addresses
@@ -203,6 +207,7 @@ class HollowHost:
                 netns: {
                     "vpc": record.vpc,
                     "vni": record.vni,
+                    "epoch": record.epoch,
                     "instances": len(self.routers.get(netns, ())),
                     "syncs": record.syncs,
                     "synced_at": record.synced_at,
@@ -278,9 +283,19 @@ class HollowServicer(pb_grpc.AgentServicer):
                 del self.host.routers[router]
                 self.host.syncs.pop(router, None)
 
-    def _synced(self, router: str, record: RouterRecord, before: dict[str, int], seq: int) -> pb.SyncReport:
+    async def _check_epoch(self, router: str, epoch: int, context: Any) -> None:
+        record = self.host.syncs.get(router)
+        try:
+            check_epoch(record.epoch if record is not None else 0, epoch)
+        except StaleEpoch as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+
+    def _synced(
+        self, router: str, record: RouterRecord, before: dict[str, int], seq: int, epoch: int
+    ) -> pb.SyncReport:
         after = record.counts
         record.seq = seq
+        record.epoch = max(record.epoch, epoch)
         record.syncs += 1
         record.synced_at = [*record.synced_at[-(SYNC_HISTORY - 1) :], time.time()]
         added = sum(max(0, n - before.get(k, 0)) for k, n in after.items())
@@ -291,18 +306,22 @@ class HollowServicer(pb_grpc.AgentServicer):
         self.host.count("SyncVpc")
         if request.router_netns not in self.host.routers:
             return pb.SyncReport(present=False)
+        await self._check_epoch(request.router_netns, request.epoch, context)
         old = self.host.syncs.get(request.router_netns)
         record = RouterRecord(request.vpc_name, request.vni, syncs=old.syncs if old else 0)
         record.synced_at = old.synced_at if old else []
         record.take(request.peers, request.services, request.members)
         record.rules = rule_keys(request.rules)
         self.host.syncs[request.router_netns] = record
-        return self._synced(request.router_netns, record, old.counts if old else {}, request.seq)
+        return self._synced(
+            request.router_netns, record, old.counts if old else {}, request.seq, request.epoch
+        )
 
     async def SyncVpcDelta(self, request: pb.VpcDelta, context: Any) -> pb.SyncReport:
         self.host.count("SyncVpcDelta")
         if request.router_netns not in self.host.routers:
             return pb.SyncReport(present=False)
+        await self._check_epoch(request.router_netns, request.epoch, context)
         record = self.host.syncs.get(request.router_netns)
         if record is None or record.seq != request.base_seq:
             return pb.SyncReport(present=True, snapshot_needed=True)
@@ -315,7 +334,7 @@ class HollowServicer(pb_grpc.AgentServicer):
         record.rules -= rule_keys(request.removed_rules)
         record.rules |= rule_keys(request.added_rules)
         record.take(request.peers, request.services, request.members)
-        return self._synced(request.router_netns, record, before, request.seq)
+        return self._synced(request.router_netns, record, before, request.seq, request.epoch)
 
     async def SetQos(self, request: pb.QosRequest, context: Any) -> pb.InstanceReport:
         self.host.count("SetQos")

@@ -80,12 +80,14 @@ class VpcRouters(AgentBase):
 
     # -- overlay ---------------------------------------------------------------------------
     async def sync_vpc(self, router_netns: str, desired: dict[str, Any]) -> tuple[bool, int, int]:
-        """Apply a VPC's overlay and policy (`desired` as in SyncVpc); remembered on disk."""
+        """Apply a VPC's overlay and policy (`desired` as in SyncVpc); remembered on disk.
+        `vpcdelta.StaleEpoch` (nothing applied) if its epoch is below the router's."""
         if not self.owns_netns(router_netns):
             raise ValueError(f"router {router_netns!r} does not carry this host's tag {self.tag!r}")
         async with self._router_locks[router_netns]:
             if router_netns not in self.table.routers() or not netns.exists(router_netns):
                 return False, 0, 0
+            vpcdelta.check_epoch(vpcdelta.epoch(await self._held(router_netns)), vpcdelta.epoch(desired))
             added, removed = await self._apply_and_keep(router_netns, desired)
             return True, added, removed
 
@@ -98,8 +100,8 @@ class VpcRouters(AgentBase):
         async with self._router_locks[router_netns]:
             if router_netns not in self.table.routers() or not netns.exists(router_netns):
                 return False, 0, 0, 0
-            router = await self._router(router_netns)
-            current = router.state if router.state is not None else self.saved_vpc(router_netns)
+            current = await self._held(router_netns)
+            vpcdelta.check_epoch(vpcdelta.epoch(current), vpcdelta.epoch(delta))
             base = int(delta.get("base_seq", 0))
             if current is None or vpcdelta.sequence(current) != base:
                 log.info(
@@ -113,6 +115,11 @@ class VpcRouters(AgentBase):
             desired = vpcdelta.apply_delta(current, delta)
             added, removed = await self._apply_and_keep(router_netns, desired)
             return True, added, removed, vpcdelta.sequence(desired)
+
+    async def _held(self, router_netns: str) -> vpcdelta.State | None:
+        """The VPC state the router holds: as last applied, or as saved on disk."""
+        router = await self._router(router_netns)
+        return router.state if router.state is not None else self.saved_vpc(router_netns)
 
     async def _apply_and_keep(self, router_netns: str, desired: dict[str, Any]) -> tuple[int, int]:
         write_atomically(self.overlay_path(router_netns), json.dumps(desired).encode())

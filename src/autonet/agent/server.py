@@ -22,7 +22,7 @@ import grpc
 import httpx
 from google.protobuf.json_format import MessageToDict
 
-from autonet.agent import logs
+from autonet.agent import logs, vpcdelta
 from autonet.agent.host import HostAgent
 from autonet.agent.plugins import AgentPluginAPI
 from autonet.agent.plugins import load as load_plugins
@@ -125,6 +125,9 @@ class AgentServicer(pb_grpc.AgentServicer):
         desired.setdefault("members", [])
         try:
             present, added, removed = await self.agent.sync_vpc(request.router_netns, desired)
+        except vpcdelta.StaleEpoch as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            raise
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise
@@ -134,6 +137,9 @@ class AgentServicer(pb_grpc.AgentServicer):
         delta = MessageToDict(request, preserving_proto_field_name=True)
         try:
             present, added, removed, seq = await self.agent.sync_vpc_delta(request.router_netns, delta)
+        except vpcdelta.StaleEpoch as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            raise
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise

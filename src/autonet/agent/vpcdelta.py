@@ -8,6 +8,13 @@ delta was lost, the agent restarted without its state, the router was made anew)
 applies nothing and answers that it needs a snapshot. So a router never holds a state
 the controller did not mean, whatever was lost on the wire.
 
+Epochs. With several controllers, every sync carries the epoch of the controller that
+owns the VPC (control/shards.py). A router keeps the highest epoch it has applied (in
+its state, so on disk too) and refuses a sync of a lower one (:class:`StaleEpoch`, which
+the RPC answers with FAILED_PRECONDITION): a controller that lost the VPC cannot undo
+what its successor synced. One controller sends epoch 0, which is never below anything
+it sent.
+
 States and deltas are handled in their JSON form (`MessageToDict` with the proto's
 field names), which is also what the agent saves on disk: zero values are absent and
 64-bit numbers are strings there.
@@ -22,9 +29,28 @@ State = dict[str, Any]
 RuleKey = tuple[int, int, str, int]
 
 
+class StaleEpoch(Exception):
+    """A sync from a controller whose epoch is lower than one the router has seen."""
+
+    def __init__(self, epoch: int, seen: int) -> None:
+        super().__init__(f"stale epoch {epoch} < {seen}")
+        self.epoch, self.seen = epoch, seen
+
+
 def sequence(state: State | None) -> int:
     """The number of the sync a state was made by (0: unnumbered, or no state)."""
     return 0 if state is None else int(state.get("seq", 0))
+
+
+def epoch(state: State | None) -> int:
+    """The epoch of the controller whose sync made a state (0: none, or no state)."""
+    return 0 if state is None else int(state.get("epoch", 0))
+
+
+def check_epoch(seen: int, incoming: int) -> None:
+    """:class:`StaleEpoch` unless a sync of epoch ``incoming`` may apply over ``seen``."""
+    if incoming < seen:
+        raise StaleEpoch(incoming, seen)
 
 
 def rule_key(rule: dict[str, Any]) -> RuleKey:
@@ -66,4 +92,6 @@ def apply_delta(state: State, delta: State) -> State:
     )
     patched["rules"] = [rules[key] for key in sorted(rules)]
     patched["seq"] = str(int(delta.get("seq", 0)))
+    if highest := max(epoch(state), epoch(delta)):  # (absent when 0, as in the JSON form)
+        patched["epoch"] = str(highest)
     return patched

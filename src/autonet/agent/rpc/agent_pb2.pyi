@@ -188,7 +188,7 @@ class Rule(_message.Message):
     def __init__(self, transport: _Optional[str] = ..., port: _Optional[int] = ..., source_identity: _Optional[int] = ..., destination_identity: _Optional[int] = ...) -> None: ...
 
 class VpcState(_message.Message):
-    __slots__ = ("vpc_uid", "router_netns", "vxlan_ifname", "vni", "local", "mtu", "peers", "rules", "vpc_name", "services", "members", "seq")
+    __slots__ = ("vpc_uid", "router_netns", "vxlan_ifname", "vni", "local", "mtu", "peers", "rules", "vpc_name", "services", "members", "seq", "epoch")
     VPC_UID_FIELD_NUMBER: _ClassVar[int]
     ROUTER_NETNS_FIELD_NUMBER: _ClassVar[int]
     VXLAN_IFNAME_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +201,7 @@ class VpcState(_message.Message):
     SERVICES_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     vpc_uid: str
     router_netns: str
     vxlan_ifname: str
@@ -213,10 +214,11 @@ class VpcState(_message.Message):
     services: _containers.RepeatedCompositeFieldContainer[Service]
     members: _containers.RepeatedCompositeFieldContainer[Member]
     seq: int
-    def __init__(self, vpc_uid: _Optional[str] = ..., router_netns: _Optional[str] = ..., vxlan_ifname: _Optional[str] = ..., vni: _Optional[int] = ..., local: _Optional[_Union[Vtep, _Mapping]] = ..., mtu: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., vpc_name: _Optional[str] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., seq: _Optional[int] = ...) -> None: ...
+    epoch: int
+    def __init__(self, vpc_uid: _Optional[str] = ..., router_netns: _Optional[str] = ..., vxlan_ifname: _Optional[str] = ..., vni: _Optional[int] = ..., local: _Optional[_Union[Vtep, _Mapping]] = ..., mtu: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., vpc_name: _Optional[str] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., seq: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class VpcDelta(_message.Message):
-    __slots__ = ("vpc_uid", "router_netns", "seq", "base_seq", "peers", "removed_peers", "members", "removed_members", "added_rules", "removed_rules", "services", "removed_services")
+    __slots__ = ("vpc_uid", "router_netns", "seq", "base_seq", "peers", "removed_peers", "members", "removed_members", "added_rules", "removed_rules", "services", "removed_services", "epoch")
     VPC_UID_FIELD_NUMBER: _ClassVar[int]
     ROUTER_NETNS_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +231,7 @@ class VpcDelta(_message.Message):
     REMOVED_RULES_FIELD_NUMBER: _ClassVar[int]
     SERVICES_FIELD_NUMBER: _ClassVar[int]
     REMOVED_SERVICES_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     vpc_uid: str
     router_netns: str
     seq: int
@@ -241,7 +244,8 @@ class VpcDelta(_message.Message):
     removed_rules: _containers.RepeatedCompositeFieldContainer[Rule]
     services: _containers.RepeatedCompositeFieldContainer[Service]
     removed_services: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, vpc_uid: _Optional[str] = ..., router_netns: _Optional[str] = ..., seq: _Optional[int] = ..., base_seq: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., removed_peers: _Optional[_Iterable[str]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., removed_members: _Optional[_Iterable[str]] = ..., added_rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., removed_rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., removed_services: _Optional[_Iterable[str]] = ...) -> None: ...
+    epoch: int
+    def __init__(self, vpc_uid: _Optional[str] = ..., router_netns: _Optional[str] = ..., seq: _Optional[int] = ..., base_seq: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., removed_peers: _Optional[_Iterable[str]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., removed_members: _Optional[_Iterable[str]] = ..., added_rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., removed_rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., removed_services: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class Member(_message.Message):
     __slots__ = ("address", "instance", "automaton", "identity")
