@@ -1,7 +1,7 @@
 """The controller's REST API: the app, its shared state and its routers.
 
 Routes live in `api/routes/`, one module and one `APIRouter` per resource (objects,
-policy, hosts, instances, Overwatch, measurements); they reach the controller's context
+policy, hosts, instances, Overwatch, measurements, controllers); they reach the controller's context
 and plugins through the `State` dependency (api/state.py), never by closing over them.
 Every error is JSON `{"error": "<one line>"}` with a 4xx (or 503) status, so that the
 CLI can print it as is.
@@ -12,13 +12,21 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from autonet.api.routes import hosts, instances, metrics, objects, overwatch, policy
-from autonet.api.state import ApiError, ApiState
+from autonet.api.routes import controllers, hosts, instances, metrics, objects, overwatch, policy
+from autonet.api.state import ApiError, ApiState, Identity
 from autonet.control.context import Context
 from autonet.control.registry import PluginAPI
 from autonet.model.errors import ValidationError
 
-ROUTERS = (metrics.router, objects.router, policy.router, instances.router, hosts.router, overwatch.router)
+ROUTERS = (
+    metrics.router,
+    objects.router,
+    policy.router,
+    instances.router,
+    hosts.router,
+    overwatch.router,
+    controllers.router,
+)
 
 
 async def api_error(request: Request, exc: Exception) -> JSONResponse:
@@ -30,13 +38,13 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=422)
 
 
-def create_app(ctx: Context, plugins: PluginAPI) -> FastAPI:
+def create_app(ctx: Context, plugins: PluginAPI, identity: Identity | None = None) -> FastAPI:
     app = FastAPI(
         title="autonet",
         version="0.1.0",
         description="The autonet controller API: objects, their pipeline states, instances.",
     )
-    app.state.autonet = ApiState(ctx, plugins)
+    app.state.autonet = ApiState(ctx, plugins) if identity is None else ApiState(ctx, plugins, identity)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(ValidationError, validation_error)
     for router in ROUTERS:

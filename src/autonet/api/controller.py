@@ -3,6 +3,12 @@
 `autonet controller --store sqlite:///... --listen unix:/path/api.sock --listen tcp:HOST:PORT`.
 The API is served on every listen address by one uvicorn server; the runner resumes
 every object from the state the store holds.
+
+With an etcd store the controller is one member of several (`--id`, `--advertise`,
+`--member-ttl`): it keeps its membership lease (control/members.py), claims and hands
+over shards (control/shards.py), relays the heartbeats it hears (control/relay.py), and
+on a clean stop revokes its lease, so that its shards move at once. With SQLite it is
+alone and owns everything, as it always did.
 """
 
 from __future__ import annotations
@@ -13,16 +19,23 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Sequence
 
 import uvicorn
 
 from autonet.api.app import create_app
+from autonet.api.state import Identity
 from autonet.control import overwatch
+from autonet.control.cache import CachedWrites, ObjectCache
 from autonet.control.context import Context
 from autonet.control.liveness import DEFAULT_HOST_TIMEOUT, HostLiveness
+from autonet.control.members import DEFAULT_TTL, Membership
 from autonet.control.registry import PluginAPI, load_plugins
+from autonet.control.relay import HeartbeatRelay
 from autonet.control.runner import HANDLER_TIMEOUT, Runner
+from autonet.control.shards import Shards
 from autonet.store import open_store
+from autonet.store.etcd import EtcdStore
 
 log = logging.getLogger(__name__)
 
@@ -51,29 +64,62 @@ def bind(listen: str) -> socket.socket:
     return sock
 
 
+def advertised(listens: Sequence[str]) -> list[str]:
+    """The API endpoints of the listen addresses: `http://HOST:PORT`, `unix:/path`."""
+    return [
+        f"http://{listen.removeprefix('tcp:')}" if listen.startswith("tcp:") else listen for listen in listens
+    ]
+
+
 async def serve(
     store_url: str,
     listens: list[str],
     overwatch_specs: list[str] | None = None,
     host_timeout: float = DEFAULT_HOST_TIMEOUT,
     handler_timeout: float = HANDLER_TIMEOUT,
+    member_id: str | None = None,
+    advertise: Sequence[str] = (),
+    member_ttl: float = DEFAULT_TTL,
 ) -> None:
     store = open_store(store_url)
     plugins = load_plugins(PluginAPI())
-    ctx = Context(store=store, kinds=plugins.kinds, liveness=HostLiveness(host_timeout))
+    liveness = HostLiveness(host_timeout)
+    identity = Identity(member_id or socket.gethostname(), tuple(advertise or advertised(listens)))
+    fleet: list[asyncio.Task[None]] = []
+    membership = None
+    if isinstance(store, EtcdStore):  # one of several controllers
+        membership = Membership(store, identity.id, identity.endpoints, member_ttl)
+        cache = ObjectCache(store)
+        shards = Shards(store, membership, cache)
+        writes = CachedWrites(store, cache, plugins.kinds)
+        ctx = Context(store=writes, kinds=plugins.kinds, liveness=liveness, shards=shards)
+        relay = HeartbeatRelay(store, membership, liveness)
+        fleet += [
+            asyncio.create_task(membership.run(), name="membership"),
+            asyncio.create_task(shards.run(), name="shards"),
+            asyncio.create_task(relay.run(), name="heartbeat-relay"),
+        ]
+    else:
+        ctx = Context(store=store, kinds=plugins.kinds, liveness=liveness)
     runner = Runner(ctx, plugins, handler_timeout=handler_timeout)
-    app = create_app(ctx, plugins)
+    app = create_app(ctx, plugins, identity)
     sockets = [bind(listen) for listen in listens]
     config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
 
-    tasks = [asyncio.create_task(runner.run(), name="runner")]
+    tasks = [*fleet, asyncio.create_task(runner.run(), name="runner")]
     tasks += [asyncio.create_task(loop(ctx), name="plugin-background") for loop in plugins.background]
     watchers = [overwatch.load(spec) for spec in overwatch_specs or []]
     if watchers:
         tasks.append(asyncio.create_task(overwatch.run(ctx, watchers), name="overwatch"))
     api_task = asyncio.create_task(server.serve(sockets=sockets), name="api")
-    log.info("controller serving on %s, store %s, plugins %s", ", ".join(listens), store_url, plugins.plugins)
+    log.info(
+        "controller %s serving on %s, store %s, plugins %s",
+        identity.id,
+        ", ".join(listens),
+        store_url,
+        plugins.plugins,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,6 +136,8 @@ async def serve(
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, api_task, return_exceptions=True)
+    if membership is not None:  # its member and owner keys go now: its shards move at once
+        await membership.leave()
     waiter.cancel()
     await ctx.agents.close()
     await store.close()

@@ -31,10 +31,19 @@ class ApiError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class Identity:
+    """This controller as it presents itself: its member id and its API endpoints."""
+
+    id: str
+    endpoints: tuple[str, ...] = ()
+
+
 @dataclass
 class ApiState:
     ctx: Context
     plugins: PluginAPI
+    identity: Identity = field(default_factory=lambda: Identity("controller"))
     # Applies and scales run one at a time: each validates against all objects first.
     apply_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 

@@ -581,9 +581,35 @@ def controller(
             help="Seconds an operator's handler may run before it is cancelled and retried",
         ),
     ] = 60.0,  # control.runner.HANDLER_TIMEOUT, not imported here: it would slow every command
+    member_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id",
+            help="This controller's member id, unique in the cluster (default: the host name)",
+        ),
+    ] = None,
+    advertise: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--advertise",
+            help="An API endpoint other controllers and clients reach this one at, e.g."
+            " http://100.64.0.21:8080 (repeatable; default: the --listen addresses)",
+        ),
+    ] = None,
+    member_ttl: Annotated[
+        float | None,
+        typer.Option(
+            "--member-ttl",
+            min=2.0,
+            help="Seconds of the etcd membership lease (renewed every third of it); a controller"
+            " silent that long loses its VPCs to the others. Default 3; etcd store only",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
-    """Run the controller: the operators, the API and /metrics."""
+    """Run the controller: the operators, the API and /metrics.
+
+    With an etcd store, several controllers run at once, each owning a share of the VPCs."""
     import asyncio
 
     from autonet.api.controller import serve
@@ -598,9 +624,22 @@ def controller(
             fail(str(exc))
     elif etcd_cacert or etcd_cert or etcd_key:
         fail("--etcd-cacert/--etcd-cert/--etcd-key need an etcd:// --store")
+    elif member_ttl is not None:
+        fail("--member-ttl needs an etcd:// --store (one controller on SQLite has no membership)")
+    if member_id is not None and (not member_id or "/" in member_id):
+        fail(f"--id {member_id!r}: it must be non-empty and without '/'")
     _logging(log_level)
     asyncio.run(
-        serve(store, listen or ["unix:/run/autonet/api.sock"], overwatch, host_timeout, handler_timeout)
+        serve(
+            store,
+            listen or ["unix:/run/autonet/api.sock"],
+            overwatch,
+            host_timeout,
+            handler_timeout,
+            member_id=member_id,
+            advertise=advertise or (),
+            member_ttl=member_ttl or 3.0,
+        )
     )
 
 

@@ -1,13 +1,15 @@
 """Clients of the hosts' agents: one gRPC channel per host, errors mapped to outcomes.
 
 An unreachable agent is a temporary condition (`Retry`); an agent that rejects the
-request as invalid is a permanent one (`Fail`).
+request as invalid is a permanent one (`Fail`). With several controllers, a `gate`
+(control/shards.py) refuses the calls of a handler whose controller stopped acting or
+lost the handler's shard, before they are sent (`Retry`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -18,16 +20,21 @@ from autonet.control.outcomes import Fail, Retry
 
 RPC_TIMEOUT = 30.0
 
+Gate = Callable[[], str | None]  # why a call may not be made now (None: it may)
+
 
 class AgentClient:
-    def __init__(self, host: str, address: str) -> None:
+    def __init__(self, host: str, address: str, gate: Gate | None = None) -> None:
         self.host = host
         self.address = address
+        self.gate = gate
         self.channel = grpc.aio.insecure_channel(address)
         self.closed = False
         self.stub = pb_grpc.AgentStub(self.channel)
 
     async def call(self, method: str, request: Any, timeout: float = RPC_TIMEOUT) -> Any:
+        if self.gate is not None and (why := self.gate()) is not None:
+            raise Retry(f"{method} to host {self.host} not sent: {why}")
         try:
             return await getattr(self.stub, method)(request, timeout=timeout)
         except asyncio.CancelledError:
@@ -66,13 +73,14 @@ class AgentClient:
 
 
 class AgentClients:
-    def __init__(self) -> None:
+    def __init__(self, gate: Gate | None = None) -> None:
         self._clients: dict[str, AgentClient] = {}
+        self.gate = gate
 
     def get(self, host: str, address: str) -> AgentClient:
         client = self._clients.get(host)
         if client is None or client.address != address:
-            client = AgentClient(host, address)
+            client = AgentClient(host, address, self.gate)
             self._clients[host] = client
         return client
 

@@ -15,6 +15,11 @@ to the store as a compare-and-swap transaction. Three things keep the view exact
   are taken from the watch only: a commit does not say at which revision it deleted,
   and a guess could hide a later write; an object removed by its own handler simply
   stays visible for the few milliseconds until the watch says so;
+- **guards**: with several controllers (control/shards.py), a handler's writes must
+  carry its shard's guard; the runner puts the guards in `ACTING_GUARDS` (a context
+  variable, so a handler's own tasks and calls see them and nothing else does) and
+  `CachedWrites.commit` adds them to every commit; a fenced commit is told to the
+  `fenced` listeners (the shards, which drop the shard);
 - **relist**: when the watch breaks (its history was compacted, the store failed, it
   ended), the cache lists the store again, replaces its whole view, announces every key
   again (and to the delete listeners every key that vanished meanwhile), and watches
@@ -35,15 +40,31 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from pydantic import ValidationError
 
 from autonet.model.kinds import KindRegistry
 from autonet.model.objects import Object
-from autonet.store import Compacted, Conflict, Delete, Event, Op, Put, Record, Store, StoreError
+from autonet.store import (
+    Compacted,
+    Conflict,
+    Delete,
+    Event,
+    Fenced,
+    Guard,
+    Op,
+    Put,
+    Record,
+    Store,
+    StoreError,
+)
 
 log = logging.getLogger(__name__)
+
+# The guards of the handler running in this context (control/shards.py); none outside one.
+ACTING_GUARDS: ContextVar[tuple[Guard, ...]] = ContextVar("autonet_acting_guards", default=())
 
 Listener = Callable[[str, str], None]
 IndexFn = Callable[[Object], Any]
@@ -271,6 +292,7 @@ class CachedWrites:
         self.inner = store
         self.cache = cache
         self.kinds = kinds
+        self.fenced: list[Callable[[Fenced], None]] = []  # told of every fenced commit
 
     async def get(self, kind: str, name: str) -> Record | None:
         return await self.inner.get(kind, name)
@@ -308,10 +330,15 @@ class CachedWrites:
                 status = op.data.get("status") or {}
                 self.kinds[op.kind].check_status(op.name, status, None if old is None else old.status)
 
-    async def commit(self, ops: Sequence[Op]) -> builtins.list[Record | None]:
+    async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> builtins.list[Record | None]:
+        """Commit `ops` with `guards` and those of the handler running (`ACTING_GUARDS`)."""
         self.check(ops)
         try:
-            results = await self.inner.commit(ops)
+            results = await self.inner.commit(ops, (*guards, *ACTING_GUARDS.get()))
+        except Fenced as fenced:
+            for listener in self.fenced:
+                listener(fenced)
+            raise
         except Conflict as conflict:
             await self.cache.refresh(conflict.kind, conflict.name)
             raise
@@ -321,4 +348,4 @@ class CachedWrites:
         return results
 
 
-__all__ = ["CachedWrites", "ObjectCache", "StoreError"]
+__all__ = ["ACTING_GUARDS", "CachedWrites", "ObjectCache", "StoreError"]

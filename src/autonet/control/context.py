@@ -4,6 +4,11 @@ Reads (`get`, `list`, `cache.by`) are served from the controller's object cache 
 has loaded (control/cache.py), from the store before that; writes go to the store,
 through a wrapper that keeps the cache current with them and checks each status
 written against its kind's status model (model/status.py).
+
+With several controllers (etcd), `shards` says which objects are this controller's
+(control/shards.py); the context wires it to the write path (a fenced write drops the
+shard) and to the agent clients (no call from a handler that may not act). Alone
+(SQLite) it is None: everything is this controller's.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from autonet.control.liveness import HostLiveness
 from autonet.control.load import LoadTable
 from autonet.control.operators.network import VpcSyncer
 from autonet.control.outcomes import Retry
+from autonet.control.shards import HOSTS, Shards
 from autonet.control.stats import Timings
 from autonet.model.kinds import KindRegistry
 from autonet.model.objects import Object
@@ -42,6 +48,7 @@ class Context:
     leases: LeasePools = field(default_factory=LeasePools)  # the lowest-free allocators
     network: VpcSyncer = field(init=False)  # the network operator: VPC syncs to hosts
     extras: dict[str, Any] = field(default_factory=dict)  # plugins' own per-controller state
+    shards: Shards | None = None  # several controllers: which objects are this one's
     _locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
 
     def __post_init__(self) -> None:
@@ -51,7 +58,16 @@ class Context:
             self.cache = ObjectCache(self.store)
             self.store = CachedWrites(self.store, self.cache, self.kinds)
         self.cache.subscribe_deletes(self.leases.deleted)
+        if self.shards is not None:
+            assert isinstance(self.store, CachedWrites) and self.shards.cache is self.cache
+            self.store.fenced.append(self.shards.fenced)
+            self.agents.gate = self.shards.gate
+            self.shards.subscribe_gained(self._gained)
         self.network = VpcSyncer(self)
+
+    def _gained(self, shards: set[str], keys: set[tuple[str, str]]) -> None:
+        if HOSTS in shards:  # hosts nobody heard from yet get a full timeout from now
+            self.liveness.grace()
 
     def lock(self, key: str) -> asyncio.Lock:
         """A controller-local lock: serialises work that would otherwise only race on CAS."""

@@ -6,6 +6,9 @@ timeout becomes `Lost`, a lost one heard again goes back to `Init`). The Host ob
 written when its state changes, never for the heartbeat itself, so a thousand healthy
 hosts cost no store writes and wake no watcher.
 
+With several controllers an agent heartbeats to one of them; each controller tells the
+others what it heard (control/relay.py), which they take in with `beat_at`.
+
 A controller that starts (or restarts) has seen nobody yet: every host gets one full
 timeout of grace from that moment, so a controller restart does not declare the whole
 fleet lost.
@@ -25,9 +28,27 @@ class HostLiveness:
         self.timeout = timeout
         self.started = time.monotonic()
         self._last_seen: dict[str, float] = {}
+        self._heard_here: dict[str, float] = {}  # heartbeats this controller took itself
+
+    def grace(self) -> None:
+        """Hosts not heard from yet get one full timeout from now (this controller just
+        became the one that judges them: it took the `hosts` shard over)."""
+        self.started = time.monotonic()
 
     def beat(self, host: str) -> None:
-        self._last_seen[host] = time.monotonic()
+        self._last_seen[host] = self._heard_here[host] = time.monotonic()
+
+    def beat_at(self, host: str, when: float) -> None:
+        """A heartbeat another controller heard at monotonic time `when` (as this
+        controller counts): kept if it is the latest heard from the host."""
+        if when > self._last_seen.get(host, float("-inf")):
+            self._last_seen[host] = min(when, time.monotonic())
+
+    def heard_within(self, seconds: float) -> dict[str, float]:
+        """Host -> seconds since this controller itself heard it (not what others told:
+        `beat_at`), for the hosts it heard in the last `seconds`."""
+        now = time.monotonic()
+        return {host: now - seen for host, seen in self._heard_here.items() if now - seen <= seconds}
 
     def silent_for(self, host: str) -> float:
         """Seconds since the host was last heard from (or since this controller started)."""
@@ -42,3 +63,4 @@ class HostLiveness:
 
     def forget(self, host: str) -> None:
         self._last_seen.pop(host, None)
+        self._heard_here.pop(host, None)

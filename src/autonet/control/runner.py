@@ -21,6 +21,14 @@ compacted (``Compacted``), the store failed, or it simply ended — the cache li
 everything again (announcing every object to the runner) and watches from the revision
 it read before that list, after a short backoff; only cancellation stops it. Nothing
 is missed: a change made meanwhile is either in the list or after its revision.
+
+Several controllers (control/shards.py). The runner handles only objects of the shards
+its controller owns and may act on (`ctx.shards`): a change of another's object is not
+even queued, and an object whose shard went away meanwhile is dropped when its turn
+comes. Each handler runs between `shards.enter` and `shards.leave` (a handover waits for
+the handlers in flight, and cancels them after a grace period), with its shard's guards
+in `ACTING_GUARDS`, so every write it makes is fenced. When the controller gains a shard
+(or acts again after a pause), every object of it is queued.
 """
 
 from __future__ import annotations
@@ -32,9 +40,10 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from autonet.control.cache import ACTING_GUARDS
 from autonet.control.context import Context
 from autonet.control.outcomes import Advance, Fail, Outcome, Remove, Retry, Stay
-from autonet.control.registry import PluginAPI
+from autonet.control.registry import Operator, PluginAPI
 from autonet.model.kinds import FAILED
 from autonet.model.objects import Object
 from autonet.store import Conflict, Delete, Put, StoreError
@@ -81,22 +90,54 @@ class Runner:
         self._attempts: dict[Key, int] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._task_of: dict[Key, asyncio.Task[None]] = {}
+        self._shard_of_running: dict[Key, str] = {}  # keys whose handler runs -> its shard
         self.transitions = 0
+        self._stopped = False
         self.timings = ctx.timings  # per-handler durations, for GET /api/v1/stats
 
     async def run(self) -> None:
         """Follow the object cache (cancel to stop): it announces every object when it
         loads or reloads the store and every change after that (control/cache.py)."""
         kinds = {kind.name for kind in self.api.kinds.all()}
+        cache, shards = self.ctx.cache, self.ctx.shards
 
         def changed(kind: str, name: str) -> None:
-            if kind in kinds:
-                self.enqueue((kind, name))
+            if kind not in kinds:
+                return
+            if shards is not None:
+                obj = cache.get(kind, name)
+                if obj is not None and not shards.may_handle(obj):
+                    return  # another controller's (or not now: queued again when it is)
+            self.enqueue((kind, name))
 
-        self.ctx.cache.subscribe(changed)
-        await self.ctx.cache.run()
+        def gained(gained_shards: set[str], keys: set[Key]) -> None:
+            assert shards is not None
+            for key in keys:
+                if key[0] in kinds:
+                    self.enqueue(key)
+            if not gained_shards:
+                return
+            for kind in kinds:
+                for obj in cache.list(kind):
+                    if shards.acting_shard(obj) in gained_shards:
+                        self.enqueue((kind, obj.name))
+
+        def cancel(shard: str) -> None:
+            for key, running in list(self._shard_of_running.items()):
+                task = self._task_of.get(key)
+                if running == shard and task is not None:
+                    task.cancel()
+
+        if shards is not None:
+            shards.subscribe_gained(gained)
+            shards.subscribe_cancel(cancel)
+        cache.subscribe(changed)
+        await cache.run()
 
     def enqueue(self, key: Key, delay: float = 0.0) -> None:
+        if self._stopped:
+            return
         if delay > 0:
             if key not in self._timers:
                 loop = asyncio.get_running_loop()
@@ -108,6 +149,7 @@ class Runner:
         self._active.add(key)
         task = asyncio.get_running_loop().create_task(self._process(key))
         self._tasks.add(task)
+        self._task_of[key] = task
         task.add_done_callback(self._tasks.discard)
 
     def _fire(self, key: Key) -> None:
@@ -124,6 +166,7 @@ class Runner:
                     break
         finally:
             self._active.discard(key)
+            self._task_of.pop(key, None)
 
     async def _step(self, key: Key) -> None:
         kind, name = key
@@ -140,10 +183,30 @@ class Runner:
         if operator is None:
             self._attempts.pop(key, None)
             return
+        shards = self.ctx.shards
+        if shards is None:
+            await self._handle(key, obj, operator)
+            return
+        entry = shards.enter(obj)
+        if entry is None:  # not this controller's (now): whoever owns it handles it
+            self._attempts.pop(key, None)
+            return
+        shard, guards = entry
+        token = ACTING_GUARDS.set(guards)
+        self._shard_of_running[key] = shard
+        try:
+            await self._handle(key, obj, operator)
+        finally:
+            self._shard_of_running.pop(key, None)
+            ACTING_GUARDS.reset(token)
+            shards.leave(shard)
+
+    async def _handle(self, key: Key, obj: Object, operator: Operator) -> None:
+        """Run the object's handler and write its outcome; schedule what comes next."""
         deadline = asyncio.timeout(self.handler_timeout)
         try:
             async with deadline:
-                with self.timings.timed(f"handler {kind}/{obj.state}"):
+                with self.timings.timed(f"handler {obj.kind}/{obj.state}"):
                     outcome = await operator(obj, self.ctx)
             await self._apply(obj, outcome)
             self._attempts.pop(key, None)
@@ -225,6 +288,7 @@ class Runner:
             log.warning("%s: after-commit step failed: %s (the periodic resync repairs it)", obj.ref, exc)
 
     async def stop(self) -> None:
+        self._stopped = True
         for timer in self._timers.values():
             timer.cancel()
         for task in list(self._tasks):

@@ -215,6 +215,15 @@ class EtcdClient:
             raise EtcdError("etcd client is closed")
         return True
 
+    @staticmethod
+    def _reraise_cancellation(error: grpc.aio.AioRpcError) -> None:
+        """A stream call whose task is being cancelled may end as an RPC error CANCELLED
+        rather than a CancelledError: raise the cancellation, so that it is not mistaken
+        for a failure to retry (which would swallow it)."""
+        task = asyncio.current_task()
+        if error.code() == grpc.StatusCode.CANCELLED and task is not None and task.cancelling():
+            raise asyncio.CancelledError from None
+
     def _unavailable(self, error: grpc.aio.AioRpcError | None) -> EtcdError:
         why = error.details() if error is not None else "no answer"
         if self._credentials is not None and any(w in why for w in ("TSI_", "SSL", "andshake")):
@@ -266,6 +275,7 @@ class EtcdClient:
                     ) from None
                 continue  # the channel was retired: try again on the current one
             except grpc.aio.AioRpcError as e:
+                self._reraise_cancellation(e)
                 if e.code() != grpc.StatusCode.UNAVAILABLE:
                     raise self._error(method, e) from None
                 endpoint, last = self.endpoint, e
@@ -381,6 +391,7 @@ class EtcdClient:
                     raise
                 continue
             except grpc.aio.AioRpcError as e:
+                self._reraise_cancellation(e)
                 if e.code() != grpc.StatusCode.UNAVAILABLE:
                     raise self._error(LEASE_KEEPALIVE, e) from None
                 last = e
@@ -441,6 +452,7 @@ class EtcdClient:
                     raise
                 log.info("etcd watch resumes from revision %d on %s", next_revision, self.endpoint)
             except grpc.aio.AioRpcError as e:
+                self._reraise_cancellation(e)
                 retired = e.code() == grpc.StatusCode.CANCELLED and channel is not self._channel
                 if self._closed or (e.code() != grpc.StatusCode.UNAVAILABLE and not retired):
                     raise self._error(WATCH, e) from None

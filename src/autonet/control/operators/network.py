@@ -27,6 +27,16 @@ Calls for the same VPC coalesce: many instances wired at once cause few syncs, a
 caller returns only after a sync that started after its call has finished, so when
 `await sync(vpc)` returns, every host of the VPC routes to, and enforces the policy
 of, every instance wired before the call.
+
+Several controllers (control/shards.py): only the owner of a VPC's shard syncs it
+(`sync` of another's VPC raises `Retry`; `sync_all` and the periodic resync skip them),
+and every snapshot and delta carries the shard's **epoch**, which agents check: they
+refuse a sync of a lower epoch than one they have seen. The epoch is part of the
+snapshot header, so a new owner (whose per-host records start empty anyway) sends
+snapshots first; on gaining a VPC it syncs it at once, so hosts learn the new epoch
+without waiting for a change. Changes other controllers make that concern an owned
+VPC — a host that (re)connected, instances lost with their host, a composition — are
+followed from the object cache (`followed`). Alone (SQLite) the epoch is 0.
 """
 
 from __future__ import annotations
@@ -40,9 +50,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from autonet.agent.rpc import agent_pb2 as pb
+from autonet.control.cache import ACTING_GUARDS
+from autonet.control.outcomes import Retry
+from autonet.control.shards import vpc_of, vpc_shard
 from autonet.model import naming
 from autonet.model.addressing import vtep_addresses, vtep_mac
-from autonet.model.kinds import CONNECTED, PROVISIONED, READY, KindRegistry
+from autonet.model.kinds import CONNECTED, LOST, PROVISIONED, READY, KindRegistry
 from autonet.model.objects import Object
 from autonet.model.policy import Opening, openings
 
@@ -282,6 +295,75 @@ class VpcSyncer:
         # Fault injection for tests: the next N deltas are lost on the wire (never sent,
         # believed delivered); the agents' gap check must repair what they carried.
         self.drop_deltas = int(os.environ.get("AUTONET_DROP_DELTAS", "0"))
+        self._background: set[asyncio.Task[None]] = set()
+        shards = ctx.shards
+        if shards is not None:
+            shards.subscribe_gained(self._gained)
+            shards.subscribe_lost(self._lost)
+            ctx.cache.subscribe(self.followed)
+            ctx.cache.subscribe_deletes(self._deleted)
+
+    # -- several controllers: which VPCs are this controller's --------------------------------
+
+    def owns(self, vpc: str) -> bool:
+        """Whether this controller may sync `vpc` now (always, alone)."""
+        shards = self.ctx.shards
+        return shards is None or shards.holds(vpc_shard(vpc)) is not None
+
+    def _gained(self, shards: set[str], keys: set[tuple[str, str]]) -> None:
+        vpcs = {shard.removeprefix("vpc/") for shard in shards if shard.startswith("vpc/")}
+        for vpc in vpcs:
+            self.tables.pop(vpc, None)  # a new owner's first sync to each host is a snapshot
+        self._in_background(vpcs, "gained")
+
+    def _lost(self, shard: str) -> None:
+        if shard.startswith("vpc/"):
+            self.tables.pop(shard.removeprefix("vpc/"), None)
+
+    def followed(self, kind: str, name: str) -> None:
+        """Another controller's change that concerns VPCs this one owns: sync them."""
+        obj = self.ctx.cache.get(kind, name)
+        if obj is None:
+            return
+        if kind == "Host" and obj.state == CONNECTED:
+            self.forget_host(name)  # whatever its agent holds, snapshots set it right
+            vpcs = {
+                i.status["vpc"] for i in self.ctx.cache.by("Instance", "host", name) if i.status.get("vpc")
+            }
+            self._in_background(vpcs, f"host {name} connected")
+        elif kind == "Instance" and obj.state == LOST and obj.status.get("vpc"):
+            self._in_background({obj.status["vpc"]}, f"instance {name} lost")
+        elif kind == "Composition":
+            self._in_background(self._composition_vpcs(obj), f"composition {name}")
+
+    def _deleted(self, kind: str, name: str) -> None:
+        if kind == "Composition":  # its VPCs cannot be told any more: resync every owned one
+            self._in_background(
+                {vpc.name for vpc in self.ctx.cache.list("Vpc")}, f"composition {name} deleted"
+            )
+
+    def _composition_vpcs(self, composition: Object) -> set[str]:
+        names = {
+            str(n) for link in composition.spec.get("links", []) for n in (link.get("from"), link.get("to"))
+        }
+        automatons = (self.ctx.cache.get("Automaton", name) for name in names)
+        return {vpc for a in automatons if a is not None and (vpc := vpc_of(a, self.ctx.cache))}
+
+    def _in_background(self, vpcs: Iterable[str], why: str) -> None:
+        owned = sorted(vpc for vpc in vpcs if self.owns(vpc))
+        if not owned:
+            return
+
+        async def sync() -> None:
+            for vpc in owned:
+                try:
+                    await self.sync(vpc)
+                except Exception as exc:
+                    self.ctx.log.warning("sync of Vpc %s (%s) failed: %s", vpc, why, exc)
+
+        task = asyncio.get_running_loop().create_task(sync())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     @functools.cached_property
     def wired_states(self) -> set[str]:
@@ -294,7 +376,8 @@ class VpcSyncer:
         )
 
     async def sync_all(self, vpcs: Iterable[str]) -> None:
-        await asyncio.gather(*(self.sync(vpc) for vpc in sorted(set(vpcs))))
+        """Sync every VPC of `vpcs` this controller owns (their owners sync the others)."""
+        await asyncio.gather(*(self.sync(vpc) for vpc in sorted(set(vpcs)) if self.owns(vpc)))
 
     async def probe(self, vpc: str) -> None:
         """Sync `vpc`, sending every host a delta even when nothing changed: an agent that
@@ -308,6 +391,13 @@ class VpcSyncer:
             tables.hosts.pop(host, None)
 
     async def _sync(self, vpc_name: str) -> None:
+        epoch = 0
+        if self.ctx.shards is not None:
+            guard = self.ctx.shards.holds(vpc_shard(vpc_name))
+            if guard is None:
+                raise Retry(f"Vpc {vpc_name}: this controller does not own {vpc_shard(vpc_name)} now")
+            epoch = guard.epoch
+            ACTING_GUARDS.set((guard,))  # (this task's context only) its agent calls are gated on it
         # Taken out while the sync runs: if it breaks half-way, the next one sends snapshots.
         before = self.tables.pop(vpc_name, None)
         probe = vpc_name in self.probing
@@ -354,6 +444,7 @@ class VpcSyncer:
                 local=vtep(host, vpc.uid),
                 mtu=overlay_mtu(host),
                 vpc_name=vpc_name,
+                epoch=epoch,
             )
             rules = {rule_key(r): r for r in identity_rules(found, identity, local[name])}
             base = before.hosts.get(name) if before is not None else None
@@ -384,7 +475,7 @@ class VpcSyncer:
                 self.counts.skipped += 1
                 after.hosts[host.name] = base
                 return
-            delta.vpc_uid, delta.router_netns = header.vpc_uid, header.router_netns
+            delta.vpc_uid, delta.router_netns, delta.epoch = header.vpc_uid, header.router_netns, header.epoch
             delta.seq = self._next(host.name)
             if self.drop_deltas > 0:  # fault injection: lost on the wire, believed delivered
                 self.drop_deltas -= 1
@@ -428,6 +519,8 @@ async def resync_forever(ctx: Context) -> None:
         await asyncio.sleep(RESYNC_EVERY)
         syncer = ctx.network
         for vpc in await ctx.list("Vpc"):
+            if not syncer.owns(vpc.name):
+                continue
             try:
                 await syncer.probe(vpc.name)
             except Exception as exc:
