@@ -13,6 +13,7 @@ from autonet.control.cache import CachedWrites, ObjectCache
 from autonet.control.context import Context
 from autonet.control.members import Membership
 from autonet.control.registry import PluginAPI
+from autonet.control.relay import HeartbeatRelay
 from autonet.control.runner import Runner
 from autonet.control.shards import Shards
 from autonet.model.kinds import builtin_kinds
@@ -74,13 +75,15 @@ class Node:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.stopped = False
 
-    async def start(self, runner: bool = True) -> Node:
+    async def start(self, runner: bool = True, relay: bool = False) -> Node:
         await self.membership.join()
         work = {
             "keepalive": self.membership.keep_alive(),
             "members": self.membership.mirror.run(),
             "shards": self.shards.run(),
         }
+        if relay:
+            work["relay"] = HeartbeatRelay(self.store, self.membership, self.ctx.liveness).run()
         if runner:
             work["runner"] = self.runner.run()
         else:

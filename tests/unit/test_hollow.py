@@ -138,6 +138,43 @@ async def test_sync_vpc_records_element_counts_for_routers_it_has(
     assert status["calls"]["SyncVpc"] == 3
 
 
+async def test_a_router_refuses_syncs_of_a_lower_epoch_than_it_has_seen(
+    hollow: tuple[HollowHost, AgentClient],
+) -> None:
+    """A controller that lost a VPC (a lower epoch) cannot undo what its successor synced."""
+    host, agent = hollow
+    router = "anrt123vpc00001"
+    await agent.call("EnsureEndpoint", endpoint("i1"))
+    members = [pb.Member(address="100.96.0.2")]
+    snapshot = pb.VpcState(vpc_uid="vpc1", vpc_name="blue", router_netns=router, vni=4097, members=members)
+    snapshot.seq, snapshot.epoch = 1, 5
+    assert (await agent.call("SyncVpc", snapshot)).present
+    assert host.syncs[router].epoch == 5 and host.status()["routers"][router]["epoch"] == 5
+
+    stale = pb.VpcState()
+    stale.CopyFrom(snapshot)
+    stale.seq, stale.epoch = 7, 3
+    del stale.members[:]
+    with pytest.raises(Retry, match="SyncVpc: stale epoch 3 < 5"):  # FAILED_PRECONDITION
+        await agent.call("SyncVpc", stale)
+    delta = pb.VpcDelta(
+        vpc_uid="vpc1", router_netns=router, seq=2, base_seq=1, removed_members=["100.96.0.2"]
+    )
+    delta.epoch = 3
+    with pytest.raises(Retry, match="SyncVpcDelta: stale epoch 3 < 5"):
+        await agent.call("SyncVpcDelta", delta)
+    assert host.syncs[router].counts["members"] == 1 and host.syncs[router].seq == 1  # untouched
+
+    delta.epoch = 5  # the owner's own delta applies; a higher epoch's snapshot too
+    assert (await agent.call("SyncVpcDelta", delta)).seq == 2
+    snapshot.seq, snapshot.epoch = 1, 9
+    assert (await agent.call("SyncVpc", snapshot)).present
+    delta.seq, delta.base_seq, delta.epoch = 2, 1, 5
+    with pytest.raises(Retry, match="stale epoch 5 < 9"):
+        await agent.call("SyncVpcDelta", delta)
+    assert host.syncs[router].epoch == 9
+
+
 async def test_errors_map_to_the_controllers_outcomes(hollow: tuple[HollowHost, AgentClient]) -> None:
     _, agent = hollow
     with pytest.raises(Retry, match="unknown instance"):  # no endpoint yet: try again later

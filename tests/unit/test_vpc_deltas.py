@@ -14,7 +14,7 @@ from google.protobuf.json_format import MessageToDict
 
 from autonet.agent.hollow import HollowHost, start_host, underlay_address
 from autonet.agent.rpc import agent_pb2 as pb
-from autonet.agent.vpcdelta import apply_delta, rule_key
+from autonet.agent.vpcdelta import StaleEpoch, apply_delta, check_epoch, epoch, rule_key
 from autonet.control.context import Context
 from autonet.control.operators.network import HostSync, VpcChanges, VpcSyncer, VpcTables, make_snapshot
 from autonet.control.registry import PluginAPI, load_plugins
@@ -87,6 +87,17 @@ def test_a_delta_applied_on_top_of_its_base_is_the_next_snapshot(seed: int) -> N
     assert patched == as_state(expected)
     # A host never hears of itself as a peer, in a snapshot or a delta.
     assert all(p.host != "h1" for p in [*expected.peers, *delta.peers])
+
+
+def test_a_delta_keeps_the_highest_epoch_and_a_lower_one_is_stale() -> None:
+    state = {"seq": "1", "epoch": "7", "vxlan_ifname": "anx1"}
+    assert epoch(apply_delta(state, {"seq": "2", "base_seq": "1", "epoch": "7"})) == 7
+    assert epoch(apply_delta(state, {"seq": "2", "base_seq": "1", "epoch": "9"})) == 9
+    assert "epoch" not in apply_delta({"seq": "1"}, {"seq": "2", "base_seq": "1"})  # 0: absent, as in JSON
+    check_epoch(7, 7)
+    check_epoch(0, 0)  # one controller: always 0
+    with pytest.raises(StaleEpoch, match="stale epoch 6 < 7"):
+        check_epoch(7, 6)
 
 
 def test_a_delta_names_only_what_changed() -> None:
