@@ -168,3 +168,11 @@ async def test_measurements(client: httpx.AsyncClient) -> None:
     assert metrics.headers["content-type"].startswith("text/plain")
     assert 'autonet_objects{kind="Automaton",state="Init"} 2' in metrics.text
     assert "# TYPE autonet_host_rx_bps gauge" in metrics.text
+
+
+async def test_one_controller_on_sqlite_is_the_only_one_and_owns_everything(
+    client: httpx.AsyncClient,
+) -> None:
+    (row,) = (await client.get(f"{API}/controllers")).json()
+    assert row["self"] and row["state"] == "acting"
+    assert row["shards"] == [{"shard": "*", "epoch": 0}] and row["lease_left"] is None
