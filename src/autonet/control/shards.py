@@ -102,6 +102,14 @@ def _lease_vpc(cache: ObjectCache, lease: Object) -> str | None:
     return None  # the host index, and pools of plugins
 
 
+def composition_vpcs(composition: Object, cache: ObjectCache) -> set[str]:
+    """The VPCs of the automatons a composition links (those that exist)."""
+    links = composition.spec.get("links", [])
+    names = {str(n) for link in links for n in (link.get("from"), link.get("to")) if n}
+    vpcs = {_automaton_vpc(cache, cache.get("Automaton", name)) for name in names}
+    return {vpc for vpc in vpcs if vpc}
+
+
 def vpc_of(obj: Object, cache: ObjectCache) -> str | None:
     """The VPC an object belongs to (from its spec, status and the cache), None if none
     or not known yet."""
@@ -116,11 +124,7 @@ def vpc_of(obj: Object, cache: ObjectCache) -> str | None:
         automaton = cache.get("Automaton", str(obj.spec.get("automaton", "")))
         return obj.status.get("vpc") or _automaton_vpc(cache, automaton)
     if kind == "Composition":
-        names = {
-            str(n) for link in obj.spec.get("links", []) for n in (link.get("from"), link.get("to")) if n
-        }
-        vpcs = {_automaton_vpc(cache, cache.get("Automaton", name)) for name in names}
-        return min((v for v in vpcs if v), default=None)
+        return min(composition_vpcs(obj, cache), default=None)
     if kind == "Lease":
         return _lease_vpc(cache, obj)
     return None

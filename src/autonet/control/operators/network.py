@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.control.cache import ACTING_GUARDS
 from autonet.control.outcomes import Retry
-from autonet.control.shards import vpc_of, vpc_shard
+from autonet.control.shards import composition_vpcs, vpc_shard
 from autonet.model import naming
 from autonet.model.addressing import vtep_addresses, vtep_mac
 from autonet.model.kinds import CONNECTED, LOST, PROVISIONED, READY, KindRegistry
@@ -334,20 +334,13 @@ class VpcSyncer:
         elif kind == "Instance" and obj.state == LOST and obj.status.get("vpc"):
             self._in_background({obj.status["vpc"]}, f"instance {name} lost")
         elif kind == "Composition":
-            self._in_background(self._composition_vpcs(obj), f"composition {name}")
+            self._in_background(composition_vpcs(obj, self.ctx.cache), f"composition {name}")
 
     def _deleted(self, kind: str, name: str) -> None:
         if kind == "Composition":  # its VPCs cannot be told any more: resync every owned one
             self._in_background(
                 {vpc.name for vpc in self.ctx.cache.list("Vpc")}, f"composition {name} deleted"
             )
-
-    def _composition_vpcs(self, composition: Object) -> set[str]:
-        names = {
-            str(n) for link in composition.spec.get("links", []) for n in (link.get("from"), link.get("to"))
-        }
-        automatons = (self.ctx.cache.get("Automaton", name) for name in names)
-        return {vpc for a in automatons if a is not None and (vpc := vpc_of(a, self.ctx.cache))}
 
     def _in_background(self, vpcs: Iterable[str], why: str) -> None:
         owned = sorted(vpc for vpc in vpcs if self.owns(vpc))
