@@ -14,79 +14,95 @@ One controller on SQLite is the only one: it owns everything (shard `*`, epoch 0
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter
 
 from autonet.api.state import API, State
+from autonet.control.shards import Shards
 from autonet.store import StoreError
 
 router = APIRouter(prefix=API)
 
 
-def _vpcs(shards: list[dict[str, Any]]) -> list[str]:
-    return [s["shard"].removeprefix("vpc/") for s in shards if s["shard"].startswith("vpc/")]
+def _row(
+    member: str,
+    endpoints: Sequence[str],
+    state: str,
+    shards: list[tuple[str, int]],
+    *,
+    mine: bool = False,
+    started: float | None = None,
+    lease_left: float | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": member,
+        "endpoints": list(endpoints),
+        "self": mine,
+        "started": started,
+        "state": state,
+        "shards": [{"shard": shard, "epoch": epoch} for shard, epoch in shards],
+        "vpcs": [shard.removeprefix("vpc/") for shard, _ in shards if shard.startswith("vpc/")],
+        "lease_left": lease_left,
+    }
+
+
+async def _lease_state(shards: Shards, lease: int) -> tuple[bool, float | None]:
+    """Whether another member acts (more than a third of its TTL left), and the time left."""
+    try:
+        found = await shards.store.client.lease_time_to_live(lease)
+    except StoreError:
+        return False, None
+    remaining, granted = found.TTL, found.grantedTTL
+    return remaining * 3 > granted, float(max(remaining, 0))
 
 
 @router.get("/controllers")
 async def list_controllers(state: State) -> list[dict[str, Any]]:
     """Every controller: id, endpoints, state, shards and epochs, lease time left."""
-    ctx, identity = state.ctx, state.identity
-    shards = ctx.shards
+    shards, identity = state.ctx.shards, state.identity
     if shards is None:
-        return [
-            {
-                "id": identity.id,
-                "endpoints": list(identity.endpoints),
-                "self": True,
-                "state": "acting",
-                "shards": [{"shard": "*", "epoch": 0}],
-                "vpcs": ["*"],
-                "lease_left": None,
-            }
-        ]
+        row = _row(identity.id, identity.endpoints, "acting", [("*", 0)], mine=True)
+        row["vpcs"] = ["*"]
+        return [row]
     membership = shards.membership
-    owned = {
-        member: [{"shard": shard, "epoch": epoch} for shard, epoch in found]
-        for member, found in shards.owned_by().items()
-    }
+    owned = shards.owned_by()
     rows = []
     for member in sorted(membership.members.values(), key=lambda m: m.id):
         mine = member.id == membership.id
+        left: float | None
         if mine:
-            left: float | None = round(membership.lease_left(), 2)
-            acting = membership.acting()
+            acting, left = membership.acting(), round(membership.lease_left(), 2)
         else:
-            try:
-                lease = await shards.store.client.lease_time_to_live(member.lease)
-                remaining, granted = lease.TTL, lease.grantedTTL
-                left = float(max(remaining, 0))
-                acting = remaining * 3 > granted
-            except StoreError:
-                left, acting = None, False
+            acting, left = await _lease_state(shards, member.lease)
         held = owned.pop(member.id, [])
+        state_name = "acting" if acting else "stopped"
         rows.append(
-            {
-                "id": member.id,
-                "endpoints": list(member.endpoints),
-                "self": mine,
-                "started": member.started,
-                "state": "acting" if acting else "stopped",
-                "shards": held,
-                "vpcs": _vpcs(held),
-                "lease_left": left,
-            }
+            _row(
+                member.id,
+                member.endpoints,
+                state_name,
+                held,
+                mine=mine,
+                started=member.started,
+                lease_left=left,
+            )
+        )
+    if membership.id not in {row["id"] for row in rows}:  # not (or no longer) a member: it does not act
+        held = owned.pop(membership.id, [])
+        left = round(membership.lease_left(), 2)
+        rows.append(
+            _row(
+                membership.id,
+                membership.endpoints,
+                "stopped",
+                held,
+                mine=True,
+                started=membership.started,
+                lease_left=left,
+            )
         )
     for gone, held in sorted(owned.items()):  # owner keys of a member that is gone
-        rows.append(
-            {
-                "id": gone,
-                "endpoints": [],
-                "self": False,
-                "state": "gone",
-                "shards": held,
-                "vpcs": _vpcs(held),
-                "lease_left": None,
-            }
-        )
+        rows.append(_row(gone, (), "gone", held))
     return rows
