@@ -69,6 +69,12 @@ class Context:
         if HOSTS in shards:  # hosts nobody heard from yet get a full timeout from now
             self.liveness.grace()
 
+    def acts_on(self, obj: Object) -> bool:
+        """Whether this controller is the one to act on `obj` now: always, alone; with
+        several controllers, when it owns the object's shard and acts (control/shards.py).
+        Handlers run only where this holds; a plugin's background loop asks it itself."""
+        return self.shards is None or self.shards.may_handle(obj)
+
     def lock(self, key: str) -> asyncio.Lock:
         """A controller-local lock: serialises work that would otherwise only race on CAS."""
         return self._locks[key]

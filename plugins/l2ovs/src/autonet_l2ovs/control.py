@@ -241,6 +241,7 @@ def setup(api: PluginAPI) -> None:
                 status.get("l2_port")
                 and status.get("network")
                 and (event.type == "delete" or event.record.data["metadata"].get("deleting"))
+                and ctx.acts_on(Object.from_data(event.record.data, event.record.revision))
             ):
                 with contextlib.suppress(Exception):
                     await network_sync(ctx)(status["network"])
@@ -250,7 +251,7 @@ def setup(api: PluginAPI) -> None:
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
             for agent in await ctx.list("L2Agent"):
-                if agent.state != PROVISIONED:
+                if agent.state != PROVISIONED or not ctx.acts_on(agent):  # (several controllers)
                     continue
                 with contextlib.suppress(Exception):
                     status = await (await l2_stub(ctx, agent.spec["host"])).Dump(pb.DumpRequest(), timeout=10)
