@@ -337,13 +337,14 @@ class Shards:
         """One round: drop what was lost, resume after a pause, hand over what moved, claim
         what this controller should own."""
         acting = self.membership.acting()
+        if self.owners.ready.is_set():
+            self._check_keys()  # first: what was lost during a pause is not picked up again
+            self._resolve()
         if acting and not self._was_acting and self.mine:
             self._announce_gained(set(self.mine))  # back from a pause: pick up what was skipped
         self._was_acting = acting
         if not self.owners.ready.is_set():
             return
-        self._check_keys()
-        self._resolve()
         members = set(self.membership.members)
         if not acting or self.member not in members or not self.cache.ready:
             return
