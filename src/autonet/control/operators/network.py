@@ -423,12 +423,18 @@ RESYNC_EVERY = 30.0
 
 
 async def resync_forever(ctx: Context) -> None:
-    """Anti-entropy: push every VPC to its hosts periodically, repairing anything missed."""
+    """Anti-entropy: every `RESYNC_EVERY` seconds, every VPC's hosts get a delta even if
+    nothing changed (an agent that holds another sync answers with a gap and gets a
+    snapshot; an agent reads its overlay back from the kernel now and then, repairing
+    drift). The VPCs are spread over the interval, so a large fleet sees a steady
+    trickle of these calls rather than a burst every interval."""
     while True:
-        await asyncio.sleep(RESYNC_EVERY)
-        syncer = ctx.network
-        for vpc in await ctx.list("Vpc"):
+        vpcs = [vpc.name for vpc in await ctx.list("Vpc")]
+        if not vpcs:
+            await asyncio.sleep(RESYNC_EVERY)
+        for vpc in vpcs:
+            await asyncio.sleep(RESYNC_EVERY / len(vpcs))
             try:
-                await syncer.probe(vpc.name)
+                await ctx.network.probe(vpc)
             except Exception as exc:
-                ctx.log.warning("periodic resync of Vpc %s failed: %s", vpc.name, exc)
+                ctx.log.warning("periodic resync of Vpc %s failed: %s", vpc, exc)
