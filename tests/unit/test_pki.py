@@ -17,7 +17,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from typer.testing import CliRunner
 
+from autonet.cli.main import app
 from autonet.model import pki
 from autonet.model.pki import Pair, PkiDir, Role
 
@@ -155,6 +157,25 @@ def test_init_never_overwrites_a_ca(tmp_path: Path) -> None:
 def test_names_that_would_clash_in_the_directory_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(pki.PkiError, match=re.escape(f'name "{name}"')):
         PkiDir(tmp_path).cert(name)
+
+
+def test_cli_init_and_issue(tmp_path: Path) -> None:
+    runner = CliRunner()
+    d = PkiDir(tmp_path / "pki")
+    result = runner.invoke(app, ["pki", "init", "--dir", str(d.path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == [str(d.ca_cert), str(d.ca_key)]
+    again = runner.invoke(app, ["pki", "init", "--dir", str(d.path)])
+    assert again.exit_code == 1 and "has a CA already" in str(again.exception)
+    argv = ["pki", "issue", "--dir", str(d.path), "--role", "etcd", "--name", "e1"]
+    result = runner.invoke(app, [*argv, "--san", "10.9.0.1", "--san", "fd00::1", "--days", "30"])
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == [str(d.cert("e1")), str(d.key("e1"))]
+    ident = pki.verify(d.load("e1").cert, d.trust())
+    assert (ident.role, ident.name, len(ident.ips)) == (Role.ETCD, "e1", 2)
+    assert ident.not_after - dt.datetime.now(dt.UTC) < dt.timedelta(days=30)
+    bad = runner.invoke(app, [*argv[:-4], "--role", "root", "--name", "e1"])
+    assert bad.exit_code == 1 and "must be one of" in str(bad.exception)
 
 
 # --- TLS handshakes over loopback ----------------------------------------------------------------
