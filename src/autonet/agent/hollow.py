@@ -155,6 +155,10 @@ class HollowHost:
         self.changed = True  # since the status file was last written
         self.beat_at = 0.0  # wall-clock time of the last heartbeat the controller took
 
+    def vpc_syncs(self) -> list[tuple[str, int]]:
+        """Per router: its VPC and the number of the sync it holds, as heartbeats carry it."""
+        return [(record.vpc, record.seq) for record in self.syncs.values()]
+
     def count(self, call: str) -> None:
         self.calls[call] += 1
         self.changed = True
@@ -380,6 +384,7 @@ async def heartbeat_loop(host: HollowHost, client: httpx.AsyncClient) -> None:
                     "boot_id": host.boot_id,
                     "instances": len(host.instances),
                     "processes": host.processes(),
+                    "vpc_syncs": host.vpc_syncs(),
                 },
             )
             if reply.status_code == 404:

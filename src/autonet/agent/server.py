@@ -26,6 +26,7 @@ from autonet.agent import logs
 from autonet.agent.host import HostAgent
 from autonet.agent.plugins import AgentPluginAPI
 from autonet.agent.plugins import load as load_plugins
+from autonet.agent.routers import OVERLAY_REREAD
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.agent.rpc import agent_pb2_grpc as pb_grpc
 from autonet.agent.state import InstanceRecord
@@ -321,6 +322,16 @@ async def log_loop(agent: HostAgent) -> None:
         agent.rotate_logs()
 
 
+async def repair_loop(agent: HostAgent) -> None:
+    """Repair kernel drift in the overlays on our own, with no call from the controller."""
+    while True:
+        await asyncio.sleep(OVERLAY_REREAD)
+        try:
+            await agent.repair_overlays()
+        except Exception as exc:  # a bad moment for one router must not end the loop
+            log.warning("overlay repair failed: %s: %s", type(exc).__name__, exc)
+
+
 async def heartbeat_loop(agent: HostAgent, client: httpx.AsyncClient, registration: dict[str, Any]) -> None:
     registered = False
     while True:
@@ -337,6 +348,7 @@ async def heartbeat_loop(agent: HostAgent, client: httpx.AsyncClient, registrati
                     "instances": len(agent.table.records),
                     # Level-triggered: a lost process event is corrected by the next beat.
                     "processes": agent.process_states(),
+                    "vpc_syncs": agent.vpc_syncs(),
                 },
             )
             if reply.status_code == 404:
@@ -392,7 +404,11 @@ async def serve(
     if metrics_address:
         serve_metrics(metrics, metrics_address)
     client = controller_client(controller) if controller else None
-    tasks = [asyncio.create_task(load_loop(agent, client, metrics)), asyncio.create_task(log_loop(agent))]
+    tasks = [
+        asyncio.create_task(load_loop(agent, client, metrics)),
+        asyncio.create_task(log_loop(agent)),
+        asyncio.create_task(repair_loop(agent)),
+    ]
     if client is not None:
         registration = {
             "name": host,

@@ -46,6 +46,8 @@ class Heartbeat(BaseModel):
     boot_id: str
     instances: int = 0
     processes: list[ProcessEvent] = Field(default_factory=list)  # every instance's process, each beat
+    # Per VPC router: the VPC's name and the number of the sync it holds.
+    vpc_syncs: list[tuple[str, int]] = Field(default_factory=list)
 
 
 class LoadSample(BaseModel):
@@ -111,6 +113,7 @@ async def heartbeat(name: str, body: Heartbeat, state: State) -> dict[str, Any]:
     for row in body.processes:
         if row.process != "running":
             await stopped(ctx, name, row)
+    ctx.network.held_by(name, body.vpc_syncs)
     return {"host": name, "state": host.state}
 
 
