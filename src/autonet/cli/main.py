@@ -5,10 +5,12 @@ The daemons (`autonet controller`, `autonet agent`) are commands of the same pro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -387,6 +389,78 @@ def policy_check(
     verdict = client().request("GET", "/policy/check", params=params)
     typer.echo(verdict["reason"])
     raise typer.Exit(0 if verdict["allowed"] else 1)
+
+
+# --- PKI -------------------------------------------------------------------------------------
+pki_app = typer.Typer(
+    help="The cluster PKI: one CA and certificates for agents, controllers, etcd and admins "
+    "(files in DIR: ca.pem, ca-key.pem, NAME.pem, NAME-key.pem; see docs/operations.md).",
+    no_args_is_help=True,
+)
+app.add_typer(pki_app, name="pki")
+PkiDirOpt = Annotated[Path, typer.Option("--dir", help="The PKI directory")]
+
+
+@contextlib.contextmanager
+def pki_errors() -> Iterator[None]:
+    """A PKI or file error becomes the command's one line."""
+    from autonet.model.pki import PkiError
+
+    try:
+        yield
+    except PkiError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{exc.filename}: {exc.strerror}")
+
+
+@pki_app.command("init")
+def pki_init(
+    directory: PkiDirOpt,
+    days: Annotated[int, typer.Option("--days", help="Validity of the CA in days")] = 3650,
+) -> None:
+    """Make the cluster CA (EC P-256) in DIR (made 0700 if missing); prints its files.
+
+    An existing CA is never overwritten.
+    """
+    from autonet.model import pki
+
+    d = pki.PkiDir(directory)
+    with pki_errors():
+        d.init(days=days)
+    typer.echo(f"{d.ca_cert}\n{d.ca_key}")
+
+
+@pki_app.command("issue")
+def pki_issue(
+    directory: PkiDirOpt,
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            help="agent, controller, etcd (server and client use) or admin (client use only); "
+            "recorded as the subject's OU",
+        ),
+    ],
+    name: Annotated[
+        str, typer.Option("--name", help="The holder's name (CN, first DNS SAN, file name): e.g. a host name")
+    ],
+    sans: Annotated[
+        list[str] | None,
+        typer.Option("--san", help="Another subject alternative name: an IPv4/IPv6 address or DNS name"),
+    ] = None,
+    days: Annotated[int, typer.Option("--days", help="Validity in days (not past the CA's)")] = 365,
+) -> None:
+    """Issue a key and a certificate signed by DIR's CA; prints their files.
+
+    Issuing again for a NAME replaces its pair (rotation): each file atomically, the key first.
+    """
+    from autonet.model import pki
+
+    d = pki.PkiDir(directory)
+    with pki_errors():
+        d.issue(role, name, sans or (), days)
+    typer.echo(f"{d.cert(name)}\n{d.key(name)}")
 
 
 # --- labs ------------------------------------------------------------------------------------
