@@ -687,7 +687,11 @@ def agent(
     underlay: Annotated[str, typer.Option("--underlay", help="This host's underlay address")] = "",
     listen: Annotated[str, typer.Option("--listen", help="gRPC address host:port")] = "",
     controller: Annotated[
-        str | None, typer.Option("--controller", help="Controller API URL to register with")
+        str | None,
+        typer.Option(
+            "--controller",
+            help="Controller API URL to register with; several separated by commas (each gets the heartbeats)",
+        ),
     ] = None,
     state_dir: Annotated[Path, typer.Option("--state-dir")] = Path("/var/lib/autonet/agent"),
     capacity: Annotated[int | None, typer.Option("--capacity", help="Most instances this host takes")] = None,
