@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,10 +20,10 @@ from autonet.cli.client import ApiError, Client, CliError, api_address
 
 class Api:
     """A tiny HTTP server on 127.0.0.1 answering every request with `status` and a JSON
-    body naming itself; it counts the requests it got."""
+    body (`reply`, else one naming itself); it counts the requests it got."""
 
-    def __init__(self, name: str, status: int = 200) -> None:
-        self.name, self.status, self.requests = name, status, 0
+    def __init__(self, name: str, status: int = 200, reply: Any = None) -> None:
+        self.name, self.status, self.reply, self.requests = name, status, reply, 0
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,7 +35,12 @@ class Api:
                     body = b'{"stdout": "aGk="}\n{"exit": 0}\n'
                     content_type = "application/x-ndjson"
                 else:
-                    body = json.dumps({"server": api.name, "error": f"{api.name} says no"}).encode()
+                    data = (
+                        api.reply
+                        if api.reply is not None
+                        else {"server": api.name, "error": f"{api.name} says no"}
+                    )
+                    body = json.dumps(data).encode()
                     content_type = "application/json"
                 self.send_response(api.status)
                 self.send_header("content-type", content_type)

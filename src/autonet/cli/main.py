@@ -18,7 +18,7 @@ import typer
 
 from autonet.cli import lab as labs
 from autonet.cli import output, paths
-from autonet.cli.client import Client, CliError, api_address
+from autonet.cli.client import API, ApiError, Client, CliError, api_address
 from autonet.model import manifest
 from autonet.model.errors import ValidationError
 
@@ -173,15 +173,24 @@ def delete(
 @app.command()
 def get(
     kind: Annotated[
-        str, typer.Argument(help="hosts, vpcs, networks, automatons, compositions, instances ...")
+        str,
+        typer.Argument(help="hosts, vpcs, networks, automatons, compositions, instances ..., or controllers"),
     ],
     name: Annotated[str | None, typer.Argument()] = None,
     fmt: OutOpt = "table",
 ) -> None:
-    """List objects of a kind, or show one."""
+    """List objects of a kind, or show one.
+
+    `get controllers`: the cluster's controllers (its members), a row each:
+    ID, STATE (acting or stopped), ENDPOINT (where its API is),
+    SHARDS (the VPCs it owns, as vpc/NAME@EPOCH), LEASE LEFT (seconds left on its etcd lease).
+    """
     if fmt not in ("table", "json", "yaml"):
         fail("-o: must be table, json or yaml")
     c = client()
+    if kind.lower() in ("controller", "controllers"):
+        get_controllers(c, name, fmt)
+        return
     if name:
         obj = c.request("GET", f"/objects/{kind}/{name}")
         typer.echo(output.table(obj["kind"], [obj]) if fmt == "table" else output.render(obj, fmt))
@@ -192,6 +201,30 @@ def get(
         typer.echo(output.table(real_kind, objs) if objs else f"no {kind}")
     else:
         typer.echo(output.render(objs, fmt))
+
+
+def get_controllers(c: Client, name: str | None, fmt: str) -> None:
+    """The cluster's members (GET /api/v1/controllers), or one of them."""
+    try:
+        members: list[dict[str, Any]] = c.request("GET", "/controllers")
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        line = f"this controller runs alone (no membership): {c.address} has no {API}/controllers"
+        if fmt == "table":
+            typer.echo(line)
+        else:
+            typer.echo(line, err=True)
+            typer.echo(output.render([], fmt))
+        return
+    if name:
+        members = [m for m in members if m.get("id") == name]
+        if not members:
+            fail(f'controller "{name}" is not a member')
+    if fmt == "table":
+        typer.echo(output.controllers(members) if members else "no controllers")
+    else:
+        typer.echo(output.render(members[0] if name else members, fmt))
 
 
 @app.command()
