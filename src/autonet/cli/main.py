@@ -596,8 +596,10 @@ def lab_restart(
     ],
     name: LabName = paths.DEFAULT_LAB,
 ) -> None:
-    """Restart one of a lab's daemons (it resumes from the store / its instance table / its
-    etcd data); returns once a controller's API answers or an etcd member is healthy."""
+    """Restart one of a lab's daemons (it resumes from the store, its instance table or its data).
+
+    Returns once a restarted controller's API answers, or a restarted etcd member is healthy.
+    """
     proc = labs.respawn(name, role)
     typer.echo(f"lab {name}: {role} restarted (pid {proc.pid})")
 
