@@ -183,13 +183,10 @@ class HollowHost:
             routers=sorted(self.routers),
         )
 
-    def processes(self) -> list[dict[str, Any]]:
-        """Every process's state, as a heartbeat carries it."""
-        return [
-            {"instance_uid": i.uid, "instance": i.name, "process": "running", "pid": i.pid, "last_exit": ""}
-            for i in self.instances.values()
-            if i.process is not None
-        ]
+    def processes_down(self) -> list[dict[str, Any]]:
+        """Every process not running, as a heartbeat carries it: a hollow process never
+        stops, so none."""
+        return []
 
     def status(self) -> dict[str, Any]:
         return {
@@ -383,7 +380,7 @@ async def heartbeat_loop(host: HollowHost, client: httpx.AsyncClient) -> None:
                 json={
                     "boot_id": host.boot_id,
                     "instances": len(host.instances),
-                    "processes": host.processes(),
+                    "processes": host.processes_down(),
                     "vpc_syncs": host.vpc_syncs(),
                 },
             )

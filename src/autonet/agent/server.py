@@ -359,7 +359,7 @@ async def heartbeat_loop(agent: HostAgent, client: httpx.AsyncClient, registrati
                     "boot_id": agent.boot_id,
                     "instances": len(agent.table.records),
                     # Level-triggered: a lost process event is corrected by the next beat.
-                    "processes": agent.process_states(),
+                    "processes": agent.processes_down(),
                     "vpc_syncs": agent.vpc_syncs(),
                 },
             )
