@@ -58,7 +58,7 @@ from autonet.model.naming import host_tag
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
-STATUS_SECONDS = 0.2  # how often the status file is rewritten, if anything changed
+STATUS_SECONDS = 1.0  # how often the status file is rewritten, if anything changed
 STATUS_EVERY = 1.0  # ... and at least this often
 FAKE_PID_BASE = 5_000_000  # above the kernel's largest pid_max (2**22): never a real process
 SYNC_HISTORY = 16  # times of the last SyncVpc calls kept per router (bench: first after a restart)
@@ -111,6 +111,7 @@ class RouterRecord:
     members: set[str] = field(default_factory=set)
     rules: set[tuple[int, int, str, int]] = field(default_factory=set)
     services: dict[str, int] = field(default_factory=dict)  # name -> backends over its ports
+    held: dict[str, int] = field(default_factory=dict)  # `counts` as of the last sync applied
 
     @property
     def counts(self) -> dict[str, int]:
@@ -207,7 +208,7 @@ class HollowHost:
                     "instances": len(self.routers.get(netns, ())),
                     "syncs": record.syncs,
                     "synced_at": record.synced_at,
-                    **record.counts,
+                    **record.held,
                 }
                 for netns, record in sorted(self.syncs.items())
             },
@@ -280,7 +281,7 @@ class HollowServicer(pb_grpc.AgentServicer):
                 self.host.syncs.pop(router, None)
 
     def _synced(self, router: str, record: RouterRecord, before: dict[str, int], seq: int) -> pb.SyncReport:
-        after = record.counts
+        after = record.held = record.counts
         record.seq = seq
         record.syncs += 1
         record.synced_at = [*record.synced_at[-(SYNC_HISTORY - 1) :], time.time()]
@@ -298,7 +299,7 @@ class HollowServicer(pb_grpc.AgentServicer):
         record.take(request.peers, request.services, request.members)
         record.rules = rule_keys(request.rules)
         self.host.syncs[request.router_netns] = record
-        return self._synced(request.router_netns, record, old.counts if old else {}, request.seq)
+        return self._synced(request.router_netns, record, old.held if old else {}, request.seq)
 
     async def SyncVpcDelta(self, request: pb.VpcDelta, context: Any) -> pb.SyncReport:
         self.host.count("SyncVpcDelta")
@@ -307,7 +308,7 @@ class HollowServicer(pb_grpc.AgentServicer):
         record = self.host.syncs.get(request.router_netns)
         if record is None or record.seq != request.base_seq:
             return pb.SyncReport(present=True, snapshot_needed=True)
-        before = record.counts
+        before = record.held
         for host in request.removed_peers:
             record.peers.pop(host, None)
         for name in request.removed_services:
