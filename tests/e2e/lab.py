@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -52,11 +53,21 @@ class Result:
 
 
 class Lab:
-    def __init__(self, hosts: int = 1, underlay: str = "ipv4", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        hosts: int = 1,
+        underlay: str = "ipv4",
+        env: dict[str, str] | None = None,
+        controllers: int = 1,
+        store: str | None = None,
+    ) -> None:
         self.name = "t" + uuid.uuid4().hex[:8]
         self.hosts = hosts
         self.underlay = underlay
+        self.controllers = controllers
+        self.store = store
         self.env = dict(env or {})  # for every command, so `lab up` hands it on to the daemons
+        self.up_seconds = 0.0  # how long `lab up` took
 
     def __enter__(self) -> Lab:
         self.up()
@@ -66,9 +77,14 @@ class Lab:
         self.down()
 
     def up(self) -> None:
-        result = self.cli(
-            "lab", "up", "--name", self.name, "--hosts", str(self.hosts), "--underlay", self.underlay
-        )
+        args = ["--name", self.name, "--hosts", str(self.hosts), "--underlay", self.underlay]
+        if self.controllers != 1:
+            args += ["--controllers", str(self.controllers)]
+        if self.store:
+            args += ["--store", self.store]
+        started = time.monotonic()
+        result = self.cli("lab", "up", *args)
+        self.up_seconds = time.monotonic() - started
         assert result.code == 0, result.err
 
     def down(self) -> None:

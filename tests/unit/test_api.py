@@ -161,7 +161,7 @@ async def test_instance_routes_need_a_wired_instance(client: httpx.AsyncClient) 
 async def test_measurements(client: httpx.AsyncClient) -> None:
     await client.post(f"{API}/apply", json={"documents": SHOP})
     stats = (await client.get(f"{API}/stats")).json()
-    assert set(stats) == {"since", "timings", "vpc_syncs"}
+    assert set(stats) == {"since", "timings", "gauges", "vpc_syncs"}
     assert stats["vpc_syncs"]["gaps"] == 0
     assert (await client.delete(f"{API}/stats")).json() == {"reset": True}
     metrics = await client.get("/metrics")

@@ -115,6 +115,25 @@ async def test_a_relist_replaces_the_whole_view(store: Store) -> None:
     assert announced == ["web-1"]
 
 
+async def test_a_relist_announces_only_what_changed_while_the_watch_was_away(store: Store) -> None:
+    cache = ObjectCache(store)
+    for n in range(50):
+        await put(store, instance(f"web-{n}", "h1"))
+    first: list[str] = []
+    cache.subscribe(lambda kind, name: first.append(name))
+    await cache.load()
+    assert len(first) == 50  # a first load: every object is news
+    record = await store.get("Instance", "web-7")
+    assert record is not None
+    moved = Object.from_data(record.data, record.revision).with_status(host="h2")
+    await put(store, moved, record.revision)
+    await put(store, instance("web-50", "h1"))
+    first.clear()
+    await cache.load()
+    assert sorted(first) == ["web-50", "web-7"]
+    assert [o.name for o in cache.by("Instance", "host", "h2")] == ["web-7"]
+
+
 def test_an_address_pool_hands_out_the_lowest_free_address_in_amortised_constant_time() -> None:
     held: set[str] = set()
     asked = 0

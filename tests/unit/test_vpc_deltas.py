@@ -16,7 +16,14 @@ from autonet.agent.hollow import HollowHost, start_host, underlay_address
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.agent.vpcdelta import StaleEpoch, apply_delta, check_epoch, epoch, rule_key
 from autonet.control.context import Context
-from autonet.control.operators.network import HostSync, VpcChanges, VpcSyncer, VpcTables, make_snapshot
+from autonet.control.operators.network import (
+    SETTLE,
+    HostSync,
+    VpcChanges,
+    VpcSyncer,
+    VpcTables,
+    make_snapshot,
+)
 from autonet.control.registry import PluginAPI, load_plugins
 from autonet.model import naming
 from autonet.model.objects import Object
@@ -226,3 +233,31 @@ async def test_a_reconnected_host_gets_a_snapshot(fleet: Fleet) -> None:
     fleet.syncer.forget_host("h1")
     await fleet.syncer.probe("blue")
     assert (fleet.calls("SyncVpc"), fleet.calls("SyncVpcDelta")) == (2, 0)
+
+
+async def test_a_heartbeat_that_shows_a_lost_delta_gets_the_host_a_snapshot(fleet: Fleet) -> None:
+    await fleet.add_instance(0, "h1")
+    await fleet.add_instance(1, "h2")
+    await fleet.syncer.sync("blue")
+    for name, hollow in fleet.hosts.items():  # in step: nothing to repair
+        fleet.syncer.held_by(name, hollow.vpc_syncs())
+    assert not fleet.syncer.drifted
+    fleet.syncer.drop_deltas = 1
+    await fleet.add_instance(2, "h1")
+    await fleet.syncer.sync("blue")
+    missed = next(name for name in fleet.hosts if fleet.members(name) == 2)
+    for held in fleet.syncer.tables["blue"].hosts.values():
+        held.at -= SETTLE  # as if the heartbeat came a while after the (lost) delta
+    fleet.syncer.held_by(missed, fleet.hosts[missed].vpc_syncs())
+    assert fleet.syncer.drifted == {"blue"}
+    await fleet.syncer.sync("blue")  # what repair_forever does with it
+    assert fleet.members("h1") == fleet.members("h2") == 3
+    assert fleet.calls("SyncVpc") == 3  # the two first snapshots, and the repair
+
+
+async def test_a_controller_that_never_synced_a_vpc_a_host_reports_syncs_it(fleet: Fleet) -> None:
+    await fleet.add_instance(0, "h1")
+    await fleet.syncer.sync("blue")
+    restarted = VpcSyncer(fleet.ctx)  # a new controller: it knows nothing of the hosts
+    restarted.held_by("h1", fleet.hosts["h1"].vpc_syncs())
+    assert restarted.drifted == {"blue"}

@@ -61,7 +61,7 @@ from autonet.model.naming import host_tag
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
-STATUS_SECONDS = 0.2  # how often the status file is rewritten, if anything changed
+STATUS_SECONDS = 1.0  # how often the status file is rewritten, if anything changed
 STATUS_EVERY = 1.0  # ... and at least this often
 FAKE_PID_BASE = 5_000_000  # above the kernel's largest pid_max (2**22): never a real process
 SYNC_HISTORY = 16  # times of the last SyncVpc calls kept per router (bench: first after a restart)
@@ -115,6 +115,7 @@ class RouterRecord:
     members: set[str] = field(default_factory=set)
     rules: set[tuple[int, int, str, int]] = field(default_factory=set)
     services: dict[str, int] = field(default_factory=dict)  # name -> backends over its ports
+    held: dict[str, int] = field(default_factory=dict)  # `counts` as of the last sync applied
 
     @property
     def counts(self) -> dict[str, int]:
@@ -159,6 +160,10 @@ class HollowHost:
         self.changed = True  # since the status file was last written
         self.beat_at = 0.0  # wall-clock time of the last heartbeat the controller took
 
+    def vpc_syncs(self) -> list[tuple[str, int]]:
+        """Per router: its VPC and the number of the sync it holds, as heartbeats carry it."""
+        return [(record.vpc, record.seq) for record in self.syncs.values()]
+
     def count(self, call: str) -> None:
         self.calls[call] += 1
         self.changed = True
@@ -183,13 +188,10 @@ class HollowHost:
             routers=sorted(self.routers),
         )
 
-    def processes(self) -> list[dict[str, Any]]:
-        """Every process's state, as a heartbeat carries it."""
-        return [
-            {"instance_uid": i.uid, "instance": i.name, "process": "running", "pid": i.pid, "last_exit": ""}
-            for i in self.instances.values()
-            if i.process is not None
-        ]
+    def processes_down(self) -> list[dict[str, Any]]:
+        """Every process not running, as a heartbeat carries it: a hollow process never
+        stops, so none."""
+        return []
 
     def status(self) -> dict[str, Any]:
         return {
@@ -211,7 +213,7 @@ class HollowHost:
                     "instances": len(self.routers.get(netns, ())),
                     "syncs": record.syncs,
                     "synced_at": record.synced_at,
-                    **record.counts,
+                    **record.held,
                 }
                 for netns, record in sorted(self.syncs.items())
             },
@@ -293,7 +295,7 @@ class HollowServicer(pb_grpc.AgentServicer):
     def _synced(
         self, router: str, record: RouterRecord, before: dict[str, int], seq: int, epoch: int
     ) -> pb.SyncReport:
-        after = record.counts
+        after = record.held = record.counts
         record.seq = seq
         record.epoch = max(record.epoch, epoch)
         record.syncs += 1
@@ -313,9 +315,7 @@ class HollowServicer(pb_grpc.AgentServicer):
         record.take(request.peers, request.services, request.members)
         record.rules = rule_keys(request.rules)
         self.host.syncs[request.router_netns] = record
-        return self._synced(
-            request.router_netns, record, old.counts if old else {}, request.seq, request.epoch
-        )
+        return self._synced(request.router_netns, record, old.held if old else {}, request.seq, request.epoch)
 
     async def SyncVpcDelta(self, request: pb.VpcDelta, context: Any) -> pb.SyncReport:
         self.host.count("SyncVpcDelta")
@@ -325,7 +325,7 @@ class HollowServicer(pb_grpc.AgentServicer):
         record = self.host.syncs.get(request.router_netns)
         if record is None or record.seq != request.base_seq:
             return pb.SyncReport(present=True, snapshot_needed=True)
-        before = record.counts
+        before = record.held
         for host in request.removed_peers:
             record.peers.pop(host, None)
         for name in request.removed_services:
@@ -398,7 +398,8 @@ async def heartbeat_loop(host: HollowHost, client: httpx.AsyncClient) -> None:
                 json={
                     "boot_id": host.boot_id,
                     "instances": len(host.instances),
-                    "processes": host.processes(),
+                    "processes": host.processes_down(),
+                    "vpc_syncs": host.vpc_syncs(),
                 },
             )
             if reply.status_code == 404:

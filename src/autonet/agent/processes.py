@@ -88,8 +88,10 @@ class Processes(AgentBase):
             proc.start()
         return proc
 
-    def process_states(self) -> list[dict[str, Any]]:
-        """Every supervised process's state, cheaply (no /proc scans): for heartbeats."""
+    def processes_down(self) -> list[dict[str, Any]]:
+        """Every supervised process that is not running, cheaply (no /proc scans): what a
+        heartbeat carries (the controller acts only on those; a running one is news only
+        in its readiness, which the instance operators check)."""
         return [
             {
                 "instance_uid": uid,
@@ -99,6 +101,7 @@ class Processes(AgentBase):
                 "last_exit": proc.last_exit,
             }
             for uid, proc in self.processes.items()
+            if proc.state != "running"
         ]
 
     def _kill_namespace_processes(self, name: str) -> None:

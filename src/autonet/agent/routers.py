@@ -79,6 +79,25 @@ class VpcRouters(AgentBase):
     _router_locks: dict[str, asyncio.Lock]
 
     # -- overlay ---------------------------------------------------------------------------
+    def vpc_syncs(self) -> list[tuple[str, int]]:
+        """Per router: its VPC's name and the number of the sync it holds (heartbeats
+        carry it: the controller sends a snapshot to a router out of step)."""
+        return [
+            (router.state.get("vpc_name", ""), vpcdelta.sequence(router.state))
+            for router in self.routers.values()
+            if router.state is not None
+        ]
+
+    async def repair_overlays(self) -> None:
+        """Apply every router's last VPC state again: the overlay is read back from the
+        kernel when it was last read long enough ago, so drift there is repaired."""
+        for name, router in list(self.routers.items()):
+            if router.state is None:
+                continue
+            async with self._router_locks[name]:
+                if router.state is not None and netns.exists(name):
+                    await self._apply_overlay(name, router.state)
+
     async def sync_vpc(self, router_netns: str, desired: dict[str, Any]) -> tuple[bool, int, int]:
         """Apply a VPC's overlay and policy (`desired` as in SyncVpc); remembered on disk.
         `vpcdelta.StaleEpoch` (nothing applied) if its epoch is below the router's."""

@@ -3,7 +3,9 @@
 `autonet agent` runs `serve()`: it reconciles the host from its instance table, starts
 the gRPC server on the host's underlay address, and registers the host with the
 controller's API, then heartbeats; every second it rotates the instance logs grown
-past the cap. The agent works without the controller (its instances keep running and
+past the cap. With several controllers (`--controller URL,URL,...`) it registers with and
+heartbeats to each of them, sends its load samples to each, and its process events to
+one that answers. The agent works without the controller (its instances keep running and
 are repaired); the controller drives it through RPC.
 """
 
@@ -26,6 +28,7 @@ from autonet.agent import logs, vpcdelta
 from autonet.agent.host import HostAgent
 from autonet.agent.plugins import AgentPluginAPI
 from autonet.agent.plugins import load as load_plugins
+from autonet.agent.routers import OVERLAY_REREAD
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.agent.rpc import agent_pb2_grpc as pb_grpc
 from autonet.agent.state import InstanceRecord
@@ -258,17 +261,26 @@ def controller_client(controller: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=controller.rstrip("/"), timeout=5.0)
 
 
-async def event_loop(agent: HostAgent, client: httpx.AsyncClient) -> None:
-    """Forward process state changes to the controller as they happen."""
+def controller_urls(controller: str | None) -> list[str]:
+    """`--controller A,B,...`: every controller of the cluster (any of them takes any request)."""
+    return [url.strip() for url in (controller or "").split(",") if url.strip()]
+
+
+async def event_loop(agent: HostAgent, clients: list[httpx.AsyncClient]) -> None:
+    """Forward process state changes to a controller as they happen: the one that took the
+    last event, else the next one (any controller records them in the store)."""
+    current = 0
     while True:
         event = await agent.events.get()
         for attempt in range(5):
+            client = clients[current]
             try:
                 reply = await client.post(f"/api/v1/hosts/{agent.host}/events", json=event)
                 if reply.status_code < 500 and reply.status_code != 409:  # 409: lost a race, again
                     break
             except httpx.HTTPError as exc:
-                log.warning("cannot report %s to the controller: %s", event, exc)
+                log.warning("cannot report %s to the controller at %s: %s", event, client.base_url, exc)
+                current = (current + 1) % len(clients)
             await asyncio.sleep(0.2 * (attempt + 1))
 
 
@@ -306,8 +318,9 @@ def serve_metrics(metrics: AgentMetrics, address: str) -> None:
     start_http_server(int(port), addr=host.strip("[]"), registry=registry)
 
 
-async def load_loop(agent: HostAgent, client: httpx.AsyncClient | None, metrics: AgentMetrics) -> None:
-    """Sample the instances' counters, keep them for /metrics, post them to the controller."""
+async def load_loop(agent: HostAgent, clients: list[httpx.AsyncClient], metrics: AgentMetrics) -> None:
+    """Sample the instances' counters, keep them for /metrics, post them to every controller
+    (each keeps load in memory)."""
     while True:
         await asyncio.sleep(LOAD_SECONDS)
         try:
@@ -315,7 +328,7 @@ async def load_loop(agent: HostAgent, client: httpx.AsyncClient | None, metrics:
         except Exception as exc:  # a router going away mid-sample: try again next round
             log.debug("load sample failed: %s", exc)
             continue
-        if client is not None:
+        for client in clients:
             with contextlib.suppress(httpx.HTTPError):
                 await client.post(f"/api/v1/hosts/{agent.host}/load", json={"instances": metrics.latest})
 
@@ -325,6 +338,16 @@ async def log_loop(agent: HostAgent) -> None:
     while True:
         await asyncio.sleep(LOG_ROTATE_SECONDS)
         agent.rotate_logs()
+
+
+async def repair_loop(agent: HostAgent) -> None:
+    """Repair kernel drift in the overlays on our own, with no call from the controller."""
+    while True:
+        await asyncio.sleep(OVERLAY_REREAD)
+        try:
+            await agent.repair_overlays()
+        except Exception as exc:  # a bad moment for one router must not end the loop
+            log.warning("overlay repair failed: %s: %s", type(exc).__name__, exc)
 
 
 async def heartbeat_loop(agent: HostAgent, client: httpx.AsyncClient, registration: dict[str, Any]) -> None:
@@ -342,7 +365,8 @@ async def heartbeat_loop(agent: HostAgent, client: httpx.AsyncClient, registrati
                     "boot_id": agent.boot_id,
                     "instances": len(agent.table.records),
                     # Level-triggered: a lost process event is corrected by the next beat.
-                    "processes": agent.process_states(),
+                    "processes": agent.processes_down(),
+                    "vpc_syncs": agent.vpc_syncs(),
                 },
             )
             if reply.status_code == 404:
@@ -397,9 +421,15 @@ async def serve(
     metrics = AgentMetrics(agent)
     if metrics_address:
         serve_metrics(metrics, metrics_address)
-    client = controller_client(controller) if controller else None
-    tasks = [asyncio.create_task(load_loop(agent, client, metrics)), asyncio.create_task(log_loop(agent))]
-    if client is not None:
+    # Several controllers: each one hears the registration and every heartbeat (liveness is
+    # kept in each controller's memory, and any of them may judge a host).
+    clients = [controller_client(url) for url in controller_urls(controller)]
+    tasks = [
+        asyncio.create_task(load_loop(agent, clients, metrics)),
+        asyncio.create_task(log_loop(agent)),
+        asyncio.create_task(repair_loop(agent)),
+    ]
+    if clients:
         registration = {
             "name": host,
             "underlay": underlay,
@@ -410,12 +440,12 @@ async def serve(
             "mtu": await underlay_mtu(agent, underlay),
             "hostname": socket.gethostname(),
         }
-        tasks.append(asyncio.create_task(heartbeat_loop(agent, client, registration)))
-        tasks.append(asyncio.create_task(event_loop(agent, client)))
+        tasks += [asyncio.create_task(heartbeat_loop(agent, c, registration)) for c in clients]
+        tasks.append(asyncio.create_task(event_loop(agent, clients)))
     await stop.wait()
     for task in tasks:
         task.cancel()
-    if client is not None:
+    for client in clients:
         await client.aclose()
     for hook in plugin_api.stop_hooks:
         await hook()

@@ -1,16 +1,20 @@
 """The CLI's view of the API: where it is, and requests whose errors are one line.
 
-The API is found from `--api` / AUTONET_API (`unix:/path` or `http://host:port`), else
-from `--lab` / AUTONET_LAB (a lab's name), else the default lab's socket.
+The API is found from `--api` / AUTONET_API (`unix:/path` or `http://host:port`, or
+several of them separated by commas), else from `--lab` / AUTONET_LAB (a lab's name: all
+its controllers' sockets), else the default lab's. With several endpoints a request that
+cannot connect to one (refused, no socket, connect timeout) goes to the next; one that got
+an answer, or broke after it was sent, is never sent again elsewhere.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -41,32 +45,144 @@ class CliError(Exception):
     """Printed as `error: <message>` with a non-zero exit status."""
 
 
+class ApiError(CliError):
+    """The API answered with an HTTP error: `status` is its code, `str()` its message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def split_endpoints(address: str | Sequence[str]) -> list[str]:
+    """API endpoints from `A,B,C` (or a list of them), in order, without blanks."""
+    parts = address.split(",") if isinstance(address, str) else list(address)
+    return [p.strip() for p in parts if p.strip()]
+
+
 def api_address(api: str | None, lab: str | None) -> str:
+    """Where the API is: `--api`, else AUTONET_API, else every controller socket of
+    `--lab` / AUTONET_LAB / the default lab (comma-separated, the first controller's first)."""
     api = api or os.environ.get("AUTONET_API")
     if api:
         return api
     lab = lab or os.environ.get("AUTONET_LAB") or paths.DEFAULT_LAB
-    return "unix:" + str(paths.lab_dir(lab) / "api.sock")
+    return ",".join("unix:" + str(sock) for sock in paths.lab_api_sockets(lab))
+
+
+# The only failures after which a request goes to the next endpoint: nothing was sent.
+# Once a request has been sent (a read timed out, the connection broke, an HTTP answer
+# came back), it may have been acted on, so it is reported, never repeated elsewhere.
+FAILOVER_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
+CONNECT_TIMEOUT = 3.0
+
+
+def _connect_failure(exc: Exception) -> str:
+    """Why an endpoint could not be reached, in a few words."""
+    text = str(exc)
+    for marker, why in (
+        ("Connection refused", "connection refused"),
+        ("No such file", "no socket"),
+        ("timed out", "connect timed out"),
+    ):
+        if marker in text:
+            return why
+    return text or type(exc).__name__
 
 
 class Client:
-    def __init__(self, address: str, timeout: float = 30.0) -> None:
-        self.address = address
-        if address.startswith("unix:"):
-            path = address.removeprefix("unix:")
-            if not os.path.exists(path):
-                raise CliError(f"no API at {path}: is the lab up? (autonet lab up, or set --lab/--api)")
-            transport = httpx.HTTPTransport(uds=path)
-            self.http = httpx.Client(base_url="http://autonet", transport=transport, timeout=timeout)
-        else:
-            self.http = httpx.Client(base_url=address.rstrip("/"), timeout=timeout)
+    """Requests to the API at one or several endpoints (`A,B,C`: every controller of a
+    cluster). A request goes to the endpoint that answered last; when it cannot connect
+    there (refused, no socket, connect timeout) it tries the next ones in turn."""
+
+    def __init__(
+        self, address: str | Sequence[str], timeout: float = 30.0, connect_timeout: float = CONNECT_TIMEOUT
+    ) -> None:
+        self.endpoints = split_endpoints(address)
+        if not self.endpoints:
+            raise CliError("no API address given (--api, AUTONET_API or --lab)")
+        self.timeout = httpx.Timeout(timeout, connect=min(connect_timeout, timeout))
+        self.stream_timeout = httpx.Timeout(None, connect=connect_timeout)
+        self.current = 0
+        self._clients: dict[str, httpx.Client] = {}
+
+    @property
+    def address(self) -> str:
+        """The endpoint in use: the one that answered last (else the first)."""
+        return self.endpoints[self.current]
+
+    @property
+    def http(self) -> httpx.Client:
+        """The HTTP client of the endpoint in use (no failover for what is sent through it)."""
+        return self._http(self.address)
+
+    def _http(self, address: str) -> httpx.Client:
+        client = self._clients.get(address)
+        if client is None:
+            if address.startswith("unix:"):
+                transport = httpx.HTTPTransport(uds=address.removeprefix("unix:"))
+                client = httpx.Client(base_url="http://autonet", transport=transport, timeout=self.timeout)
+            else:
+                client = httpx.Client(base_url=address.rstrip("/"), timeout=self.timeout)
+            self._clients[address] = client
+        return client
+
+    def _attempts(self) -> Iterator[tuple[int, httpx.Client]]:
+        """Each endpoint's client, starting at the one in use; a socket file that does not
+        exist is passed over (as refused) without a try."""
+        count = len(self.endpoints)
+        for step in range(count):
+            index = (self.current + step) % count
+            address = self.endpoints[index]
+            if address.startswith("unix:") and not os.path.exists(address.removeprefix("unix:")):
+                continue
+            yield index, self._http(address)
+
+    def _failover(self, send: Callable[[httpx.Client], T]) -> T:
+        """`send` to the first endpoint that takes the connection, from the one in use on."""
+        failures: dict[int, str] = {}
+        for index, http in self._attempts():
+            try:
+                result = send(http)
+            except FAILOVER_ERRORS as exc:
+                failures[index] = _connect_failure(exc)
+                continue
+            self.current = index
+            return result
+        raise CliError(self._nobody_answers(failures))
+
+    def _nobody_answers(self, failures: dict[int, str]) -> str:
+        named = [
+            f"{address.removeprefix('unix:')} ({failures.get(index, 'no socket')})"
+            for index, address in enumerate(self.endpoints)
+        ]
+        where = "at " + named[0] if len(named) == 1 else "at any of " + ", ".join(named)
+        return f"no API answers {where}: is the lab up? (autonet lab up, or set --lab/--api)"
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            reply = self.http.request(method, API + path, **kwargs)
+            reply = self._failover(lambda http: http.request(method, API + path, **kwargs))
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach the API at {self.address}: {exc}") from None
         return self._decode(reply)
+
+    @contextlib.contextmanager
+    def _stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A streamed request, opened on the first endpoint that takes the connection."""
+        with contextlib.ExitStack() as stack:
+
+            def send(http: httpx.Client) -> httpx.Response:
+                return stack.enter_context(
+                    http.stream(method, API + path, timeout=self.stream_timeout, **kwargs)
+                )
+
+            try:
+                reply = self._failover(send)
+                if reply.status_code >= 400:
+                    reply.read()
+                    self._decode(reply)
+                yield reply
+            except httpx.HTTPError as exc:
+                raise CliError(f"cannot reach the API at {self.address}: {exc}") from None
 
     @staticmethod
     def _decode(reply: httpx.Response) -> Any:
@@ -78,33 +194,22 @@ class Client:
             if isinstance(message, list):  # FastAPI's own request validation
                 first = message[0]
                 message = f"{'.'.join(str(p) for p in first.get('loc', [])[1:])}: {first.get('msg')}"
-            raise CliError(str(message))
+            raise ApiError(reply.status_code, str(message))
         if reply.headers.get("content-type", "").startswith("application/json"):
             return reply.json()
         return reply.text
 
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        try:
-            with self.http.stream(method, API + path, timeout=None, **kwargs) as reply:
-                if reply.status_code >= 400:
-                    reply.read()
-                    self._decode(reply)
-                for line in reply.iter_lines():
-                    if line:
-                        yield json.loads(line)
-        except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach the API at {self.address}: {exc}") from None
+        """A streamed NDJSON reply, one object a line as they come."""
+        with self._stream(method, path, **kwargs) as reply:
+            for line in reply.iter_lines():
+                if line:
+                    yield json.loads(line)
 
     def stream_bytes(self, method: str, path: str, **kwargs: Any) -> Iterator[bytes]:
         """A streamed reply's body as it comes (the API's errors raised as one line)."""
-        try:
-            with self.http.stream(method, API + path, timeout=None, **kwargs) as reply:
-                if reply.status_code >= 400:
-                    reply.read()
-                    self._decode(reply)
-                yield from reply.iter_bytes()
-        except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach the API at {self.address}: {exc}") from None
+        with self._stream(method, path, **kwargs) as reply:
+            yield from reply.iter_bytes()
 
     def exec(
         self, instance: str, command: list[str], user: str = "", timeout: float = 0.0, stdin: bytes = b""

@@ -5,10 +5,12 @@ The daemons (`autonet controller`, `autonet agent`) are commands of the same pro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +18,7 @@ import typer
 
 from autonet.cli import lab as labs
 from autonet.cli import output, paths
-from autonet.cli.client import Client, CliError, api_address
+from autonet.cli.client import API, ApiError, Client, CliError, api_address
 from autonet.model import manifest
 from autonet.model.errors import ValidationError
 
@@ -28,16 +30,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 lab_app = typer.Typer(
-    help="Simulated multi-host labs on this machine (namespaces, real agents). "
-    "Fault injection: `kill ROLE` (SIGKILL a daemon), `fail HOST` (the host crashes), "
-    "`partition HOST` (it loses its underlay), `heal HOST` (it comes back); "
+    help="Simulated multi-host labs on this machine (namespaces, real agents); with "
+    "`up --controllers N` several controllers on a 3-member etcd cluster (mTLS). "
+    "Roles: c1..cN (c1 is also `controller`), e1..e3 (etcd members), h1..hN (host agents). "
+    "Fault injection: `kill ROLE` (SIGKILL a daemon), `restart ROLE`, `fail HOST` (the host "
+    "crashes), `partition HOST` (it loses its underlay), `heal HOST` (it comes back); "
     "see docs/operations.md.",
     no_args_is_help=True,
 )
 app.add_typer(lab_app, name="lab")
 
 ApiOpt = Annotated[
-    str | None, typer.Option("--api", help="API address: unix:/path or http://host:port [env AUTONET_API]")
+    str | None,
+    typer.Option(
+        "--api",
+        help="API address: unix:/path or http://host:port; several separated by commas, tried in turn "
+        "when one cannot be reached [env AUTONET_API; default: every controller of the lab]",
+    ),
 ]
 LabOpt = Annotated[str | None, typer.Option("--lab", help="Talk to the lab of this name [env AUTONET_LAB]")]
 OutOpt = Annotated[str, typer.Option("-o", "--output", help="table, json or yaml")]
@@ -171,15 +180,24 @@ def delete(
 @app.command()
 def get(
     kind: Annotated[
-        str, typer.Argument(help="hosts, vpcs, networks, automatons, compositions, instances ...")
+        str,
+        typer.Argument(help="hosts, vpcs, networks, automatons, compositions, instances ..., or controllers"),
     ],
     name: Annotated[str | None, typer.Argument()] = None,
     fmt: OutOpt = "table",
 ) -> None:
-    """List objects of a kind, or show one."""
+    """List objects of a kind, or show one.
+
+    `get controllers`: the cluster's controllers (its members), a row each:
+    ID, STATE (acting or stopped), ENDPOINT (where its API is),
+    SHARDS (the VPCs it owns, as vpc/NAME@EPOCH), LEASE LEFT (seconds left on its etcd lease).
+    """
     if fmt not in ("table", "json", "yaml"):
         fail("-o: must be table, json or yaml")
     c = client()
+    if kind.lower() in ("controller", "controllers"):
+        get_controllers(c, name, fmt)
+        return
     if name:
         obj = c.request("GET", f"/objects/{kind}/{name}")
         typer.echo(output.table(obj["kind"], [obj]) if fmt == "table" else output.render(obj, fmt))
@@ -190,6 +208,30 @@ def get(
         typer.echo(output.table(real_kind, objs) if objs else f"no {kind}")
     else:
         typer.echo(output.render(objs, fmt))
+
+
+def get_controllers(c: Client, name: str | None, fmt: str) -> None:
+    """The cluster's members (GET /api/v1/controllers), or one of them."""
+    try:
+        members: list[dict[str, Any]] = c.request("GET", "/controllers")
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        line = f"this controller runs alone (no membership): {c.address} has no {API}/controllers"
+        if fmt == "table":
+            typer.echo(line)
+        else:
+            typer.echo(line, err=True)
+            typer.echo(output.render([], fmt))
+        return
+    if name:
+        members = [m for m in members if m.get("id") == name]
+        if not members:
+            fail(f'controller "{name}" is not a member')
+    if fmt == "table":
+        typer.echo(output.controllers(members) if members else "no controllers")
+    else:
+        typer.echo(output.render(members[0] if name else members, fmt))
 
 
 @app.command()
@@ -389,6 +431,78 @@ def policy_check(
     raise typer.Exit(0 if verdict["allowed"] else 1)
 
 
+# --- PKI -------------------------------------------------------------------------------------
+pki_app = typer.Typer(
+    help="The cluster PKI: one CA and certificates for agents, controllers, etcd and admins "
+    "(files in DIR: ca.pem, ca-key.pem, NAME.pem, NAME-key.pem; see docs/operations.md).",
+    no_args_is_help=True,
+)
+app.add_typer(pki_app, name="pki")
+PkiDirOpt = Annotated[Path, typer.Option("--dir", help="The PKI directory")]
+
+
+@contextlib.contextmanager
+def pki_errors() -> Iterator[None]:
+    """A PKI or file error becomes the command's one line."""
+    from autonet.model.pki import PkiError
+
+    try:
+        yield
+    except PkiError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{exc.filename}: {exc.strerror}")
+
+
+@pki_app.command("init")
+def pki_init(
+    directory: PkiDirOpt,
+    days: Annotated[int, typer.Option("--days", help="Validity of the CA in days")] = 3650,
+) -> None:
+    """Make the cluster CA (EC P-256) in DIR (made 0700 if missing); prints its files.
+
+    An existing CA is never overwritten.
+    """
+    from autonet.model import pki
+
+    d = pki.PkiDir(directory)
+    with pki_errors():
+        d.init(days=days)
+    typer.echo(f"{d.ca_cert}\n{d.ca_key}")
+
+
+@pki_app.command("issue")
+def pki_issue(
+    directory: PkiDirOpt,
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            help="agent, controller, etcd (server and client use) or admin (client use only); "
+            "recorded as the subject's OU",
+        ),
+    ],
+    name: Annotated[
+        str, typer.Option("--name", help="The holder's name (CN, first DNS SAN, file name): e.g. a host name")
+    ],
+    sans: Annotated[
+        list[str] | None,
+        typer.Option("--san", help="Another subject alternative name: an IPv4/IPv6 address or DNS name"),
+    ] = None,
+    days: Annotated[int, typer.Option("--days", help="Validity in days (not past the CA's)")] = 365,
+) -> None:
+    """Issue a key and a certificate signed by DIR's CA; prints their files.
+
+    Issuing again for a NAME replaces its pair (rotation): each file atomically, the key first.
+    """
+    from autonet.model import pki
+
+    d = pki.PkiDir(directory)
+    with pki_errors():
+        d.issue(role, name, sans or (), days)
+    typer.echo(f"{d.cert(name)}\n{d.key(name)}")
+
+
 # --- labs ------------------------------------------------------------------------------------
 LabName = Annotated[str, typer.Option("--name", help="Lab name [env AUTONET_LAB]", envvar="AUTONET_LAB")]
 
@@ -399,16 +513,47 @@ def lab_up(
     hosts: Annotated[int, typer.Option("--hosts", help="Number of simulated hosts")] = 1,
     underlay: Annotated[str, typer.Option("--underlay", help="ipv4 or ipv6")] = "ipv4",
     overwatch: Annotated[
-        list[str] | None, typer.Option("--overwatch", help="Enable an Overwatch plugin in the controller")
+        list[str] | None, typer.Option("--overwatch", help="Enable an Overwatch plugin in the controllers")
+    ] = None,
+    controllers: Annotated[
+        int,
+        typer.Option(
+            "--controllers",
+            help=f"Number of controllers, c1..cN (1 to {labs.MAX_CONTROLLERS}); more than one implies --store etcd",
+        ),
+    ] = 1,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="sqlite (one controller; the default) or etcd: a 3-member etcd cluster e1..e3 with "
+            "mutual TLS and the lab's own PKI (labs/NAME/pki)",
+        ),
     ] = None,
 ) -> None:
-    """Build a lab: underlay switch, controller and one agent per host, in namespaces."""
+    """Build a lab: underlay switch, controllers (and etcd), one agent per host, in namespaces."""
     started = time.monotonic()
-    info = labs.up(name, hosts, underlay, overwatch=overwatch)
-    typer.echo(
-        f"lab {info.name} up: {info.hosts} host(s), {info.underlay} underlay, API {info.api} "
-        f"({time.monotonic() - started:.1f}s)"
+    info = labs.up(
+        name,
+        hosts,
+        underlay,
+        overwatch=overwatch,
+        controllers=controllers,
+        store=store,
+        membership=controller_takes_membership(),
     )
+    typer.echo(
+        f"lab {info.name} up: {info.hosts} host(s), {info.controllers} controller(s) on {info.store}, "
+        f"{info.underlay} underlay, API {info.api} ({time.monotonic() - started:.1f}s)"
+    )
+
+
+def controller_takes_membership() -> bool:
+    """Whether `autonet controller` takes --id and --advertise (controller membership):
+    a lab passes them to its controllers only then."""
+    command = typer.main.get_command(app)
+    options = {opt for param in command.commands["controller"].params for opt in param.opts}  # type: ignore[attr-defined]
+    return {"--id", "--advertise"} <= options
 
 
 @lab_app.command("down")
@@ -419,25 +564,42 @@ def lab_down(name: LabName = paths.DEFAULT_LAB) -> None:
 
 @lab_app.command("status")
 def lab_status(name: LabName = paths.DEFAULT_LAB, fmt: OutOpt = "table") -> None:
-    """Show a lab's daemons and hosts."""
+    """Show a lab's daemons (controllers, etcd members, agents: PID, running or dead) and hosts."""
     info = labs.status(name)
     if fmt != "table":
         typer.echo(output.render(info, fmt))
         return
-    typer.echo(f"lab {info['name']}: {info['hosts']} host(s), {info['underlay']} underlay, API {info['api']}")
-    for role, alive in info["processes"].items():
-        typer.echo(f"  {role:<12} {'running' if alive else 'DEAD'}")
-    hosts = Client(info["api"]).objects("hosts")
+    typer.echo(
+        f"lab {info['name']}: {info['hosts']} host(s), {info['controllers']} controller(s) on "
+        f"{info['store']}, {info['underlay']} underlay"
+    )
+    rows = [
+        [d["role"], d["kind"], d["pid"] or "-", "running" if d["alive"] else "DEAD", d["serves"]]
+        for d in info["daemons"]
+    ]
+    typer.echo(output.grid(["ROLE", "KIND", "PID", "STATE", "SERVES"], rows))
+    if info["pki"]:
+        typer.echo(f"PKI: {info['pki']} (admin.pem, admin-key.pem: etcd's admin client)")
+    try:
+        hosts = Client(info["api"]).objects("hosts")
+    except CliError as exc:
+        typer.echo(f"hosts: unknown ({exc})")
+        return
     if hosts:
         typer.echo(output.table("Host", hosts))
 
 
 @lab_app.command("restart")
 def lab_restart(
-    role: Annotated[str, typer.Argument(help="controller, or a host name (h1, h2 ...)")],
+    role: Annotated[
+        str, typer.Argument(help="controller (= c1), c2..cN, an etcd member e1..e3, or a host h1, h2 ...")
+    ],
     name: LabName = paths.DEFAULT_LAB,
 ) -> None:
-    """Restart one of a lab's daemons (it resumes from the store / its instance table)."""
+    """Restart one of a lab's daemons (it resumes from the store, its instance table or its data).
+
+    Returns once a restarted controller's API answers, or a restarted etcd member is healthy.
+    """
     proc = labs.respawn(name, role)
     typer.echo(f"lab {name}: {role} restarted (pid {proc.pid})")
 
@@ -447,7 +609,9 @@ HostArg = Annotated[str, typer.Argument(help="a host of the lab: h1, h2 ...")]
 
 @lab_app.command("kill")
 def lab_kill(
-    role: Annotated[str, typer.Argument(help="controller, or a host name (its agent)")],
+    role: Annotated[
+        str, typer.Argument(help="controller (= c1), c2..cN, an etcd member e1..e3, or a host's agent h1 ...")
+    ],
     name: LabName = paths.DEFAULT_LAB,
 ) -> None:
     """kill -9 a lab daemon and leave it dead (`lab restart ROLE` starts it again)."""
@@ -652,7 +816,11 @@ def agent(
     underlay: Annotated[str, typer.Option("--underlay", help="This host's underlay address")] = "",
     listen: Annotated[str, typer.Option("--listen", help="gRPC address host:port")] = "",
     controller: Annotated[
-        str | None, typer.Option("--controller", help="Controller API URL to register with")
+        str | None,
+        typer.Option(
+            "--controller",
+            help="Controller API URL to register with; several separated by commas (each gets the heartbeats)",
+        ),
     ] = None,
     state_dir: Annotated[Path, typer.Option("--state-dir")] = Path("/var/lib/autonet/agent"),
     capacity: Annotated[int | None, typer.Option("--capacity", help="Most instances this host takes")] = None,

@@ -60,13 +60,40 @@ def table(kind: str, rows: list[Row]) -> str:
     ]
     if any(o["status"].get("reason") for o in rows):
         columns.append(("REASON", lambda o: o["status"].get("reason", "")))
-    cells = [[h for h, _ in columns]] + [
-        ["" if (v := f(o)) is None else str(v) for _, f in columns] for o in rows
-    ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return grid([h for h, _ in columns], [[f(o) for _, f in columns] for o in rows])
+
+
+def grid(header: list[str], rows: list[list[Any]]) -> str:
+    """Aligned columns under a header (None shows as nothing)."""
+    cells = [header] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
     )
+
+
+def controllers(members: list[Row]) -> str:
+    """`autonet get controllers`: one row per member (GET /api/v1/controllers).
+
+    SHARDS lists `shard@epoch`; LEASE LEFT is the time left on the member's etcd lease."""
+    rows = []
+    for member in members:
+        endpoints = member.get("endpoints") or []
+        endpoint = endpoints[0] if endpoints else "-"
+        if len(endpoints) > 1:
+            endpoint += f" (+{len(endpoints) - 1})"
+        shards = ",".join(f"{s.get('shard')}@{s.get('epoch')}" for s in member.get("shards") or [])
+        lease = member.get("lease_left_s")
+        rows.append(
+            [
+                member.get("id"),
+                member.get("state"),
+                endpoint,
+                shards or "-",
+                "-" if lease is None else f"{float(lease):.1f}s",
+            ]
+        )
+    return grid(["ID", "STATE", "ENDPOINT", "SHARDS", "LEASE LEFT"], rows)
 
 
 def render(data: Any, fmt: str) -> str:

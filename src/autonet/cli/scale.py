@@ -454,6 +454,24 @@ class Run:
         self.api.request("DELETE", "/stats")
         return data
 
+    def settle(self) -> float:
+        """Wait (bounded) until the controller's runner has nothing in work, so that an
+        event is measured on an idle controller, not behind the stage's backlog. Returns
+        the seconds it took, or -1 if it did not settle within 120 s."""
+        started = time.monotonic()
+
+        def idle() -> bool:
+            gauges = self.api.request("GET", "/stats").get("gauges", {})
+            return bool(gauges.get("runner.active", 0) <= 1)
+
+        try:
+            wait_until(idle, self.remaining(120), "the controller idle", every=0.1)
+        except OutOfTime:
+            raise
+        except CliError:
+            return -1.0
+        return round(time.monotonic() - started, 2)
+
     # -- phases --
     def converge(self, docs: list[dict[str, Any]], what: str) -> dict[str, Any]:
         before = self.tracker.count("Provisioned")
@@ -521,6 +539,7 @@ class Run:
         if not row["converged"]:
             return row
         self.say(f"stage {index + 1}: per-event cost")
+        row["settle_s"] = self.settle()
         try:
             row["instance_event_s"] = [round(self.instance_event(), 3) for _ in range(EVENT_SAMPLES)]
             row["link_event_s"] = [round(self.link_event(p), 3) for p in probes]

@@ -19,4 +19,4 @@ def plugin(api: PluginAPI) -> None:
         api.add_kind(kind)
     for module in OPERATOR_MODULES:
         api.add_operators(module.operators)
-    api.run_in_background(network.resync_forever)
+    api.run_in_background(network.repair_forever)

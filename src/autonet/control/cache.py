@@ -22,7 +22,8 @@ to the store as a compare-and-swap transaction. Three things keep the view exact
   `fenced` listeners (the shards, which drop the shard);
 - **relist**: when the watch breaks (its history was compacted, the store failed, it
   ended), the cache lists the store again, replaces its whole view, announces every key
-  again (and to the delete listeners every key that vanished meanwhile), and watches
+  that is new or at another revision (and to the delete listeners every key that
+  vanished meanwhile), and watches
   from the revision read before that list. Nothing is missed.
 
 Every change is announced (kind, name) to the listeners, once per revision: the runner
@@ -241,6 +242,17 @@ class ObjectCache:
             for name in found
             if name not in objects[kind]
         ]
+        # A relist announces only what it finds changed (new, or at another revision):
+        # the listeners already saw the rest, and a large store must not send every
+        # object back through the runner because a watch broke.
+        before = self._objects
+        changed = [
+            (kind, name)
+            for kind, found in objects.items()
+            for name, obj in found.items()
+            if (old := before.get(kind, {}).get(name)) is None
+            or old.metadata.revision != obj.metadata.revision
+        ]
         self._objects = objects
         self._by = defaultdict(lambda: defaultdict(dict))
         for found in objects.values():
@@ -251,9 +263,8 @@ class ObjectCache:
         for kind, name in gone:  # deleted while the watch was away
             for listener in self._delete_listeners:
                 listener(kind, name)
-        for kind, found in builtins.list(objects.items()):
-            for name in builtins.list(found):
-                self._announce(kind, name)
+        for kind, name in changed:
+            self._announce(kind, name)
         return revision
 
     async def run(self) -> None:

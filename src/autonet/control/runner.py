@@ -95,6 +95,8 @@ class Runner:
         self.transitions = 0
         self._stopped = False
         self.timings = ctx.timings  # per-handler durations, for GET /api/v1/stats
+        # Objects being handled or waiting for a slot: 0 when the controller is idle.
+        self.timings.gauge("runner.active", lambda: len(self._active))
 
     async def run(self) -> None:
         """Follow the object cache (cancel to stop): it announces every object when it

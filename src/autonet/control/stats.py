@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,6 +32,11 @@ class Timings:
         self.started = time.time()
         self._samples: dict[str, deque[float]] = {}
         self._counts: dict[str, int] = {}  # every sample ever added, also those dropped
+        self._gauges: dict[str, Callable[[], float]] = {}
+
+    def gauge(self, name: str, read: Callable[[], float]) -> None:
+        """A value read when the summary is asked for (e.g. the runner's objects in work)."""
+        self._gauges[name] = read
 
     def add(self, name: str, seconds: float) -> None:
         samples = self._samples.get(name)
@@ -65,7 +70,8 @@ class Timings:
                 "max_ms": round(ordered[-1] * 1000, 3),
                 "total_s": round(sum(ordered), 3),
             }
-        return {"since": self.started, "timings": out}
+        gauges = {name: read() for name, read in sorted(self._gauges.items())}
+        return {"since": self.started, "timings": out, "gauges": gauges}
 
     def reset(self) -> None:
         self.started = time.time()

@@ -209,3 +209,13 @@ def pids_in(name: str) -> list[int]:
             if exc.errno not in (errno.ENOENT, errno.ESRCH, errno.EACCES):
                 raise
     return found
+
+
+def connect_tcp(name: str, address: tuple[str, int], timeout: float) -> socket.socket:
+    """A TCP connection opened from inside namespace `name` (the socket stays in it):
+    how a process on this machine talks to an address only that namespace can reach."""
+
+    def connect() -> socket.socket:
+        return socket.create_connection(address, timeout=timeout)
+
+    return call_in(name, connect)

@@ -45,7 +45,11 @@ class ProcessEvent(BaseModel):
 class Heartbeat(BaseModel):
     boot_id: str
     instances: int = 0
-    processes: list[ProcessEvent] = Field(default_factory=list)  # every instance's process, each beat
+    # Every process that is not running, each beat (level-triggered: a lost event is
+    # corrected by the next beat; running ones are left out, so a beat stays small).
+    processes: list[ProcessEvent] = Field(default_factory=list)
+    # Per VPC router: the VPC's name and the number of the sync it holds.
+    vpc_syncs: list[tuple[str, int]] = Field(default_factory=list)
 
 
 class LoadSample(BaseModel):
@@ -111,6 +115,7 @@ async def heartbeat(name: str, body: Heartbeat, state: State) -> dict[str, Any]:
     for row in body.processes:
         if row.process != "running":
             await stopped(ctx, name, row)
+    ctx.network.held_by(name, body.vpc_syncs)
     return {"host": name, "state": host.state}
 
 

@@ -20,8 +20,10 @@ concern it); any other host (new to the VPC, reconnected, after a failed call, a
 controller restart) gets a `SyncVpc` snapshot. Every message is numbered in a sequence
 per host, and a delta names the sync it applies on top of: an agent that holds
 another one (a delta was lost on the wire, it lost its state) applies nothing and asks
-for a snapshot, which the syncer sends at once. The periodic resync sends even empty
-deltas, so such a gap is found within `RESYNC_EVERY` without any change.
+for a snapshot, which the syncer sends at once. A gap needs no change to be found:
+every agent heartbeat says which sync each of its routers holds (`held_by`), and a
+router out of step gets a snapshot within seconds (`repair_forever`); while all
+agree, no call is made at all.
 
 Calls for the same VPC coalesce: many instances wired at once cause few syncs, and a
 caller returns only after a sync that started after its call has finished, so when
@@ -44,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -190,6 +193,7 @@ class HostSync:
     seq: int  # the number of the sync it holds
     header: bytes  # the snapshot's fields a delta cannot change (serialised)
     rules: dict[RuleKey, pb.Rule]
+    at: float = field(default_factory=time.monotonic)  # when the agent acknowledged it
 
 
 @dataclass
@@ -291,6 +295,8 @@ class VpcSyncer:
         self.tables: dict[str, VpcTables] = {}  # per VPC, as of its last sync
         self.sequence: dict[str, int] = defaultdict(int)  # per host, the last sync number sent
         self.probing: set[str] = set()  # VPCs whose next sync sends even empty deltas
+        self.drifted: set[str] = set()  # VPCs a heartbeat showed a host out of step with
+        self._syncing: set[str] = set()  # VPCs whose sync runs now (their tables are out)
         self.counts = SyncCounts()
         # Fault injection for tests: the next N deltas are lost on the wire (never sent,
         # believed delivered); the agents' gap check must repair what they carried.
@@ -378,6 +384,34 @@ class VpcSyncer:
         self.probing.add(vpc)
         await self.sync(vpc)
 
+    def held_by(self, host: str, routers: Iterable[tuple[str, int]]) -> None:
+        """A fact from the host's heartbeat: per VPC, the number of the sync its router
+        holds. A VPC this controller has never synced, or whose router holds another
+        sync than the one acknowledged (over `SETTLE` seconds ago, so a sync in flight
+        is not mistaken for a loss), is marked for a sync; the host gets a snapshot."""
+        now = time.monotonic()
+        for vpc, seq in routers:
+            if not self.owns(vpc):
+                continue  # another controller's VPC: its owner hears the same heartbeats
+            tables = self.tables.get(vpc)
+            if tables is None:
+                if vpc not in self._syncing:
+                    self.drifted.add(vpc)
+                continue
+            held = tables.hosts.get(host)
+            if held is not None and held.seq != seq and now - held.at > SETTLE:
+                self.ctx.log.warning(
+                    "host %s holds sync %d of Vpc %s, not %d (a delta was lost, or its state): "
+                    "sending a snapshot",
+                    host,
+                    seq,
+                    vpc,
+                    held.seq,
+                )
+                self.counts.gaps += 1
+                del tables.hosts[host]
+                self.drifted.add(vpc)
+
     def forget_host(self, host: str) -> None:
         """The host's agent may hold anything (it reconnected): its next syncs are snapshots."""
         for tables in self.tables.values():
@@ -393,6 +427,13 @@ class VpcSyncer:
             ACTING_GUARDS.set((guard,))  # (this task's context only) its agent calls are gated on it
         # Taken out while the sync runs: if it breaks half-way, the next one sends snapshots.
         before = self.tables.pop(vpc_name, None)
+        self._syncing.add(vpc_name)
+        try:
+            await self._sync_tables(vpc_name, before, epoch)
+        finally:
+            self._syncing.discard(vpc_name)
+
+    async def _sync_tables(self, vpc_name: str, before: VpcTables | None, epoch: int) -> None:
         probe = vpc_name in self.probing
         self.probing.discard(vpc_name)
         vpc = await self.ctx.get("Vpc", vpc_name)
@@ -503,18 +544,23 @@ class VpcSyncer:
         return self.sequence[host]
 
 
-RESYNC_EVERY = 30.0
+SETTLE = 2.0  # seconds after an acknowledged sync before a heartbeat may contradict it
+REPAIR_EVERY = 1.0
 
 
-async def resync_forever(ctx: Context) -> None:
-    """Anti-entropy: push every VPC to its hosts periodically, repairing anything missed."""
+async def repair_forever(ctx: Context) -> None:
+    """Anti-entropy, driven by the agents' heartbeats: every `REPAIR_EVERY` seconds, the
+    VPCs a heartbeat showed out of step (`VpcSyncer.held_by`) are synced, the hosts
+    concerned by snapshot. No call is made while everything agrees, so this costs
+    nothing that grows with the fleet; the agents repair kernel drift themselves."""
+    network = ctx.network
     while True:
-        await asyncio.sleep(RESYNC_EVERY)
-        syncer = ctx.network
-        for vpc in await ctx.list("Vpc"):
-            if not syncer.owns(vpc.name):
+        await asyncio.sleep(REPAIR_EVERY)
+        drifted, network.drifted = network.drifted, set()
+        for vpc in sorted(drifted):
+            if not network.owns(vpc):
                 continue
             try:
-                await syncer.probe(vpc.name)
+                await network.sync(vpc)
             except Exception as exc:
-                ctx.log.warning("periodic resync of Vpc %s failed: %s", vpc.name, exc)
+                ctx.log.warning("repairing Vpc %s failed: %s", vpc, exc)
