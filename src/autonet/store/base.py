@@ -145,6 +145,25 @@ def encode_data(kind: str, name: str, data: dict[str, Any]) -> str:
         raise StoreError(f"{kind}/{name}: data is not JSON-serialisable: {e}") from e
 
 
+class SingleWrites:
+    """`put` and `delete` as one-operation commits: what a backend whose `commit` does
+    the work inherits."""
+
+    async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> builtins.list[Record | None]:
+        raise NotImplementedError
+
+    async def put(
+        self, kind: str, name: str, data: dict[str, Any], expected_revision: int | None = None
+    ) -> Record:
+        (record,) = await self.commit([Put(kind, name, data, expected_revision)])
+        assert record is not None
+        return record
+
+    async def delete(self, kind: str, name: str, expected_revision: int | None = None) -> Record | None:
+        (record,) = await self.commit([Delete(kind, name, expected_revision)])
+        return record
+
+
 @runtime_checkable
 class Store(Protocol):
     """What every backend provides. All keys are ``(kind, name)`` pairs of strings."""

@@ -52,7 +52,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Collection, Sequence
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from autonet.store.base import (
@@ -65,6 +64,7 @@ from autonet.store.base import (
     Op,
     Put,
     Record,
+    SingleWrites,
     Store,
     StoreError,
     check_expectation,
@@ -160,7 +160,7 @@ def _hint(error: EtcdError, ops: int) -> StoreError:
     return error
 
 
-class EtcdStore:
+class EtcdStore(SingleWrites):
     """A :class:`~autonet.store.base.Store` on etcd (see the module docs)."""
 
     def __init__(self, client: EtcdClient, *, root: str = DEFAULT_ROOT, history: int = 100_000) -> None:
@@ -262,17 +262,6 @@ class EtcdStore:
         return response.header.revision - origin
 
     # -- writes ----------------------------------------------------------------------------
-
-    async def put(
-        self, kind: str, name: str, data: dict[str, Any], expected_revision: int | None = None
-    ) -> Record:
-        (record,) = await self.commit([Put(kind, name, data, expected_revision)])
-        assert record is not None
-        return record
-
-    async def delete(self, kind: str, name: str, expected_revision: int | None = None) -> Record | None:
-        (record,) = await self.commit([Delete(kind, name, expected_revision)])
-        return record
 
     async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> builtins.list[Record | None]:
         keys = [self.key(op.kind, op.name) for op in ops]

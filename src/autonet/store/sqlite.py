@@ -54,6 +54,7 @@ from autonet.store.base import (
     Op,
     Put,
     Record,
+    SingleWrites,
     Store,
     StoreError,
     check_expectation,
@@ -85,7 +86,7 @@ def open_url(url: str) -> Store:  # (typed as Store: mypy checks that SqliteStor
     return SqliteStore(parts.path)
 
 
-class SqliteStore:
+class SqliteStore(SingleWrites):
     """A :class:`~autonet.store.base.Store` in one SQLite file (see the module docs)."""
 
     def __init__(
@@ -179,17 +180,6 @@ class SqliteStore:
             return self._meta(db, "revision")
 
     # -- writes ----------------------------------------------------------------------------
-
-    async def put(
-        self, kind: str, name: str, data: dict[str, Any], expected_revision: int | None = None
-    ) -> Record:
-        (record,) = await self.commit([Put(kind, name, data, expected_revision)])
-        assert record is not None
-        return record
-
-    async def delete(self, kind: str, name: str, expected_revision: int | None = None) -> Record | None:
-        (record,) = await self.commit([Delete(kind, name, expected_revision)])
-        return record
 
     async def commit(self, ops: Sequence[Op], guards: Sequence[Guard] = ()) -> builtins.list[Record | None]:
         # Guards are ignored: one controller owns every shard of a SQLite store.
