@@ -136,10 +136,14 @@ def test_a_paused_owner_is_fenced_and_rejoins(lab: Lab) -> None:
     os.kill(pid, signal.SIGSTOP)
     stopped = time.monotonic()
     try:
-        lab.ok(
-            "scale", automaton, str(before + 8), "--wait", "--timeout", "60",
-            "--api", lab.info.controller_api(lab.info.index(other)),
-        )  # fmt: skip
+        # Reads through the CLI go on through a live controller, the paused one listed first:
+        # its socket still accepts connections, but nothing answers.
+        paused_api, other_api = (lab.info.controller_api(lab.info.index(c)) for c in (paused, other))
+        began = time.monotonic()
+        listed = lab.cli("--api", f"{paused_api},{other_api}", "get", "instances", "-o", "json", timeout=60)
+        read = time.monotonic() - began
+        assert listed.code == 0 and time.monotonic() - stopped < 10, (read, listed.err)
+        lab.ok("--api", other_api, "scale", automaton, str(before + 8), "--wait", "--timeout", "60")
         scaled = time.monotonic() - stopped
         owner = owner_of(client(lab, other), vpc)
         assert owner is not None and owner[0] != paused, owner
@@ -154,7 +158,8 @@ def test_a_paused_owner_is_fenced_and_rejoins(lab: Lab) -> None:
         f.seek(offset)
         late = [line.strip() for line in f if REJECTED in line]
     print(
-        f"{paused} paused 10 s owning {vpc}: the scale through {other} done after {scaled:.1f}s;"
+        f"{paused} paused 10 s owning {vpc}: a read listing it first took {read:.1f}s;"
+        f" the scale through {other} done after {scaled:.1f}s;"
         f" acting again {rejoined:.1f}s after SIGCONT; late writes rejected: {late or 'none made'}"
     )
     instances = lab.instances(automaton)

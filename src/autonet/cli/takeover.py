@@ -149,6 +149,7 @@ def takeover(
     scale()
     began = time.monotonic()
     labs.kill(lab, killed)
+    at_kill = list(states(client, automaton).values()).count("Provisioned")
 
     def new_owner() -> tuple[str, int] | None:
         found = owner_of(client, vpc)
@@ -174,6 +175,7 @@ def takeover(
         "old_epoch": old_epoch,
         "owner": owner,
         "epoch": epoch,
+        "provisioned_at_kill": at_kill,  # how far the scale had gone (read just after the kill)
         "claim_s": round(claim, 2),
         "takeover_s": None if first is None else round(first, 2),
         "complete_s": round(time.monotonic() - began, 2),
