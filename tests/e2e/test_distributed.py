@@ -53,6 +53,11 @@ def lab() -> Iterator[Lab]:
     with Lab(hosts=3, controllers=3) as lab:
         print(f"lab up --hosts 3 --controllers 3: {lab.up_seconds:.1f}s")
         yield lab
+        for log in sorted((lab.info.dir / "logs").glob("*.log")):  # for the record, before `down`
+            text = log.read_text(errors="replace")
+            if "Traceback" in text or " ERROR " in text:
+                bad = [line for line in text.splitlines() if "Traceback" in line or " ERROR " in line]
+                print(f"{log.name}: {len(bad)} ERROR/Traceback lines, the first: {bad[0]}")
 
 
 def client(lab: Lab, role: str | None = None) -> Client:
