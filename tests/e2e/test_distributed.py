@@ -191,6 +191,14 @@ def test_a_paused_owner_is_fenced_and_rejoins(lab: Lab) -> None:
     assert len(instances) == before + 8, [i["name"] for i in instances]
     assert {i["status"]["state"] for i in instances} == {"Provisioned"}
     assert daemon(lab, paused)["alive"]
+    # The routers of the VPC end at its current owner's epoch: nothing older won.
+    hosts = {i["status"]["host"] for i in instances}
+
+    def at_the_owners_epoch() -> bool:
+        owner = owner_of(client(lab), vpc)
+        return owner is not None and router_epochs(lab, vpc) == dict.fromkeys(hosts, owner[1])
+
+    wait_for(at_the_owners_epoch, 10, f"the routers of {vpc} at its owner's epoch")
     assert_no_duplicates(lab)
 
 
