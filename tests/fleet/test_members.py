@@ -4,8 +4,10 @@ at once when they stop cleanly, within the TTL when their keepalives stop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 
@@ -61,3 +63,21 @@ async def test_an_expired_lease_is_granted_again_and_the_member_rejoins(nodes: C
 def test_a_member_ttl_below_etcds_minimum_is_refused() -> None:
     with pytest.raises(ValueError, match="shorter than 2 s"):
         Membership(None, "a", ttl=1.0)  # type: ignore[arg-type]
+
+
+async def test_a_keepalive_that_times_out_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """etcd's client times out with an exception that has no message: the log line names it."""
+    store = SimpleNamespace(client=None, members_prefix=b"/autonet/members/")
+    member = Membership(store, "a", ttl=3.0)  # type: ignore[arg-type]
+    member.lease = 1
+
+    async def times_out() -> None:
+        raise TimeoutError
+
+    member._keepalive = times_out  # type: ignore[method-assign]
+    task = asyncio.create_task(member.keep_alive())
+    await until(lambda: "keepalive failed" in caplog.text, 5, "the warning")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert "member a: keepalive failed: timed out" in caplog.text

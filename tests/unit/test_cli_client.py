@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from autonet.cli import client as client_module
 from autonet.cli import paths
 from autonet.cli.client import ApiError, Client, CliError, api_address
 
@@ -80,6 +82,18 @@ def dead_socket(tmp_path: Path) -> Iterator[str]:
     yield f"unix:{path}"
 
 
+@pytest.fixture
+def mute_socket(tmp_path: Path) -> Iterator[str]:
+    """A Unix socket that takes connections (the kernel's backlog) but never answers: a
+    paused (SIGSTOP) controller."""
+    path = tmp_path / "mute.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(16)
+    yield f"unix:{path}"
+    sock.close()
+
+
 def test_a_dead_socket_fails_over_to_the_next_endpoint_and_stays_there(dead_socket: str, live: Api) -> None:
     client = Client(f"{dead_socket},{live.url}")
     assert client.request("GET", "/objects/hosts")["server"] == "live"
@@ -96,6 +110,38 @@ def test_a_missing_socket_fails_over_too(tmp_path: Path, live: Api) -> None:
 def test_streams_fail_over_before_they_start(dead_socket: str, live: Api) -> None:
     client = Client(f"{dead_socket},{live.url}")
     assert list(client.exec("web-0", ["true"])) == [("stdout", b"hi"), ("exit", 0)]
+
+
+def test_a_read_moves_on_from_an_endpoint_that_does_not_answer(
+    mute_socket: str, live: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "READ_FAILOVER_TIMEOUT", 0.3)
+    client = Client(f"{mute_socket},{live.url}")
+    began = time.monotonic()
+    assert client.request("GET", "/objects/hosts")["server"] == "live"
+    assert time.monotonic() - began < 2 and client.address == live.url
+
+
+def test_a_write_to_an_endpoint_that_does_not_answer_is_not_sent_elsewhere(
+    mute_socket: str, live: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It may have been taken (a paused controller resumes and acts on it)."""
+    monkeypatch.setattr(client_module, "READ_FAILOVER_TIMEOUT", 0.3)
+    client = Client(f"{mute_socket},{live.url}", timeout=0.6)
+    with pytest.raises(CliError, match=r"cannot reach the API at .*mute\.sock"):
+        client.request("POST", "/apply", json={"documents": []})
+    assert live.requests == 0
+
+
+def test_the_last_endpoint_to_try_gets_the_whole_timeout(
+    mute_socket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "READ_FAILOVER_TIMEOUT", 0.1)
+    client = Client(mute_socket, timeout=0.8)
+    began = time.monotonic()
+    with pytest.raises(CliError, match="cannot reach the API"):
+        client.request("GET", "/objects/hosts")
+    assert time.monotonic() - began >= 0.7
 
 
 def test_an_http_error_answer_is_not_sent_elsewhere(live: Api) -> None:

@@ -279,7 +279,12 @@ async def event_loop(agent: HostAgent, clients: list[httpx.AsyncClient]) -> None
                 if reply.status_code < 500 and reply.status_code != 409:  # 409: lost a race, again
                     break
             except httpx.HTTPError as exc:
-                log.warning("cannot report %s to the controller at %s: %s", event, client.base_url, exc)
+                log.warning(
+                    "cannot report %s to the controller at %s: %s",
+                    event,
+                    client.base_url,
+                    str(exc) or type(exc).__name__,  # httpx's timeouts have no message
+                )
                 current = (current + 1) % len(clients)
             await asyncio.sleep(0.2 * (attempt + 1))
 
@@ -375,7 +380,9 @@ async def heartbeat_loop(agent: HostAgent, client: httpx.AsyncClient, registrati
             reply.raise_for_status()
         except httpx.HTTPError as exc:
             if registered:
-                log.warning("controller unreachable at %s: %s", client.base_url, exc)
+                log.warning(
+                    "controller unreachable at %s: %s", client.base_url, str(exc) or type(exc).__name__
+                )
             registered = False
         # Until registered, knock often: the controller may be starting next to us.
         await asyncio.sleep(HEARTBEAT_SECONDS if registered else 0.2)

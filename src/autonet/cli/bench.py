@@ -11,7 +11,9 @@ Sections (each reports ratios to baselines measured in the same run):
 - policy: update latency with 1,000 instances and 10,000 allowed pairs, next to the same
   update into an empty policy; and how long a new link takes to open end to end.
 - failover: the failed-request window when a host fails or is partitioned, the time to
-  replace its instances and to converge after an agent or controller crash (cli/failover.py).
+  replace its instances and to converge after an agent or controller crash (cli/failover.py);
+  with `--controllers N` (N > 1) instead: the takeover of a VPC whose controller is killed
+  during a scale, on N controllers and etcd (claim, first transition, scale done).
 - scale: the control plane at fleet size on hollow hosts (no kernels, no root): convergence,
   controller memory per instance, placement time, resync after a controller restart and
   per-event cost as the fleet grows (cli/scale.py; `--hosts`, `--instances`, `--vpcs`).
@@ -547,7 +549,11 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
 
 def run(
-    which: list[str], quick: bool, output: Path, scale_options: ScaleOptions | None = None
+    which: list[str],
+    quick: bool,
+    output: Path,
+    scale_options: ScaleOptions | None = None,
+    controllers: int = 1,
 ) -> dict[str, Any]:
     unknown = set(which) - set(SECTIONS)
     if unknown:
@@ -582,8 +588,10 @@ def run(
                     data = throughput(client, quick, progress)
                 elif section == "policy":
                     data = policy(client, quick, progress)
-                elif section == "failover":  # on a lab of its own: it breaks hosts
-                    data = failover(quick, lambda step: progress.console.print(f"failover: {step}"))
+                elif section == "failover":  # on a lab of its own: it breaks hosts (or controllers)
+                    data = failover(
+                        quick, lambda step: progress.console.print(f"failover: {step}"), controllers
+                    )
                 elif section == "scale":  # its own controller and hollow hosts
                     options = scale_options or ScaleOptions()
                     options.logs = options.logs or output.with_name(output.stem + "-scale-logs")

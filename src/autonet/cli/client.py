@@ -74,6 +74,11 @@ def api_address(api: str | None, lab: str | None) -> str:
 # came back), it may have been acted on, so it is reported, never repeated elsewhere.
 FAILOVER_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
 CONNECT_TIMEOUT = 3.0
+# A read (GET) that has other endpoints to try waits this long for an answer, then moves
+# on: a paused controller's socket still takes connections, but nothing answers. Only
+# reads: anything else that was sent may have been acted on.
+READ_FAILOVER_TIMEOUT = 5.0
+IDEMPOTENT = frozenset({"GET", "HEAD"})
 
 
 def _connect_failure(exc: Exception) -> str:
@@ -92,7 +97,9 @@ def _connect_failure(exc: Exception) -> str:
 class Client:
     """Requests to the API at one or several endpoints (`A,B,C`: every controller of a
     cluster). A request goes to the endpoint that answered last; when it cannot connect
-    there (refused, no socket, connect timeout) it tries the next ones in turn."""
+    there (refused, no socket, connect timeout) it tries the next ones in turn. A read
+    (GET) also moves on when the endpoint took the connection but sent no answer within
+    `READ_FAILOVER_TIMEOUT` (a paused controller), unless it is the last one to try."""
 
     def __init__(
         self, address: str | Sequence[str], timeout: float = 30.0, connect_timeout: float = CONNECT_TIMEOUT
@@ -137,14 +144,30 @@ class Client:
                 continue
             yield index, self._http(address)
 
-    def _failover(self, send: Callable[[httpx.Client], T]) -> T:
-        """`send` to the first endpoint that takes the connection, from the one in use on."""
+    def _failover(
+        self, send: Callable[[httpx.Client, httpx.Timeout | None], T], idempotent: bool = False
+    ) -> T:
+        """`send` to the first endpoint that takes the connection, from the one in use on
+        (`idempotent`: and answers in time, see the class). `send` gets the timeout to use
+        (None: the client's own)."""
         failures: dict[int, str] = {}
-        for index, http in self._attempts():
+        attempts = list(self._attempts())
+        for step, (index, http) in enumerate(attempts):
+            timeout = None
+            if idempotent and step < len(attempts) - 1 and self.timeout.read is not None:
+                read = min(self.timeout.read, READ_FAILOVER_TIMEOUT)
+                timeout = httpx.Timeout(
+                    connect=self.timeout.connect, read=read, write=self.timeout.write, pool=self.timeout.pool
+                )
             try:
-                result = send(http)
+                result = send(http, timeout)
             except FAILOVER_ERRORS as exc:
                 failures[index] = _connect_failure(exc)
+                continue
+            except httpx.ReadTimeout:
+                if timeout is None:
+                    raise
+                failures[index] = f"no answer within {timeout.read:.0f}s"
                 continue
             self.current = index
             return result
@@ -159,8 +182,13 @@ class Client:
         return f"no API answers {where}: is the lab up? (autonet lab up, or set --lab/--api)"
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        def send(http: httpx.Client, timeout: httpx.Timeout | None) -> httpx.Response:
+            if timeout is None:
+                return http.request(method, API + path, **kwargs)
+            return http.request(method, API + path, timeout=timeout, **kwargs)
+
         try:
-            reply = self._failover(lambda http: http.request(method, API + path, **kwargs))
+            reply = self._failover(send, idempotent=method.upper() in IDEMPOTENT and "timeout" not in kwargs)
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach the API at {self.address}: {exc}") from None
         return self._decode(reply)
@@ -170,7 +198,7 @@ class Client:
         """A streamed request, opened on the first endpoint that takes the connection."""
         with contextlib.ExitStack() as stack:
 
-            def send(http: httpx.Client) -> httpx.Response:
+            def send(http: httpx.Client, _: httpx.Timeout | None) -> httpx.Response:
                 return stack.enter_context(
                     http.stream(method, API + path, timeout=self.stream_timeout, **kwargs)
                 )

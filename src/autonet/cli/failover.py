@@ -12,6 +12,13 @@ On a 3-host lab of its own (it breaks hosts), per run:
   restarted 2 s later: seconds from the restart until all 80 are Provisioned;
 - the controller killed during a scale to 150 and restarted 2 s later: the same.
 
+With `--controllers N` (N > 1) it measures instead what the death of a controller costs
+on a lab of 3 hosts, N controllers and 3 etcd members, 4 VPCs (cli/takeover.py): per run,
+a VPC's automaton is scaled from 10 to 30 and its owner killed (kill -9) as soon as the
+scale is accepted; reported: kill -> a live controller owns the VPC (claim), kill -> the
+first transition by that new owner (takeover), kill -> all 30 Provisioned, as p50/p95/max;
+then the killed controller is restarted and rejoins before the next run.
+
 The client's probe (`PROBE`) and the window it yields (`failed_window`) are shared with
 the end-to-end tests, which assert the bounds; the benchmark only reports figures.
 """
@@ -24,9 +31,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from autonet.cli import lab as labs
+from autonet.cli import takeover
 from autonet.cli.client import Client, CliError, wait_until
 from autonet.model import manifest
 
@@ -192,10 +201,65 @@ def crash_during(lab: str, client: Client, role: str, replicas: int) -> float:
 
 def summary(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
-    return {"p50": ordered[len(ordered) // 2], "max": ordered[-1], "n": len(ordered)}
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"p50": ordered[len(ordered) // 2], "p95": p95, "max": ordered[-1], "n": len(ordered)}
 
 
-def failover(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
+def scale_request(client: Client, automaton: str, replicas: int) -> None:
+    client.request("POST", f"/automatons/{automaton}/scale", json={"replicas": replicas})
+
+
+def scale_to(client: Client, automaton: str, replicas: int, timeout: float = 120.0) -> None:
+    scale_request(client, automaton, replicas)
+    wait_until(
+        lambda: (
+            takeover.provisioned(client, automaton, replicas)
+            and len(takeover.states(client, automaton)) == replicas
+        ),
+        timeout,
+        f"{automaton} at {replicas}",
+        every=0.2,
+    )
+
+
+def takeovers(quick: bool, progress: Callable[[str], None], controllers: int) -> dict[str, Any]:
+    """kill -9 of a VPC's owner during a scale from 10 to 30, `runs` times (the VPC
+    changes each run), on a lab of 3 hosts and `controllers` controllers on etcd."""
+    runs, vpcs = (2 if quick else 5), 4
+    lab = "btake" + os.urandom(2).hex()
+    info = labs.up(lab, 3, "ipv4", controllers=controllers, store="etcd", membership=True)
+    try:
+        client = Client(info.api)
+        client.request("POST", "/apply", json={"documents": manifest.parse(takeover.vpcs_manifest(vpcs))})
+        for n in range(vpcs):
+            wait_until(partial(takeover.provisioned, client, f"tk{n}-w", 2), 90, f"tk{n}", every=0.2)
+        samples = []
+        for run in range(runs):
+            vpc, automaton = f"tk{run % vpcs}", f"tk{run % vpcs}-w"
+            wait_until(partial(takeover.owner_of, client, vpc), 30, f"an owner of {vpc}", every=0.1)
+            scale_to(client, automaton, 10)
+            progress(f"takeover {run + 1}/{runs}: {vpc}")
+            scale = partial(scale_request, client, automaton, 30)
+            sample = takeover.takeover(lab, client, vpc, automaton, 30, scale)
+            samples.append(sample)
+            labs.respawn(lab, sample["killed"])
+            scale_to(client, automaton, 2)
+        overlaps = takeover.owner_overlaps(takeover.owner_history(info, info.netns("h1")))
+        figures = ("claim_s", "takeover_s", "complete_s")
+        return {
+            "runs": runs,
+            "controllers": controllers,
+            **{f: summary([s[f] for s in samples if s[f] is not None]) for f in figures},
+            "owner_key_overlaps": overlaps,
+            "samples": samples,
+        }
+    finally:
+        labs.down(lab)
+
+
+def failover(quick: bool, progress: Callable[[str], None], controllers: int = 1) -> dict[str, Any]:
+    if controllers > 1:
+        return takeovers(quick, progress, controllers)
     runs = 1 if quick else 5
     lab = "bfail" + os.urandom(2).hex()
     info = labs.up(lab, 3, "ipv4")

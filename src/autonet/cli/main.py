@@ -680,6 +680,16 @@ def bench(
     budget: Annotated[
         float, typer.Option("--timeout", min=10, help="scale: seconds for the whole section (a bound)")
     ] = 840.0,
+    controllers: Annotated[
+        int,
+        typer.Option(
+            "--controllers",
+            min=1,
+            max=9,
+            help="failover: with N > 1, the takeover of a killed controller's VPC on N controllers"
+            " and etcd, instead of host faults",
+        ),
+    ] = 1,
 ) -> None:
     """Benchmarks, as ratios to baselines measured in the same run (raw kernel, CNI, veth).
 
@@ -691,7 +701,7 @@ def bench(
 
     wanted = [s for s in (sections or ["all"])]
     which = list(SECTIONS) if "all" in wanted else wanted
-    results = run(which, quick, out, ScaleOptions(hosts, instances, vpcs, budget))
+    results = run(which, quick, out, ScaleOptions(hosts, instances, vpcs, budget), controllers)
     typer.echo(output.render(results["sections"], "yaml"))
     typer.echo(f"results: {out} and {out.with_suffix('.png')}")
     if "scale" in results["sections"]:

@@ -248,7 +248,7 @@ class Membership:
             except (StoreError, TimeoutError) as exc:
                 if self._down_since is None:
                     self._down_since = started
-                    log.warning("member %s: keepalive failed: %s", self.id, exc or "timed out")
+                    log.warning("member %s: keepalive failed: %s", self.id, str(exc) or "timed out")
             await asyncio.sleep(max(0.0, self.ttl / 3 - (time.monotonic() - started)))
 
     async def run(self) -> None:
