@@ -175,4 +175,4 @@ async def test_one_controller_on_sqlite_is_the_only_one_and_owns_everything(
 ) -> None:
     (row,) = (await client.get(f"{API}/controllers")).json()
     assert row["self"] and row["state"] == "acting"
-    assert row["shards"] == [{"shard": "*", "epoch": 0}] and row["lease_left"] is None
+    assert row["shards"] == [{"shard": "*", "epoch": 0}] and row["lease_left_s"] is None

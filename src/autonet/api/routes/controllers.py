@@ -44,7 +44,7 @@ def _row(
         "state": state,
         "shards": [{"shard": shard, "epoch": epoch} for shard, epoch in shards],
         "vpcs": [shard.removeprefix("vpc/") for shard, _ in shards if shard.startswith("vpc/")],
-        "lease_left": lease_left,
+        "lease_left_s": lease_left,
     }
 
 
