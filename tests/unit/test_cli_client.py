@@ -144,6 +144,15 @@ def test_the_last_endpoint_to_try_gets_the_whole_timeout(
     assert time.monotonic() - began >= 0.7
 
 
+def test_an_error_names_the_endpoint_that_failed_not_the_one_in_use(
+    dead_socket: str, mute_socket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "READ_FAILOVER_TIMEOUT", 0.1)
+    client = Client(f"{dead_socket},{mute_socket}", timeout=0.5)
+    with pytest.raises(CliError, match=r"cannot reach the API at \S*mute\.sock: "):
+        client.request("GET", "/objects/hosts")
+
+
 def test_an_http_error_answer_is_not_sent_elsewhere(live: Api) -> None:
     refusing = Api("first", status=503)
     try:

@@ -164,14 +164,21 @@ class Client:
             except FAILOVER_ERRORS as exc:
                 failures[index] = _connect_failure(exc)
                 continue
-            except httpx.ReadTimeout:
+            except httpx.ReadTimeout as exc:
                 if timeout is None:
-                    raise
+                    raise CliError(self._broke(index, exc)) from None
                 failures[index] = f"no answer within {timeout.read:.0f}s"
                 continue
+            except httpx.HTTPError as exc:  # sent, then broke: never sent elsewhere
+                raise CliError(self._broke(index, exc)) from None
             self.current = index
             return result
         raise CliError(self._nobody_answers(failures))
+
+    def _broke(self, index: int, exc: httpx.HTTPError) -> str:
+        """The endpoint that took the request and then failed, named (not the one in use)."""
+        why = str(exc) or type(exc).__name__
+        return f"cannot reach the API at {self.endpoints[index].removeprefix('unix:')}: {why}"
 
     def _nobody_answers(self, failures: dict[int, str]) -> str:
         named = [
