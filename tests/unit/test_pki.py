@@ -36,12 +36,12 @@ def attacker_ca() -> Pair:
 
 
 def test_a_chain_verifies_and_states_role_name_and_sans(ca: Pair) -> None:
-    pair = pki.issue(ca, "agent", "h1", ["10.0.0.11", "fd00::11", "h1.lab.example"])
+    pair = pki.issue(ca, "agent", "h1", ["100.64.0.11", "fd00::11", "h1.lab.example"])
     ident = pki.verify(pair.cert, ca.cert)
     assert ident.role is Role.AGENT
     assert ident.name == "h1"
     assert ident.dns == ("h1", "h1.lab.example")
-    assert ident.ips == (ipaddress.ip_address("10.0.0.11"), ipaddress.ip_address("fd00::11"))
+    assert ident.ips == (ipaddress.ip_address("100.64.0.11"), ipaddress.ip_address("fd00::11"))
     assert pki.identity(pki.load_certificate(pair.cert_pem())) == ident
 
 
@@ -98,7 +98,7 @@ def test_authorize_by_role(ca: Pair) -> None:
     [
         ({"role": "root", "name": "h1"}, 'role "root": must be one of agent, controller, etcd, admin'),
         ({"role": "agent", "name": "h_1"}, 'name "h_1": not a DNS name'),
-        ({"role": "agent", "name": "h1", "sans": ["10.0.0.300"]}, 'SAN "10.0.0.300": neither an IP'),
+        ({"role": "agent", "name": "h1", "sans": ["100.64.0.300"]}, 'SAN "100.64.0.300": neither an IP'),
         ({"role": "agent", "name": "h1", "days": 0}, "days: 0: must be at least 1"),
         ({"role": "agent", "name": "h1", "days": 4000}, "would outlive its CA"),
     ],
@@ -127,7 +127,7 @@ def test_directory_layout_modes_and_rotation(tmp_path: Path) -> None:
     d = PkiDir(tmp_path / "pki")
     ca = d.init()
     assert mode(d.path) == 0o700 and mode(d.ca_key) == 0o600 and mode(d.ca_cert) == 0o644
-    first = d.issue(Role.AGENT, "h1", ["10.0.0.11"])
+    first = d.issue(Role.AGENT, "h1", ["100.64.0.11"])
     assert sorted(p.name for p in d.path.iterdir()) == ["ca-key.pem", "ca.pem", "h1-key.pem", "h1.pem"]
     assert mode(d.key("h1")) == 0o600 and mode(d.cert("h1")) == 0o644
     assert same(d.load("h1"), first)
