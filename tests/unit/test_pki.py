@@ -132,11 +132,11 @@ def test_directory_layout_modes_and_rotation(tmp_path: Path) -> None:
     assert mode(d.key("h1")) == 0o600 and mode(d.cert("h1")) == 0o644
     assert same(d.load("h1"), first)
     with d.cert("h1").open("rb") as held:  # a daemon reading the old certificate meanwhile
-        second = d.issue(Role.AGENT, "h1", ["10.0.0.12"])  # rotation: the pair is replaced
+        second = d.issue(Role.AGENT, "h1", ["100.64.0.12"])  # rotation: the pair is replaced
         assert held.read() == first.cert_pem()  # the old file is whole, not rewritten in place
     assert same(d.load("h1"), second) and second.cert.serial_number != first.cert.serial_number
     assert mode(d.key("h1")) == 0o600
-    assert pki.verify(d.load("h1").cert, d.trust()).ips == (ipaddress.ip_address("10.0.0.12"),)
+    assert pki.verify(d.load("h1").cert, d.trust()).ips == (ipaddress.ip_address("100.64.0.12"),)
     assert not [p for p in d.path.iterdir() if p.name.startswith(".")]  # no temporary files left
     assert same(d.load_ca(), ca)
 
@@ -168,7 +168,7 @@ def test_cli_init_and_issue(tmp_path: Path) -> None:
     again = runner.invoke(app, ["pki", "init", "--dir", str(d.path)])
     assert again.exit_code == 1 and "has a CA already" in str(again.exception)
     argv = ["pki", "issue", "--dir", str(d.path), "--role", "etcd", "--name", "e1"]
-    result = runner.invoke(app, [*argv, "--san", "10.9.0.1", "--san", "fd00::1", "--days", "30"])
+    result = runner.invoke(app, [*argv, "--san", "100.64.9.1", "--san", "fd00::1", "--days", "30"])
     assert result.exit_code == 0, result.output
     assert result.output.split() == [str(d.cert("e1")), str(d.key("e1"))]
     ident = pki.verify(d.load("e1").cert, d.trust())
