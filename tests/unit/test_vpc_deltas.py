@@ -221,9 +221,10 @@ async def test_a_delta_lost_on_the_wire_is_repaired_by_a_snapshot(fleet: Fleet) 
     assert fleet.syncer.counts.dropped == 1
     assert sorted([fleet.members("h1"), fleet.members("h2")]) == [2, 3]  # one host missed web-2
 
-    await fleet.syncer.probe("blue")  # the periodic resync: even an empty delta is sent
-    assert fleet.syncer.counts.gaps == 1  # the host that missed it refused the delta
-    assert fleet.members("h1") == fleet.members("h2") == 3
+    await fleet.add_instance(3, "h2")  # the next change: a delta to each host
+    await fleet.syncer.sync("blue")
+    assert fleet.syncer.counts.gaps == 1  # the host that missed web-2 refused its delta
+    assert fleet.members("h1") == fleet.members("h2") == 4
     assert fleet.calls("SyncVpc") == 3  # the two first snapshots, and the repair
 
 
@@ -231,7 +232,7 @@ async def test_a_reconnected_host_gets_a_snapshot(fleet: Fleet) -> None:
     await fleet.add_instance(0, "h1")
     await fleet.syncer.sync("blue")
     fleet.syncer.forget_host("h1")
-    await fleet.syncer.probe("blue")
+    await fleet.syncer.sync("blue")
     assert (fleet.calls("SyncVpc"), fleet.calls("SyncVpcDelta")) == (2, 0)
 
 

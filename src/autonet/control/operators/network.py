@@ -294,7 +294,6 @@ class VpcSyncer:
         self.network_hosts: dict[str, set[str]] = {}
         self.tables: dict[str, VpcTables] = {}  # per VPC, as of its last sync
         self.sequence: dict[str, int] = defaultdict(int)  # per host, the last sync number sent
-        self.probing: set[str] = set()  # VPCs whose next sync sends even empty deltas
         self.drifted: set[str] = set()  # VPCs a heartbeat showed a host out of step with
         self._syncing: set[str] = set()  # VPCs whose sync runs now (their tables are out)
         self.counts = SyncCounts()
@@ -378,12 +377,6 @@ class VpcSyncer:
         """Sync every VPC of `vpcs` this controller owns (their owners sync the others)."""
         await asyncio.gather(*(self.sync(vpc) for vpc in sorted(set(vpcs)) if self.owns(vpc)))
 
-    async def probe(self, vpc: str) -> None:
-        """Sync `vpc`, sending every host a delta even when nothing changed: an agent that
-        lost a delta, or its state, answers with a gap and gets a snapshot."""
-        self.probing.add(vpc)
-        await self.sync(vpc)
-
     def held_by(self, host: str, routers: Iterable[tuple[str, int]]) -> None:
         """A fact from the host's heartbeat: per VPC, the number of the sync its router
         holds. A VPC this controller has never synced, or whose router holds another
@@ -434,8 +427,6 @@ class VpcSyncer:
             self._syncing.discard(vpc_name)
 
     async def _sync_tables(self, vpc_name: str, before: VpcTables | None, epoch: int) -> None:
-        probe = vpc_name in self.probing
-        self.probing.discard(vpc_name)
         vpc = await self.ctx.get("Vpc", vpc_name)
         if vpc is None or not vpc.status.get("vni"):
             return
@@ -482,7 +473,7 @@ class VpcSyncer:
             )
             rules = {rule_key(r): r for r in identity_rules(found, identity, local[name])}
             base = before.hosts.get(name) if before is not None else None
-            calls.append(self._send(host, header, rules, after, changed, base, probe))
+            calls.append(self._send(host, header, rules, after, changed, base))
         results: list[Any] = await asyncio.gather(*calls, return_exceptions=True)
         self.tables[vpc_name] = after
         errors = [r for r in results if isinstance(r, BaseException)]
@@ -497,7 +488,6 @@ class VpcSyncer:
         after: VpcTables,
         changed: VpcChanges | None,
         base: HostSync | None,
-        probe: bool,
     ) -> None:
         """Bring one host's router to `after`: a delta on top of what it holds when the
         controller knows that, a snapshot otherwise (or when the agent finds a gap)."""
@@ -505,7 +495,7 @@ class VpcSyncer:
         key = header.SerializeToString(deterministic=True)
         if changed is not None and base is not None and base.header == key:
             delta = changed.delta(host.name, base, rules)
-            if is_empty(delta) and not probe:
+            if is_empty(delta):
                 self.counts.skipped += 1
                 after.hosts[host.name] = base
                 return
