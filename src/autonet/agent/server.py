@@ -50,6 +50,13 @@ def _report(row: dict[str, Any]) -> pb.InstanceReport:
     return pb.InstanceReport(**row)
 
 
+async def abort_sync(context: Any, exc: Exception) -> None:
+    """A VPC sync refused: from an older owner (stale epoch), or malformed."""
+    stale = isinstance(exc, vpcdelta.StaleEpoch)
+    code = grpc.StatusCode.FAILED_PRECONDITION if stale else grpc.StatusCode.INVALID_ARGUMENT
+    await context.abort(code, str(exc))
+
+
 class AgentServicer(pb_grpc.AgentServicer):
     def __init__(self, agent: HostAgent) -> None:
         self.agent = agent
@@ -128,11 +135,8 @@ class AgentServicer(pb_grpc.AgentServicer):
         desired.setdefault("members", [])
         try:
             present, added, removed = await self.agent.sync_vpc(request.router_netns, desired)
-        except vpcdelta.StaleEpoch as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-            raise
-        except ValueError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except (vpcdelta.StaleEpoch, ValueError) as exc:
+            await abort_sync(context, exc)
             raise
         return pb.SyncReport(present=present, added=added, removed=removed, seq=request.seq)
 
@@ -140,11 +144,8 @@ class AgentServicer(pb_grpc.AgentServicer):
         delta = MessageToDict(request, preserving_proto_field_name=True)
         try:
             present, added, removed, seq = await self.agent.sync_vpc_delta(request.router_netns, delta)
-        except vpcdelta.StaleEpoch as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-            raise
-        except ValueError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except (vpcdelta.StaleEpoch, ValueError) as exc:
+            await abort_sync(context, exc)
             raise
         if seq < 0:
             return pb.SyncReport(present=present, snapshot_needed=True)
