@@ -15,8 +15,9 @@ every namespace it made and its files (the lab directory, etcd's data on tmpfs).
 
 Roles: `controller` (also `c1`), `c2`..`cN`, `e1`..`e3`, `h1`..`hN`. The first controller
 keeps the files of a one-controller lab (`api.sock`, `logs/controller.log`); the others
-have `api-cN.sock` and `logs/cN.log`. With etcd, `pki/` holds the lab's CA and
-certificates (cli/labetcd.py) and every controller runs on the etcd cluster.
+have `api-cN.sock` and `logs/cN.log`. `pki/` holds the lab's CA and the certificates of
+its controllers (`cN`), agents (`hN`, CN = host name), etcd members and admin
+(cli/labetcd.py); with etcd every controller runs on the etcd cluster.
 """
 
 from __future__ import annotations
@@ -306,8 +307,9 @@ def up(
             info.scratch = str(labetcd.scratch_dir(name))
             info.save()
             (info.dir / "etcd").symlink_to(info.scratch)
-            controllers_at = {f"c{i}": info.address(i) for i in range(1, controllers + 1)}
-            labetcd.mint_pki(info.pki().path, info.etcd_members(), controllers_at)
+        controllers_at = {f"c{i}": info.address(i) for i in range(1, controllers + 1)}
+        agents_at = {host: info.address(info.index(host)) for host in info.host_names()}
+        labetcd.mint_pki(info.pki().path, info.etcd_members(), controllers_at, agents_at)
         asyncio.run(_build_network(info))
         for member in info.etcd_names():
             info.processes.append(_spawn(info, member, etcd_argv(info, member)))

@@ -56,15 +56,20 @@ def peer_url(address: str) -> str:
     return f"https://{bracket(address)}:{PEER_PORT}"
 
 
-def mint_pki(folder: Path, members: dict[str, str], controllers: dict[str, str]) -> pki.PkiDir:
-    """A new CA in `folder` and the certificates of the lab's etcd members, controllers
-    (name -> underlay address, the address as SAN) and of its admin."""
+def mint_pki(
+    folder: Path, members: dict[str, str], controllers: dict[str, str], agents: dict[str, str] | None = None
+) -> pki.PkiDir:
+    """A new CA in `folder` and the certificates of the lab's etcd members, controllers and
+    agents (name -> underlay address, the address as SAN; an agent's CN is its host name)
+    and of its admin."""
     pkidir = pki.PkiDir(folder)
     pkidir.init(common_name=f"autonet lab CA ({folder.parent.name})")
     for name, address in members.items():
         pkidir.issue(pki.Role.ETCD, name, [address])
     for name, address in controllers.items():
         pkidir.issue(pki.Role.CONTROLLER, name, [address])
+    for name, address in (agents or {}).items():
+        pkidir.issue(pki.Role.AGENT, name, [address])
     pkidir.issue(pki.Role.ADMIN, ADMIN)
     return pkidir
 
