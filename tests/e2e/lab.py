@@ -124,9 +124,17 @@ class Lab:
         found = self.json("get", "instances")
         return [i for i in found if automaton is None or i["spec"]["automaton"] == automaton]
 
-    def exec_in(self, instance: str, *command: str, user: str = "") -> Result:
-        extra = ["--user", user] if user else []
-        return self.cli("exec", *extra, instance, "--", *command, timeout=60)
+    def exec_in(self, instance: str, *command: str) -> Result:
+        """`autonet exec`: as the instance's own user, in its namespace and cgroup."""
+        return self.cli("exec", instance, "--", *command, timeout=60)
+
+    def root_in(self, instance: str, *command: str) -> subprocess.CompletedProcess[str]:
+        """A command as root in the instance's network namespace (`ip netns exec`), as an
+        attacker with root there, or a test that needs a raw socket, would run it."""
+        netns = self.json("get", "instance", instance)["status"]["netns"]
+        return subprocess.run(
+            ["ip", "netns", "exec", netns, *command], capture_output=True, text=True, timeout=60
+        )
 
     def http_get(self, instance: str, url: str) -> Result:
         return self.exec_in(instance, "python3", "-m", "autonet.examples.http_get", url, "--timeout", "3")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from autonet.agent.state import InstanceTable
+from autonet.agent.state import InstanceRecord, InstanceTable, UidsExhausted
 from autonet.agent.supervisor import Supervised
+from autonet.dataplane import cgroups
 from autonet.dataplane.netlink import Netlink
 
 
@@ -24,6 +25,7 @@ class AgentBase:
     nl: Netlink
     processes: dict[str, Supervised]
     _instance_locks: dict[str, asyncio.Lock]
+    hierarchy: cgroups.Hierarchy  # where the cgroup controllers are
 
     # -- paths ---------------------------------------------------------------------------
     def log_path(self, name: str) -> Path:
@@ -34,6 +36,19 @@ class AgentBase:
 
     def overlay_path(self, router_netns: str) -> Path:
         return self.state_dir / "overlay" / f"{router_netns}.json"
+
+    def cgroup(self, record: InstanceRecord) -> cgroups.Group:
+        """The instance's cgroup: `autonet/<host tag>/<instance netns>` in each hierarchy."""
+        return cgroups.Group(self.hierarchy, self.tag, record.netns)
+
+    def run_as(self, record: InstanceRecord) -> str:
+        """Who the instance's process and every exec in it run as: root if its automaton
+        says `user: root`, else the uid leased to it (never a name the caller chooses)."""
+        if (record.process or {}).get("user") == "root":
+            return "root"
+        if not record.process_uid:  # never root by default
+            raise UidsExhausted(f"instance {record.name} has no uid leased")
+        return str(record.process_uid)
 
     def owns_netns(self, name: str) -> bool:
         return name.startswith((f"ani{self.tag}", f"anr{self.tag}"))

@@ -24,6 +24,8 @@ Conventions (documented in docs/performance.md):
   for a snapshot, as the real agent does (it keeps each element's key to do so); both
   refuse a sync of a lower epoch than the router has seen (FAILED_PRECONDITION, "stale
   epoch E < F"), as the real agent does;
+- each instance gets a uid as the real agent leases it (the lowest freed one first, from
+  the default range), reported in `process_uid`; `resources` are only recorded;
 - `Exec` is not implemented (there is nothing to run a command in); `Logs` and
   `FollowLogs` answer an empty log, `Flows` no flows; no load samples are posted.
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import json
 import logging
@@ -55,6 +58,7 @@ from google.protobuf.json_format import MessageToDict
 
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.agent.rpc import agent_pb2_grpc as pb_grpc
+from autonet.agent.state import DEFAULT_UID_RANGE
 from autonet.agent.vpcdelta import StaleEpoch, check_epoch
 from autonet.model.naming import host_tag
 
@@ -99,6 +103,7 @@ class HollowInstance:
     process: dict[str, Any] | None = None
     pid: int = 0
     listening: list[str] = field(default_factory=list)
+    process_uid: int = 0
 
 
 @dataclass
@@ -159,6 +164,8 @@ class HollowHost:
         self.registered_at: list[float] = []  # wall-clock times of (re)registrations
         self.changed = True  # since the status file was last written
         self.beat_at = 0.0  # wall-clock time of the last heartbeat the controller took
+        self.next_uid = DEFAULT_UID_RANGE[0]  # uids leased as the real agent does: freed ones first
+        self.freed_uids: list[int] = []
 
     def vpc_syncs(self) -> list[tuple[str, int]]:
         """Per router: its VPC and the number of the sync it holds, as heartbeats carry it."""
@@ -177,7 +184,14 @@ class HollowHost:
             process="running" if inst.process is not None else "none",
             pid=inst.pid,
             listening=inst.listening,
+            process_uid=0 if (inst.process or {}).get("user") == "root" else inst.process_uid,
         )
+
+    def lease_uid(self) -> int:
+        if self.freed_uids:
+            return heapq.heappop(self.freed_uids)
+        self.next_uid += 1
+        return self.next_uid - 1
 
     def report(self, only: str = "") -> pb.HostReport:
         chosen = [self.instances[only]] if only in self.instances else [] if only else self.instances.values()
@@ -245,6 +259,7 @@ class HollowServicer(pb_grpc.AgentServicer):
         inst = self.host.instances.get(request.instance_uid)
         if inst is None:
             inst = HollowInstance(request.instance_uid, request.instance_name, endpoint)
+            inst.process_uid = self.host.lease_uid()
             self.host.instances[inst.uid] = inst
         else:  # idempotent: a repeat (or a repair) replaces what was asked
             self._leave_router(inst)
@@ -261,7 +276,9 @@ class HollowServicer(pb_grpc.AgentServicer):
             )
             raise AssertionError  # abort raises; for the type checker
         command = list(request.command)
-        process = {"command": command, "user": request.user, "env": dict(request.env)}
+        process: dict[str, Any] = {"command": command, "user": request.user, "env": dict(request.env)}
+        if request.HasField("resources"):
+            process["resources"] = MessageToDict(request.resources, preserving_proto_field_name=True)
         if inst.process != process or not inst.pid:
             inst.process = process
             inst.pid = next(_pids)  # "started"
@@ -273,6 +290,7 @@ class HollowServicer(pb_grpc.AgentServicer):
         inst = self.host.instances.pop(request.instance_uid, None)
         if inst is not None:
             self._leave_router(inst)
+            heapq.heappush(self.host.freed_uids, inst.process_uid)
         return pb.InstanceReport(instance_uid=request.instance_uid, deleted=True)
 
     def _leave_router(self, inst: HollowInstance) -> None:

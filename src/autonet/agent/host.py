@@ -6,8 +6,8 @@ made of parts, one module a concern, that share the state its `__init__` sets
 endpoints and QoS (agent/wiring.py), process supervision and logs
 (agent/processes.py), load, flows and reports (agent/telemetry.py). What needs them
 all is here: deleting an instance, and reconciling on start: kernel objects carrying
-this host's tag that the instance table does not know are removed (and the logs of
-instances it does not hold), and every known instance is repaired and its process
+this host's tag that the instance table does not know are removed (and the cgroups and
+logs of instances it does not hold), and every known instance is repaired and its process
 adopted or restarted. Instance logs are capped by copytruncate rotation
 (agent/logs.py), which the server runs every second.
 """
@@ -25,13 +25,13 @@ from autonet.agent import logs
 from autonet.agent.flows import Counters, FlowIds
 from autonet.agent.processes import Processes
 from autonet.agent.routers import Router
-from autonet.agent.state import InstanceRecord, InstanceTable
+from autonet.agent.state import DEFAULT_UID_RANGE, InstanceRecord, InstanceTable, UidsExhausted
 from autonet.agent.supervisor import Supervised, process_start_time
 from autonet.agent.telemetry import Telemetry
 from autonet.agent.warmpool import WarmPool
 from autonet.agent.wiring import Wiring
+from autonet.dataplane import cgroups, netns
 from autonet.dataplane import endpoint as ep
-from autonet.dataplane import netns
 from autonet.dataplane.netlink import Netlink
 from autonet.model import naming
 
@@ -46,13 +46,15 @@ class HostAgent(Wiring, Processes, Telemetry):
         state_dir: Path,
         log_max_bytes: int = logs.DEFAULT_MAX_BYTES,
         warm_pool: int = 0,
+        uid_range: tuple[int, int] = DEFAULT_UID_RANGE,
     ) -> None:
         self.host = host
         self.tag = tag
         self.state_dir = state_dir
         self.log_max_bytes = log_max_bytes
         self.boot_id = uuid.uuid4().hex
-        self.table = InstanceTable(state_dir)
+        self.table = InstanceTable(state_dir, uid_range)
+        self.hierarchy = cgroups.detect()
         self.nl = Netlink()
         self.pool = WarmPool(self.nl, tag, warm_pool)
         self.processes: dict[str, Supervised] = {}
@@ -75,6 +77,7 @@ class HostAgent(Wiring, Processes, Telemetry):
             if record is None:
                 return None
             self._kill_namespace_processes(record.netns)
+            await self._remove_cgroup(self.cgroup(record))
             async with self._router_locks[record.router_netns]:
                 await ep.delete_endpoint(
                     self.nl, record.netns, record.router_netns, record.endpoint["router_ifname"]
@@ -96,7 +99,8 @@ class HostAgent(Wiring, Processes, Telemetry):
     # -- reconciliation ----------------------------------------------------------------------
     async def reconcile(self) -> dict[str, int]:
         """Make the kernel match the instance table; returns counts of what was done."""
-        done = {"removed_netns": 0, "removed_links": 0, "repaired": 0, "adopted": 0, "restarted": 0}
+        done = {"removed_netns": 0, "removed_cgroups": 0, "removed_links": 0, "repaired": 0}
+        done |= {"adopted": 0, "restarted": 0}
         done["removed_logs"] = self._remove_stray_logs()
         wanted = {record.netns for record in self.table.records.values()} | self.table.routers()
         for name in netns.list_names(naming.pool_netns_prefix(self.tag)):
@@ -108,6 +112,10 @@ class HostAgent(Wiring, Processes, Telemetry):
                 self.nl.forget(name)
                 netns.delete(name)
                 done["removed_netns"] += 1
+        for name in cgroups.groups_of_host(self.hierarchy, self.tag) - wanted:
+            log.info("reconcile: removing cgroup %s that no instance owns", name)
+            await self._remove_cgroup(cgroups.Group(self.hierarchy, self.tag, name))
+            done["removed_cgroups"] += 1
         for router in self.table.routers():
             if not netns.exists(router):
                 continue
@@ -119,6 +127,12 @@ class HostAgent(Wiring, Processes, Telemetry):
                     await ep.delete_link(self.nl, router, link)
                     done["removed_links"] += 1
         for record in list(self.table.records.values()):
+            before = record.process_uid
+            try:
+                if self.table.lease_uid(record) != before:  # from before leases, or the range changed
+                    self.table.save(record)
+            except UidsExhausted as exc:
+                log.error("reconcile: %s: %s", record.name, exc)  # its process will not start
             await self._wire(record)
             done["repaired"] += 1
 

@@ -1,7 +1,9 @@
 """Instance processes: supervision, process states, logs, and what is left in a namespace.
 
 Each instance runs one process, supervised by agent/supervisor.py: started in the
-instance's namespace, restarted with backoff, adopted again after an agent restart.
+instance's namespace and cgroup (dataplane/cgroups.py, made with the automaton's
+`resources` before the process starts) as the instance's own uid (or root, if its
+automaton asks), restarted with backoff, adopted again after an agent restart.
 Every change of a process's state is queued in `events` for the controller (a dead
 process leaves its service at once), and its PID and restart count are written to the
 instance table. The processes' logs are capped by copytruncate rotation
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -19,9 +22,9 @@ from typing import Any
 
 from autonet.agent import logs
 from autonet.agent.base import AgentBase
-from autonet.agent.state import InstanceRecord
+from autonet.agent.state import InstanceRecord, UidsExhausted
 from autonet.agent.supervisor import Spec, Supervised
-from autonet.dataplane import netns
+from autonet.dataplane import cgroups, netns
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +46,43 @@ class Processes(AgentBase):
             if current is not None and record.process == process:
                 current.start()
                 return current
+            # A limit this host cannot enforce fails here, before anything changed.
+            self.instance_cgroup(dataclasses.replace(record, process=process))
             if current is not None:
                 await current.stop()
             record.process = process
             self.table.save(record)
             return self._supervise(record)
 
+    def instance_cgroup(self, record: InstanceRecord) -> list[str]:
+        """Make (or repair) the instance's cgroup with its automaton's limits; the
+        directories its processes join. CgroupError if a limit cannot be enforced."""
+        resources = (record.process or {}).get("resources") or {}
+        limits = cgroups.Limits(
+            memory_mb=int(resources.get("memory_mb") or 0),
+            pids=int(resources.get("pids") or 0),
+            cpu=float(resources.get("cpu") or 0.0),
+        )
+        return [str(path) for path in self.cgroup(record).create(limits)]
+
     def _supervise(self, record: InstanceRecord, adopt: bool = False) -> Supervised:
         assert record.process is not None
+        group = self.cgroup(record)
+        refused, user = "", ""  # refused: never started
+        try:
+            user = self.run_as(record)
+            joined = self.instance_cgroup(record)
+        except (cgroups.CgroupError, UidsExhausted) as exc:  # e.g. a host restarted without a controller
+            refused, joined = f"cannot start: {exc}", []
         spec = Spec(
             netns=record.netns,
             command=list(record.process["command"]),
-            user=record.process.get("user") or "nobody",
+            user=user,
             env=dict(record.process.get("env") or {}),
             resolv_conf=str(self.resolv_path(record.uid)),
             log_path=self.log_path(record.name),
+            cgroups=joined,
+            oom_kills=group.oom_kills,
         )
 
         def remember(proc: Supervised) -> None:
@@ -82,7 +107,10 @@ class Processes(AgentBase):
         proc = Supervised(record.name, spec, remember)
         proc.restarts = record.restarts
         self.processes[record.uid] = proc
-        if adopt:
+        if refused:  # fail closed: never without its limits
+            log.error("%s: %s", record.name, refused)
+            proc.state, proc.last_exit = "failed", refused
+        elif adopt:
             proc.start(record.pid, record.pid_start)
         else:
             proc.start()
@@ -103,6 +131,13 @@ class Processes(AgentBase):
             for uid, proc in self.processes.items()
             if proc.state != "running"
         ]
+
+    async def _remove_cgroup(self, group: cgroups.Group) -> None:
+        """The instance's cgroup goes with it (and whatever still ran in it)."""
+        try:
+            await asyncio.to_thread(group.remove)
+        except cgroups.CgroupError as exc:
+            log.warning("cgroup of %s: %s", group.name, exc)
 
     def _kill_namespace_processes(self, name: str) -> None:
         """Processes left in a namespace we remove (e.g. from `exec`) go with it."""

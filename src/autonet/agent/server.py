@@ -31,9 +31,10 @@ from autonet.agent.plugins import load as load_plugins
 from autonet.agent.routers import OVERLAY_REREAD
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.agent.rpc import agent_pb2_grpc as pb_grpc
-from autonet.agent.state import InstanceRecord
+from autonet.agent.state import DEFAULT_UID_RANGE, InstanceRecord, UidsExhausted
 from autonet.agent.supervisor import agent_path_env
 from autonet.agent.warmpool import DEFAULT_SIZE as DEFAULT_POOL
+from autonet.dataplane.cgroups import CgroupError
 from autonet.dataplane.nsexec import launcher_argv
 
 log = logging.getLogger(__name__)
@@ -121,11 +122,20 @@ class AgentServicer(pb_grpc.AgentServicer):
         return self._row(request.instance_uid)
 
     async def EnsureProcess(self, request: pb.Process, context: Any) -> pb.InstanceReport:
-        process = {"command": list(request.command), "user": request.user, "env": dict(request.env)}
+        process: dict[str, Any] = {
+            "command": list(request.command),
+            # Root only when asked by name; anything else is the instance's own uid.
+            "user": "root" if request.user == "root" else "",
+            "env": dict(request.env),
+        }
+        if request.HasField("resources"):
+            process["resources"] = MessageToDict(request.resources, preserving_proto_field_name=True)
         try:
             await self.agent.ensure_process(request.instance_uid, process)
         except KeyError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0]))
+        except CgroupError as exc:  # a limit this host cannot enforce: the caller must change it
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"resources: {exc}")
         return self._row(request.instance_uid)
 
     async def SyncVpc(self, request: pb.VpcState, context: Any) -> pb.SyncReport:
@@ -188,13 +198,22 @@ class AgentServicer(pb_grpc.AgentServicer):
             follower.close()
 
     async def Exec(self, request: pb.ExecRequest, context: Any) -> Any:
+        if request.user:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "exec runs as the instance's own user: `user` is refused"
+            )
         record = await self._record(request.instance_uid, context)
-        user = request.user or (record.process or {}).get("user") or "nobody"
+        try:  # as the instance's own user, inside its cgroup: what its process can do, no more
+            user = self.agent.run_as(record)
+            cgroups = self.agent.instance_cgroup(record)
+        except (CgroupError, UidsExhausted) as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            raise
         env = dict((record.process or {}).get("env") or {})
         env.update(request.env)
         proc = await asyncio.create_subprocess_exec(
             *launcher_argv(
-                record.netns, list(request.command), user, str(self.agent.resolv_path(record.uid))
+                record.netns, list(request.command), user, str(self.agent.resolv_path(record.uid)), cgroups
             ),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -400,11 +419,12 @@ async def serve(
     metrics_address: str | None = None,
     log_max_bytes: int = logs.DEFAULT_MAX_BYTES,
     warm_pool: int = DEFAULT_POOL,
+    uid_range: tuple[int, int] = DEFAULT_UID_RANGE,
 ) -> None:
     from autonet.model.naming import host_tag
 
     tag = host_tag(cluster, host)
-    agent = HostAgent(host, tag, state_dir, log_max_bytes, warm_pool)
+    agent = HostAgent(host, tag, state_dir, log_max_bytes, warm_pool, uid_range)
     done = await agent.reconcile()
     log.info("agent %s (tag %s) reconciled: %s", host, tag, done)
     agent.pool.start()

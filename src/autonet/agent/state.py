@@ -3,7 +3,10 @@
 One JSON file per instance under `<state dir>/instances/`, written atomically (see
 `write_atomically`). It holds what the controller asked for (endpoint and process) and
 the PID and start time of the process, so that after a crash the agent re-adopts
-processes that still run. A file that cannot be read back (torn, edited, from another
+processes that still run, and the uid/gid leased to the instance from the agent's range
+(`--uid-range`): the lowest number of the range that no other instance of the table
+holds and /etc/passwd does not name; it is freed with the record (a later instance may
+get it again) and kept across agent restarts. A file that cannot be read back (torn, edited, from another
 version) is set aside as `<file>.corrupt` with a warning: the agent starts without that
 instance, removes what is left of it in the kernel, and the controller, which no longer
 sees it in the agent's report, has it wired again.
@@ -15,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,22 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ENDPOINT_KEYS = ("netns", "router_netns", "router_ifname", "mac", "router_mac")
+DEFAULT_UID_RANGE = (200_000, 299_999)  # above the usual /etc/subuid blocks of one or two users
+
+
+class UidsExhausted(Exception):
+    """Every uid of the agent's range is leased to an instance."""
+
+
+def parse_uid_range(text: str) -> tuple[int, int]:
+    """`FIRST-LAST` (inclusive) -> (first, last); ValueError saying what is wrong."""
+    first, sep, last = text.partition("-")
+    if not sep or not first.strip().isdigit() or not last.strip().isdigit():
+        raise ValueError(f"{text!r}: expected FIRST-LAST, e.g. 200000-299999")
+    low, high = int(first), int(last)
+    if not 1000 <= low <= high <= 2**31 - 2:
+        raise ValueError(f"{text!r}: must satisfy 1000 <= FIRST <= LAST < 2147483647")
+    return low, high
 
 
 def write_atomically(path: Path, data: bytes, durable_rename: bool = True) -> None:
@@ -78,6 +98,7 @@ class InstanceRecord:
     pid: int = 0
     pid_start: int = 0  # /proc/PID/stat start time: tells a re-used PID from ours
     restarts: int = 0
+    process_uid: int = 0  # the uid and gid leased to the instance (0: not leased yet)
 
     @property
     def netns(self) -> str:
@@ -113,14 +134,15 @@ def parse_record(path: Path) -> InstanceRecord:
         isinstance(record.process, dict) and isinstance(record.process.get("command"), list)
     ):
         raise ValueError("process has no command")
-    for key in ("pid", "pid_start", "restarts"):
+    for key in ("pid", "pid_start", "restarts", "process_uid"):
         if not isinstance(getattr(record, key), int):
             raise ValueError(f"{key} is not an integer")
     return record
 
 
 class InstanceTable:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, uid_range: tuple[int, int] = DEFAULT_UID_RANGE) -> None:
+        self.uid_range = uid_range
         self.dir = state_dir / "instances"
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.dir)
@@ -150,8 +172,30 @@ class InstanceTable:
         # A removal lost in a crash would bring a deleted instance back at the next start.
         sync_directory(self.dir)
 
+    def lease_uid(self, record: InstanceRecord) -> int:
+        """Give `record` a uid of the range if it has none (or one outside the range, after
+        the range changed); the caller saves it. UidsExhausted if none is free."""
+        low, high = self.uid_range
+        if low <= record.process_uid <= high:
+            return record.process_uid
+        taken = {r.process_uid for r in self.records.values() if r is not record}
+        for number in range(low, high + 1):
+            if number not in taken and not _in_passwd(number):
+                record.process_uid = number
+                return number
+        raise UidsExhausted(f"no free uid in {low}-{high}: every one is leased to an instance")
+
     def get(self, uid: str) -> InstanceRecord | None:
         return self.records.get(uid)
 
     def routers(self) -> set[str]:
         return {record.router_netns for record in self.records.values()}
+
+
+def _in_passwd(number: int) -> bool:
+    """A uid /etc/passwd names belongs to someone else (a user, a service): never leased."""
+    try:
+        pwd.getpwuid(number)
+    except KeyError:
+        return False
+    return True

@@ -1,9 +1,11 @@
 """Automaton processes: start inside the instance netns, watch, restart with backoff, stop.
 
-A process is started through dataplane/nsexec.py (netns, resolv.conf, user), in its own
-session so that stopping it reaches its children, with stdout and stderr appended to
+A process is started through dataplane/nsexec.py (netns, resolv.conf, cgroups, user), in
+its own session so that stopping it reaches its children, with stdout and stderr appended to
 the instance's log file. Exits are noticed through a pidfd, without polling. A process
-that outlives a crashed agent is adopted again by PID and start time.
+that outlives a crashed agent is adopted again by PID and start time. A process ended by
+the OOM killer of its cgroup (its count of OOM kills went up while it ran) says so in
+its `last_exit`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autonet.dataplane.nsexec import launcher_argv
@@ -70,6 +72,8 @@ class Spec:
     env: dict[str, str]
     resolv_conf: str | None
     log_path: Path
+    cgroups: list[str] = field(default_factory=list)  # the directories of its cgroup
+    oom_kills: Callable[[], int] | None = None  # its cgroup's count of OOM kills so far
 
 
 class Supervised:
@@ -99,7 +103,13 @@ class Supervised:
             logfile.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} start {self.spec.command}\n".encode())
             logfile.flush()
             proc = subprocess.Popen(
-                launcher_argv(self.spec.netns, self.spec.command, self.spec.user, self.spec.resolv_conf),
+                launcher_argv(
+                    self.spec.netns,
+                    self.spec.command,
+                    self.spec.user,
+                    self.spec.resolv_conf,
+                    self.spec.cgroups,
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=subprocess.STDOUT,
@@ -140,6 +150,9 @@ class Supervised:
             return f"killed by signal {os.WTERMSIG(status)}"
         return f"exited with code {os.WEXITSTATUS(status)}"
 
+    def _oom_kills(self) -> int:
+        return self.spec.oom_kills() if self.spec.oom_kills else 0
+
     async def _loop(self, adopt_pid: int, adopt_start: int) -> None:
         backoff = BACKOFF_START
         adopted = bool(adopt_pid) and process_start_time(adopt_pid) == adopt_start != 0
@@ -156,10 +169,13 @@ class Supervised:
                     self.pid = 0
                 child = True
             started = time.monotonic()
+            ooms = self._oom_kills()
             self.state = "running"
             self.on_change(self)
             if self.pid:
                 self.last_exit = await self._wait_exit(self.pid, child)
+                if self._oom_kills() > ooms:
+                    self.last_exit += " (out of memory: over its resources.memory_mb)"
             self.pid = 0
             if self._stopping:
                 break

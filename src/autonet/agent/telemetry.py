@@ -122,6 +122,7 @@ class Telemetry(VpcRouters):
                     "restarts": proc.restarts if proc else 0,
                     "last_exit": proc.last_exit if proc else "",
                     "listening": listening_ports(proc.pid) if proc and proc.pid else [],
+                    "process_uid": 0 if (record.process or {}).get("user") == "root" else record.process_uid,
                 }
             )
         return rows

@@ -1,7 +1,8 @@
 """Instance wiring: an instance's endpoint on this host, its resolv.conf and its QoS.
 
 An endpoint is the instance's namespace and the veth pair to its VPC router
-(dataplane/endpoint.py). Wiring an instance makes its router first if need be, which
+(dataplane/endpoint.py); the record made for it holds the uid/gid leased to the instance
+(agent/state.py). Wiring an instance makes its router first if need be, which
 fails closed: a new router denies everything until the VPC's saved state (or a
 SyncVpc) says more. A namespace from the warm pool is taken when one is ready. QoS is
 a rate per direction with a priority, set by tc on both ends of the veth pair.
@@ -52,6 +53,7 @@ class Wiring(VpcRouters):
                 record = InstanceRecord(uid=uid, name=name, endpoint=endpoint)
             else:
                 record.endpoint = endpoint
+            self.table.lease_uid(record)  # its own uid/gid from the wiring on (exec needs it too)
             self.table.save(record)
             await self._wire(record)
             return record

@@ -266,11 +266,23 @@ def _ping_ms(output: str) -> float:
     raise CliError(f"bench: no ping summary in {output!r}")
 
 
-def _exec(client: Client, instance: str, command: list[str], user: str = "root") -> str:
-    code, out = client.run(instance, command, user, timeout=60)
+def _exec(client: Client, instance: str, command: list[str]) -> str:
+    code, out = client.run(instance, command, timeout=60)
     if code != 0:
         raise CliError(f"bench: {' '.join(command)} in {instance} failed ({code}): {out[-300:]}")
     return out
+
+
+def _ping_from(instance: dict[str, Any], address: str) -> str:
+    """ping as root in an instance's namespace: ping needs a capability (a file
+    capability), which no instance has; the bench runs on the lab's machine, as root."""
+    run = subprocess.run(
+        launcher_argv(instance["status"]["netns"], ["ping", "-c", "20", "-i", "0.01", "-q", address], "root"),
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    if run.returncode != 0:
+        raise CliError(f"bench: ping {address} from {instance['name']} failed: {run.stdout[-300:]}")
+    return run.stdout
 
 
 def veth_baseline(seconds: int) -> tuple[float, float]:
@@ -333,7 +345,7 @@ def throughput(client: Client, quick: bool, progress: Progress) -> dict[str, Any
     for label, target in (("same_host", same), ("cross_host", cross)):
         address = target["status"]["ipv4"]
         out = _exec(client, load["name"], ["iperf3", "-c", address, "-p", "5201", "-t", str(seconds), "-J"])
-        ping = _exec(client, load["name"], ["ping", "-c", "20", "-i", "0.01", "-q", address])
+        ping = _ping_from(load, address)
         results[label] = {"gbps": _iperf_gbps(out), "ping_ms": _ping_ms(ping)}
         progress.advance(task)
     results["ratios"] = {

@@ -247,16 +247,11 @@ class Client:
             yield from reply.iter_bytes()
 
     def exec(
-        self, instance: str, command: list[str], user: str = "", timeout: float = 0.0, stdin: bytes = b""
+        self, instance: str, command: list[str], timeout: float = 0.0, stdin: bytes = b""
     ) -> Iterator[tuple[str, bytes | int]]:
-        """Run `command` in an instance: ("stdout" | "stderr", bytes) chunks as they come,
-        then ("exit", code)."""
-        body = {
-            "command": command,
-            "stdin": base64.b64encode(stdin).decode(),
-            "user": user,
-            "timeout": timeout,
-        }
+        """Run `command` in an instance (as the instance's own user): ("stdout" | "stderr",
+        bytes) chunks as they come, then ("exit", code)."""
+        body = {"command": command, "stdin": base64.b64encode(stdin).decode(), "timeout": timeout}
         for line in self.stream("POST", f"/instances/{instance}/exec", json=body):
             if "error" in line:
                 raise CliError(line["error"])
@@ -266,10 +261,10 @@ class Client:
             if "exit" in line:
                 yield "exit", int(line["exit"])
 
-    def run(self, instance: str, command: list[str], user: str = "", timeout: float = 0.0) -> tuple[int, str]:
+    def run(self, instance: str, command: list[str], timeout: float = 0.0) -> tuple[int, str]:
         """Run `command` in an instance to the end: (exit code, standard output)."""
         out, code = b"", 1
-        for key, data in self.exec(instance, command, user, timeout):
+        for key, data in self.exec(instance, command, timeout):
             if key == "stdout":
                 out += data  # type: ignore[operator]
             elif key == "exit":

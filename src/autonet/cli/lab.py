@@ -7,11 +7,13 @@
     anl<lab>h1  host 1: underlay address on eth0, the agent, and under it the host's
     ...         router and instance namespaces (named with the host's tag)
 
+Each host's agent leases its instances' uids from a block of its own (naming.lab_uid_range).
 Underlay addresses: 100.64.0.0/24 (IPv4) or fd00:64::/64 (IPv6): controller N at .N,
 host N at .(10+N), etcd member N at .(250+N); each lab has its own switch namespace, so
 labs side by side do not see each other. Nothing in the root namespace is touched.
 `lab down` ends the lab's processes by PID (checked against their start time), removes
-every namespace it made and its files (the lab directory, etcd's data on tmpfs).
+every namespace it made, its hosts' cgroups (`autonet/<host tag>`) and its files (the
+lab directory, etcd's data on tmpfs).
 
 Roles: `controller` (also `c1`), `c2`..`cN`, `e1`..`e3`, `h1`..`hN`. The first controller
 keeps the files of a one-controller lab (`api.sock`, `logs/controller.log`); the others
@@ -38,7 +40,7 @@ from typing import Any
 from autonet.agent.supervisor import process_start_time
 from autonet.cli import labetcd, paths
 from autonet.cli.client import Client, CliError
-from autonet.dataplane import netns, topology
+from autonet.dataplane import cgroups, netns, topology
 from autonet.dataplane.netlink import Netlink, call, link_index
 from autonet.dataplane.nsexec import launcher_argv
 from autonet.model import naming, pki
@@ -208,6 +210,7 @@ def controller_argv(info: LabInfo, index: int = 1) -> list[str]:
 
 def agent_argv(info: LabInfo, host: str, index: int) -> list[str]:
     address = info.address(10 + index)
+    first, last = naming.lab_uid_range(naming.host_tag(info.name, host))
     return [
         sys.executable,
         "-m",
@@ -225,6 +228,8 @@ def agent_argv(info: LabInfo, host: str, index: int) -> list[str]:
         ",".join(_api_url(info, i) for i in range(1, info.controllers + 1)),
         "--state-dir",
         str(info.dir / "hosts" / host),
+        "--uid-range",  # lab hosts share a kernel: each leases its own block of uids
+        f"{first}-{last}",
     ]
 
 
@@ -575,6 +580,10 @@ def down(name: str) -> bool:
         _kill_in(namespace)
     for namespace in doomed:
         netns.delete(namespace)
+    hierarchy = cgroups.detect()
+    for tag in info.host_tags():
+        with contextlib.suppress(cgroups.CgroupError):
+            cgroups.remove_host(hierarchy, tag)
     if info.scratch:
         shutil.rmtree(info.scratch, ignore_errors=True)
     shutil.rmtree(info.dir, ignore_errors=True)

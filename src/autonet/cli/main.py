@@ -286,19 +286,21 @@ def exec_(
     instance: str,
     command: Annotated[list[str], typer.Argument(help="Command and arguments (after --)")],
     stdin: Annotated[bool, typer.Option("-i", "--stdin", help="Pass standard input to the command")] = False,
-    user: Annotated[str, typer.Option("--user", help="Run as this user (default: the automaton's)")] = "",
     timeout: Annotated[
         float, typer.Option("--timeout", help="Kill the command after this many seconds")
     ] = 0.0,
 ) -> None:
-    """Run a command inside an instance's network namespace; its exit code is passed through."""
+    """Run a command inside an instance's network namespace; its exit code is passed through.
+
+    It runs as the instance's own user and in its cgroup (root only if the automaton says
+    `user: root`): no more than the instance's process could do."""
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         fail("give the command after --, e.g. autonet exec web-0 -- ip addr")
     data = sys.stdin.buffer.read() if stdin else b""
     code = 1
-    for key, chunk in client().exec(instance, command, user, timeout, data):
+    for key, chunk in client().exec(instance, command, timeout, data):
         if key == "exit":
             code = int(chunk)
         else:
@@ -854,11 +856,20 @@ def agent(
             help="Network namespaces kept made ahead for new instances (0: none)",
         ),
     ] = 8,
+    uid_range: Annotated[
+        str,
+        typer.Option(
+            "--uid-range",
+            envvar="AUTONET_UID_RANGE",
+            help="Uids (and gids) leased to instances, one each: FIRST-LAST, none of them a user's",
+        ),
+    ] = "200000-299999",
 ) -> None:
     """Run the per-host agent (gRPC server programming this host)."""
     import asyncio
 
     from autonet.agent.server import serve
+    from autonet.agent.state import parse_uid_range
 
     if not underlay:
         fail("--underlay: required (this host's underlay address)")
@@ -869,6 +880,10 @@ def agent(
         fail("--log-max-bytes: must be >= 0")
     if warm_pool < 0:
         fail("--warm-pool: must be >= 0")
+    try:
+        uids = parse_uid_range(uid_range)
+    except ValueError as exc:
+        fail(f"--uid-range: {exc}")
     asyncio.run(
         serve(
             name,
@@ -881,6 +896,7 @@ def agent(
             metrics,
             log_max_bytes,
             warm_pool,
+            uids,
         )
     )
 

@@ -108,6 +108,27 @@ class Qos(Spec):
     priority: Literal["low", "normal", "high"] = "normal"
 
 
+class Resources(Spec):
+    """Limits of each instance of an automaton, enforced by a cgroup of the instance's own."""
+
+    memory_mb: int | None = Field(default=None, ge=8, le=4_194_304)  # over it: OOM-killed, restarted
+    pids: int | None = Field(default=None, ge=1, le=4_194_304)  # processes and threads together
+    cpu: float | None = Field(default=None, ge=0.01, le=1024)  # cores: 0.5 is half of one
+
+
+def _user(value: str | None) -> str | None:
+    # Instances run as their own uid, leased by their host's agent; the only other
+    # choice is root, which gives isolation up (and is admin-only in the API). A named
+    # user would be shared by every automaton naming it: refused.
+    if value in (None, ""):
+        return None
+    if value != "root":
+        raise ValueError(
+            f'{value!r} is not accepted: instances run as their own uid; only "root" may be named'
+        )
+    return value
+
+
 class AutomatonSpec(Spec):
     network: str
     command: list[str] = Field(min_length=1)
@@ -115,7 +136,9 @@ class AutomatonSpec(Spec):
     consumes: list[Protocol] = Field(default_factory=list)
     replicas: int = Field(default=1, ge=0, le=10_000)
     qos: Qos | None = None
-    user: str = "nobody"  # "root" runs the command as root
+    # None: the instance's own uid/gid, no capabilities; "root": root, giving up isolation.
+    user: Annotated[str | None, AfterValidator(_user)] = None
+    resources: Resources | None = None
     env: dict[str, str] = Field(default_factory=dict)
 
 

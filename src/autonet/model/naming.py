@@ -35,6 +35,21 @@ def host_tag(cluster: str, host: str) -> str:
     return digest(f"host:{cluster}/{host}", 4)
 
 
+LAB_UID_BASE = 1_000_000
+LAB_UIDS_PER_HOST = 1000
+
+
+def lab_uid_range(tag: str) -> tuple[int, int]:
+    """The uids a lab host's agent leases (`--uid-range`): lab hosts share one kernel, so
+    each gets its own block, numbered by its tag (unique across the hosts and labs of a
+    machine, as its namespace names are): at most 1,001,000,000 + 999 < 2**31."""
+    index = 0
+    for char in reversed(tag):
+        index = index * 32 + _ALPHABET.index(char)
+    first = LAB_UID_BASE + index * LAB_UIDS_PER_HOST
+    return first, first + LAB_UIDS_PER_HOST - 1
+
+
 def instance_netns(tag: str, instance_uid: str) -> str:
     return _fit(f"{PREFIX}i{tag}{digest(instance_uid, 8)}")
 

@@ -74,7 +74,7 @@ class CompositionStatus(Status):
 class InstanceStatus(Status):
     """Written stage by stage: `host` at Init (scheduler), the addresses and kernel names
     at Scheduled (IPAM), `qos` at Addressed (wiring), `network_hosts` at Wired (network
-    operator), `process_hash` at Routed, `pid` and `restarts` at Running;
+    operator), `process_hash` at Routed, `pid`, `restarts`, `process_uid` and `last_exit` at Running;
     `process_down` is the API's record of an agent's report."""
 
     host: str | None = None  # the host it is placed on
@@ -96,6 +96,8 @@ class InstanceStatus(Status):
     pid: int | None = None  # its process's PID on the host, when last confirmed ready
     restarts: int | None = None  # how often its agent restarted the process, when last confirmed ready
     process_down: str | None = None  # an agent's report that its serving process stopped (why)
+    process_uid: int | None = None  # the uid/gid its host leased it (its process and exec run as it; 0: root)
+    last_exit: str | None = None  # how its process last ended, when last confirmed ready ("" if never)
 
 
 class AddressedStatus(InstanceStatus):

@@ -105,7 +105,7 @@ class Endpoint(_message.Message):
     def __init__(self, instance_uid: _Optional[str] = ..., instance_name: _Optional[str] = ..., vpc_uid: _Optional[str] = ..., netns: _Optional[str] = ..., router_netns: _Optional[str] = ..., router_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., router_mac: _Optional[str] = ..., ipv4: _Optional[str] = ..., ipv6: _Optional[str] = ..., mtu: _Optional[int] = ..., resolv_conf: _Optional[str] = ..., qos: _Optional[_Union[Qos, _Mapping]] = ...) -> None: ...
 
 class Process(_message.Message):
-    __slots__ = ("instance_uid", "command", "user", "env")
+    __slots__ = ("instance_uid", "command", "user", "env", "resources")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -117,11 +117,23 @@ class Process(_message.Message):
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
     instance_uid: str
     command: _containers.RepeatedScalarFieldContainer[str]
     user: str
     env: _containers.ScalarMap[str, str]
-    def __init__(self, instance_uid: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., user: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    resources: Resources
+    def __init__(self, instance_uid: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., user: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ...) -> None: ...
+
+class Resources(_message.Message):
+    __slots__ = ("memory_mb", "pids", "cpu")
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    PIDS_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    memory_mb: int
+    pids: int
+    cpu: float
+    def __init__(self, memory_mb: _Optional[int] = ..., pids: _Optional[int] = ..., cpu: _Optional[float] = ...) -> None: ...
 
 class InstanceRef(_message.Message):
     __slots__ = ("instance_uid",)
@@ -130,7 +142,7 @@ class InstanceRef(_message.Message):
     def __init__(self, instance_uid: _Optional[str] = ...) -> None: ...
 
 class InstanceReport(_message.Message):
-    __slots__ = ("instance_uid", "instance_name", "netns", "wired", "process", "pid", "restarts", "last_exit", "deleted", "listening")
+    __slots__ = ("instance_uid", "instance_name", "netns", "wired", "process", "pid", "restarts", "last_exit", "deleted", "listening", "process_uid")
     INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_NAME_FIELD_NUMBER: _ClassVar[int]
     NETNS_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +153,7 @@ class InstanceReport(_message.Message):
     LAST_EXIT_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
     LISTENING_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_UID_FIELD_NUMBER: _ClassVar[int]
     instance_uid: str
     instance_name: str
     netns: str
@@ -151,7 +164,8 @@ class InstanceReport(_message.Message):
     last_exit: str
     deleted: bool
     listening: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, instance_uid: _Optional[str] = ..., instance_name: _Optional[str] = ..., netns: _Optional[str] = ..., wired: _Optional[bool] = ..., process: _Optional[str] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., last_exit: _Optional[str] = ..., deleted: _Optional[bool] = ..., listening: _Optional[_Iterable[str]] = ...) -> None: ...
+    process_uid: int
+    def __init__(self, instance_uid: _Optional[str] = ..., instance_name: _Optional[str] = ..., netns: _Optional[str] = ..., wired: _Optional[bool] = ..., process: _Optional[str] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., last_exit: _Optional[str] = ..., deleted: _Optional[bool] = ..., listening: _Optional[_Iterable[str]] = ..., process_uid: _Optional[int] = ...) -> None: ...
 
 class Vtep(_message.Message):
     __slots__ = ("underlay", "mac", "ipv4", "ipv6")

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from google.protobuf.json_format import MessageToDict
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.api.state import API, ApiError, State, ndjson
@@ -29,9 +29,11 @@ FLOW_COUNTERS = ("flow_id", "tx_bytes", "tx_packets", "rx_bytes", "rx_packets")
 
 
 class ExecBody(BaseModel):
+    # No `user`: a command runs as the instance's own user; a body naming one is a 422.
+    model_config = ConfigDict(extra="forbid")
+
     command: list[str] = Field(min_length=1)
     stdin: str = ""  # base64
-    user: str = ""
     timeout: float = 0.0
 
 
@@ -66,7 +68,6 @@ async def exec_in(name: str, body: ExecBody, state: State) -> StreamingResponse:
         instance_uid=inst.uid,
         command=body.command,
         stdin=base64.b64decode(body.stdin),
-        user=body.user,
         timeout=body.timeout,
     )
 

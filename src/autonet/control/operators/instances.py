@@ -181,9 +181,16 @@ async def start_process(inst: Object, ctx: Context) -> Outcome:
         "AUTONET_IPV4": inst.status.get("ipv4", ""),
         "AUTONET_IPV6": inst.status.get("ipv6", ""),
     }
+    resources = spec.get("resources") or {}
     await agent.call(
         "EnsureProcess",
-        pb.Process(instance_uid=inst.uid, command=spec["command"], user=spec.get("user", "nobody"), env=env),
+        pb.Process(
+            instance_uid=inst.uid,
+            command=spec["command"],
+            user="root" if spec.get("user") == "root" else "",  # else: the instance's own uid
+            env=env,
+            resources=pb.Resources(**{k: v for k, v in resources.items() if v}) if resources else None,
+        ),
     )
     return Advance(status={"process_hash": process_hash(spec)})
 
@@ -201,7 +208,12 @@ async def confirm(inst: Object, ctx: Context) -> Outcome:
     if row.process == "running" and row.pid and not missing:
         # Ready: it becomes a backend of its service on every host of the VPC.
         return Advance(
-            status={"pid": row.pid, "restarts": row.restarts},
+            status={
+                "pid": row.pid,
+                "restarts": row.restarts,
+                "process_uid": row.process_uid,
+                "last_exit": row.last_exit,
+            },
             after=lambda: ctx.network.sync(inst.status["vpc"]),
         )
     if row.process == "running" and missing:
