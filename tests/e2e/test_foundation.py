@@ -57,9 +57,11 @@ def test_apply_gives_distinct_addresses_and_every_instance_answers(lab: Lab) -> 
             assert result.out.strip() == inst["name"]
 
 
-def test_exec_passes_exit_code_and_runs_as_nobody(lab: Lab) -> None:
+def test_exec_passes_exit_code_and_runs_as_the_instances_own_user(lab: Lab) -> None:
     assert lab.exec_in("client-0", "sh", "-c", "exit 7").code == 7
-    assert lab.exec_in("client-0", "id", "-u").out.strip() == "65534"
+    uid = lab.json("get", "instance", "client-0")["status"]["process_uid"]
+    assert uid >= 1000
+    assert lab.exec_in("client-0", "sh", "-c", "id -u; id -g").out.split() == [str(uid), str(uid)]
     assert "nameserver 169.254.1.1" in lab.exec_in("client-0", "cat", "/etc/resolv.conf").out
 
 
