@@ -176,7 +176,7 @@ class InstanceTable:
         """Give `record` a uid of the range if it has none (or one outside the range, after
         the range changed); the caller saves it. UidsExhausted if none is free."""
         low, high = self.uid_range
-        if low <= record.process_uid <= high:
+        if record.process_uid and low <= record.process_uid <= high:
             return record.process_uid
         taken = {r.process_uid for r in self.records.values() if r is not record}
         for number in range(low, high + 1):
