@@ -50,18 +50,23 @@ def run(
     )
 
 
-def test_a_dropped_process_has_no_capability_and_cannot_gain_one(space: tuple[str, str]) -> None:
-    name, _ = space
-    sleeper = subprocess.Popen(launcher_argv(name, ["sleep", "30"], str(UID)))
+def status_of_sleep(name: str, user: str) -> dict[str, str]:
+    """proc_status of a `sleep` the launcher runs as `user`, once it runs."""
+    sleeper = subprocess.Popen(launcher_argv(name, ["sleep", "30"], user))
     try:
         for _ in range(200):  # until the launcher has exec'd sleep
             if os.readlink(f"/proc/{sleeper.pid}/exe").endswith("/sleep"):
                 break
             subprocess.run(["sleep", "0.01"])
-        seen = proc_status(sleeper.pid)
+        return proc_status(sleeper.pid)
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_dropped_process_has_no_capability_and_cannot_gain_one(space: tuple[str, str]) -> None:
+    name, _ = space
+    seen = status_of_sleep(name, str(UID))
     ids = " ".join([str(UID)] * 4)  # real, effective, saved and file-system ids
     empty = "0000000000000000"
     assert seen == {
@@ -69,16 +74,7 @@ def test_a_dropped_process_has_no_capability_and_cannot_gain_one(space: tuple[st
         "CapBnd": empty, "CapAmb": empty, "NoNewPrivs": "1",
     }  # fmt: skip
     # Control: the launcher as root keeps root's capabilities (the `user: root` hatch).
-    root = subprocess.Popen(launcher_argv(name, ["sleep", "30"], "root"))
-    try:
-        for _ in range(200):
-            if os.readlink(f"/proc/{root.pid}/exe").endswith("/sleep"):
-                break
-            subprocess.run(["sleep", "0.01"])
-        assert proc_status(root.pid)["CapEff"] != empty
-    finally:
-        root.kill()
-        root.wait()
+    assert status_of_sleep(name, "root")["CapEff"] != empty
     # A binary with a file capability (ping: cap_net_raw) cannot give one back: the
     # kernel refuses to run it at all, rather than run it without what it expects.
     ping = run(name, ["ping", "-c", "1", "127.0.0.1"])

@@ -102,6 +102,18 @@ def inst(lab: Lab, name: str) -> dict[str, Any]:
     return found
 
 
+def serving_again(lab: Lab, name: str, before: dict[str, Any]) -> dict[str, Any]:
+    """The instance's status once its process was restarted and it serves again."""
+
+    def probe() -> dict[str, Any]:
+        status: dict[str, Any] = inst(lab, name)["status"]
+        serving = status["state"] == "Provisioned" and status["restarts"] > before["restarts"]
+        return status if serving else {}
+
+    found: dict[str, Any] = wait_for(probe, 30, f"{name} restarted")
+    return found
+
+
 def proc_status(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/status") as handle:
         return {k: v.strip() for k, _, v in (line.partition(":") for line in handle)}
@@ -130,15 +142,7 @@ def test_kill_all_from_one_tenant_leaves_the_other_tenants_process(lab: Lab) -> 
     result = lab.exec_in("atk-0", "python3", "-c", KILL_ALL)
     assert result.code == 0 and result.out.strip() == "sent", result.err
     # Control: kill(-1) did kill what it may, its own instance's process (then restarted).
-    restarted = wait_for(
-        lambda: (
-            (s := inst(lab, "atk-0")["status"])["state"] == "Provisioned"
-            and s["restarts"] > atk["restarts"]
-            and s
-        ),
-        30,
-        "atk-0 restarted",
-    )
+    restarted = serving_again(lab, "atk-0", atk)
     assert restarted["pid"] != atk["pid"]
     assert "killed by signal 9" in restarted["last_exit"]
     # The other tenant's process: the same PID, the same process, never restarted.
@@ -162,15 +166,7 @@ def test_an_instance_cannot_read_another_ones_environment(lab: Lab) -> None:
 def test_over_its_memory_an_instance_is_killed_and_restarted_its_neighbours_untouched(lab: Lab) -> None:
     hog, victim = inst(lab, "hog-0")["status"], inst(lab, "victim-0")["status"]
     os.kill(hog["pid"], signal.SIGUSR1)  # "allocate now"
-    restarted = wait_for(
-        lambda: (
-            (s := inst(lab, "hog-0")["status"])["state"] == "Provisioned"
-            and s["restarts"] > hog["restarts"]
-            and s
-        ),
-        30,
-        "hog-0 restarted",
-    )
+    restarted = serving_again(lab, "hog-0", hog)
     assert restarted["last_exit"] == "killed by signal 9 (out of memory: over its resources.memory_mb)"
     assert restarted["pid"] != hog["pid"]
     after = inst(lab, "victim-0")["status"]

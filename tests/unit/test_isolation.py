@@ -23,20 +23,14 @@ from autonet.dataplane.nsexec import launcher_argv
 from autonet.model import naming
 from autonet.model.errors import ValidationError
 from autonet.model.kinds import KindRegistry, builtin_kinds
-
-
-def record(uid: str) -> InstanceRecord:
-    endpoint = {
-        "netns": f"anitest{uid}",
-        "router_netns": "anrtest1",
-        "router_ifname": f"i{uid}",
-        "mac": "02:00:00:00:00:01",
-        "router_mac": "02:00:00:00:00:02",
-    }
-    return InstanceRecord(uid=uid, name=f"web-{uid}", endpoint=endpoint)
+from tests.unit.test_agent_state import record as named_record
 
 
 # -- uid leases ------------------------------------------------------------------------------
+def record(uid: str) -> InstanceRecord:
+    return named_record(uid, f"web-{uid}")
+
+
 def test_uids_are_leased_lowest_first_freed_with_the_instance_and_reused(tmp_path: Path) -> None:
     table = InstanceTable(tmp_path, (300_000, 300_009))
     leased = []
