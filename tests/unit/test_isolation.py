@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 
 from autonet.agent.hollow import HollowHost, HollowServicer
@@ -24,6 +25,7 @@ from autonet.model import naming
 from autonet.model.errors import ValidationError
 from autonet.model.kinds import KindRegistry, builtin_kinds
 from tests.unit.test_agent_state import record as named_record
+from tests.unit.test_api import API, client  # noqa: F401  (client: the API in-process)
 
 
 # -- uid leases ------------------------------------------------------------------------------
@@ -264,3 +266,11 @@ def test_hollow_hosts_lease_uids_as_the_agent_does() -> None:
         return [*first, await wire("d")]
 
     assert asyncio.run(scenario()) == [200_000, 200_001, 200_002, 200_001]
+
+
+async def test_the_api_takes_no_user_for_exec(client: httpx.AsyncClient) -> None:  # noqa: F811
+    chosen = await client.post(f"{API}/instances/web-0/exec", json={"command": ["id"], "user": "root"})
+    assert chosen.status_code == 422 and "user" in chosen.text
+    # Control: the same body without `user` passes validation (and finds no instance).
+    plain = await client.post(f"{API}/instances/web-0/exec", json={"command": ["id"]})
+    assert plain.status_code == 404
