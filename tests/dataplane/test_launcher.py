@@ -161,3 +161,24 @@ def test_removing_a_group_kills_what_is_left_in_it(space: tuple[str, str]) -> No
     assert not group.exists()
     assert cgroups.groups_of_host(hierarchy, tag) == set()
     assert not any((root / "autonet" / tag).exists() for _, root in hierarchy.controllers.values())
+
+
+BUSY = (
+    "import os, time\n"
+    "end = time.monotonic() + 1.0\n"
+    "while time.monotonic() < end:\n"
+    "    pass\n"
+    "t = os.times()\n"
+    "print(round(t.user + t.system, 2))\n"
+)
+
+
+def test_a_cpu_quota_caps_the_time_a_busy_process_gets(space: tuple[str, str]) -> None:
+    name, tag = space
+    group = cgroups.Group(cgroups.detect(), tag, name)
+    dirs = [str(d) for d in group.create(cgroups.Limits(cpu=0.2))]
+    limited = float(run(name, ["python3", "-c", BUSY], groups=dirs).stdout)
+    assert limited < 0.35  # 0.2 core for 1 s (+ start-up, charged before the quota bites)
+    # Control: without the quota the same loop gets most of a core (the machine is shared).
+    free = float(run(name, ["python3", "-c", BUSY]).stdout)
+    assert free > 0.5 and free > 2 * limited
