@@ -459,7 +459,13 @@ async def run_fleet(
     limits = httpx.Limits(max_connections=max(10, len(hosts)), max_keepalive_connections=max(10, len(hosts)))
     # The agent's own timeout (agent/server.py): a beat that takes longer fails and the
     # host registers again, as a real host would under a slow controller.
-    client = httpx.AsyncClient(base_url=controller.rstrip("/"), timeout=5.0, limits=limits)
+    # On the controller's Unix socket (root's, as the hollow fleet's own controller is its
+    # user's): over TCP a host reports only with its certificate, which hollow hosts lack.
+    if controller.startswith("unix:"):
+        transport = httpx.AsyncHTTPTransport(uds=controller.removeprefix("unix:"), limits=limits)
+        client = httpx.AsyncClient(base_url="http://controller", transport=transport, timeout=5.0)
+    else:
+        client = httpx.AsyncClient(base_url=controller.rstrip("/"), timeout=5.0, limits=limits)
     tasks = []
     for n, host in enumerate(hosts):
         tasks.append(asyncio.create_task(heartbeat_loop(host, client), name=f"beat-{host.name}"))

@@ -17,6 +17,8 @@ import logging
 import os
 import signal
 import socket
+import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -254,12 +256,30 @@ async def underlay_mtu(agent: HostAgent, address: str) -> int:
     return 1500
 
 
-def controller_client(controller: str) -> httpx.AsyncClient:
-    """One HTTP client to the controller's API (`unix:/path` or a URL), for every loop."""
+@dataclass(frozen=True)
+class ClientTls:
+    """The agent's certificate (CN = its host name) and key, and the cluster CA: over
+    https the agent proves with them which host it is, and checks the controller's."""
+
+    cert: str
+    key: str
+    ca: str
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+def controller_client(controller: str, tls: ClientTls | None = None) -> httpx.AsyncClient:
+    """One HTTP client to the controller's API (`unix:/path` or a URL), for every loop.
+    Over TCP the controller takes a host's reports only from that host's certificate:
+    `tls` (an https URL) presents it."""
     if controller.startswith("unix:"):
         transport = httpx.AsyncHTTPTransport(uds=controller.removeprefix("unix:"))
         return httpx.AsyncClient(base_url="http://controller", transport=transport, timeout=5.0)
-    return httpx.AsyncClient(base_url=controller.rstrip("/"), timeout=5.0)
+    verify: ssl.SSLContext | bool = tls.context() if tls is not None else True
+    return httpx.AsyncClient(base_url=controller.rstrip("/"), timeout=5.0, verify=verify)
 
 
 def controller_urls(controller: str | None) -> list[str]:
@@ -400,6 +420,7 @@ async def serve(
     metrics_address: str | None = None,
     log_max_bytes: int = logs.DEFAULT_MAX_BYTES,
     warm_pool: int = DEFAULT_POOL,
+    controller_tls: ClientTls | None = None,
 ) -> None:
     from autonet.model.naming import host_tag
 
@@ -431,7 +452,7 @@ async def serve(
         serve_metrics(metrics, metrics_address)
     # Several controllers: each one hears the registration and every heartbeat (liveness is
     # kept in each controller's memory, and any of them may judge a host).
-    clients = [controller_client(url) for url in controller_urls(controller)]
+    clients = [controller_client(url, controller_tls) for url in controller_urls(controller)]
     tasks = [
         asyncio.create_task(load_loop(agent, clients, metrics)),
         asyncio.create_task(log_loop(agent)),

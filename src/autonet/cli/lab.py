@@ -17,7 +17,9 @@ Roles: `controller` (also `c1`), `c2`..`cN`, `e1`..`e3`, `h1`..`hN`. The first c
 keeps the files of a one-controller lab (`api.sock`, `logs/controller.log`); the others
 have `api-cN.sock` and `logs/cN.log`. `pki/` holds the lab's CA and the certificates of
 its controllers (`cN`), agents (`hN`, CN = host name), etcd members and admin
-(cli/labetcd.py); with etcd every controller runs on the etcd cluster.
+(cli/labetcd.py); with etcd every controller runs on the etcd cluster. The controllers
+serve their API over HTTPS on TCP with their certificates, the agents report to them with
+theirs, and `admin.token` is the lab's admin API token (0600, minted at `lab up`).
 """
 
 from __future__ import annotations
@@ -170,7 +172,20 @@ def _spawn(info: LabInfo, role: str, argv: list[str]) -> LabProcess:
 
 
 def _api_url(info: LabInfo, index: int) -> str:
-    return f"http://{_bracket(info.address(index))}:{API_PORT}"
+    return f"https://{_bracket(info.address(index))}:{API_PORT}"
+
+
+def tls_args(info: LabInfo, name: str) -> list[str]:
+    """`--tls-cert/--tls-key/--ca` of a lab daemon: its certificate from the lab's PKI."""
+    certs = info.pki()
+    return [
+        "--tls-cert",
+        str(certs.cert(name)),
+        "--tls-key",
+        str(certs.key(name)),
+        "--ca",
+        str(certs.ca_cert),
+    ]
 
 
 def store_args(info: LabInfo, index: int) -> list[str]:
@@ -203,6 +218,7 @@ def controller_argv(info: LabInfo, index: int = 1) -> list[str]:
         f"tcp:{_bracket(info.address(index))}:{API_PORT}",
         *member,
         *[arg for spec in info.overwatch for arg in ("--overwatch", spec)],
+        *tls_args(info, f"c{index}"),
     ]
 
 
@@ -225,6 +241,7 @@ def agent_argv(info: LabInfo, host: str, index: int) -> list[str]:
         ",".join(_api_url(info, i) for i in range(1, info.controllers + 1)),
         "--state-dir",
         str(info.dir / "hosts" / host),
+        *tls_args(info, host),
     ]
 
 
@@ -320,6 +337,7 @@ def up(
             info.processes.append(_spawn(info, role, argv_of(info, role)))
             info.save()
         wait_ready(info, timeout)
+        mint_admin_token(info)
     except BaseException:
         if not os.environ.get("AUTONET_LAB_KEEP_FAILED"):
             down(name)
@@ -359,6 +377,13 @@ def _wait_etcd(info: LabInfo, members: list[str], timeout: float) -> None:
                 f"lab {info.name}: etcd {', '.join(waiting)} not healthy within {timeout:.0f}s{_log_tails(info)}"
             )
         time.sleep(0.1)
+
+
+def mint_admin_token(info: LabInfo) -> None:
+    """The lab's admin API token, made through c1's socket (root's) and kept in the lab
+    directory (0600): the CLI uses it for this lab's https endpoints (cli/client.py)."""
+    made = Client(info.controller_api(1)).request("POST", "/tokens", json={"role": "admin"})
+    pki.write_file(paths.lab_token(info.name), made["token"].encode() + b"\n", pki.KEY_MODE)
 
 
 def wait_ready(info: LabInfo, timeout: float) -> None:
@@ -614,7 +639,7 @@ def status(name: str) -> dict[str, Any]:
         "store": info.store,
         "underlay": info.underlay,
         "api": info.api,
-        "pki": str(info.pki().path) if info.store == "etcd" else None,
+        "pki": str(info.pki().path),
         "daemons": daemons,
     }
 

@@ -18,7 +18,7 @@ import typer
 
 from autonet.cli import lab as labs
 from autonet.cli import output, paths
-from autonet.cli.client import API, ApiError, Client, CliError, api_address
+from autonet.cli.client import API, ApiError, Client, CliError, api_address, credentials
 from autonet.model import manifest
 from autonet.model.errors import ValidationError
 
@@ -44,8 +44,23 @@ ApiOpt = Annotated[
     str | None,
     typer.Option(
         "--api",
-        help="API address: unix:/path or http://host:port; several separated by commas, tried in turn "
-        "when one cannot be reached [env AUTONET_API; default: every controller of the lab]",
+        help="API address: unix:/path, https://host:port or http://host:port; several separated by "
+        "commas, tried in turn when one cannot be reached [env AUTONET_API; default: every "
+        "controller of the lab]",
+    ),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="Bearer token for the API over TCP [env AUTONET_TOKEN; default: the lab's admin token]."
+        " Not needed on the Unix socket",
+    ),
+]
+CaOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ca", help="CA certificate (PEM) of https API endpoints [env AUTONET_CA; default: the lab's]"
     ),
 ]
 LabOpt = Annotated[str | None, typer.Option("--lab", help="Talk to the lab of this name [env AUTONET_LAB]")]
@@ -55,12 +70,13 @@ state: dict[str, Any] = {}
 
 
 @app.callback()
-def main_options(api: ApiOpt = None, lab: LabOpt = None) -> None:
-    state["api"], state["lab"] = api, lab
+def main_options(api: ApiOpt = None, lab: LabOpt = None, token: TokenOpt = None, ca: CaOpt = None) -> None:
+    state["api"], state["lab"], state["token"], state["ca"] = api, lab, token, ca
 
 
 def client() -> Client:
-    return Client(api_address(state.get("api"), state.get("lab")))
+    creds = credentials(state.get("token"), state.get("ca"), state.get("lab"))
+    return Client(api_address(state.get("api"), state.get("lab")), creds=creds)
 
 
 def fail(message: str) -> None:
@@ -431,6 +447,74 @@ def policy_check(
     raise typer.Exit(0 if verdict["allowed"] else 1)
 
 
+# --- API tokens ------------------------------------------------------------------------------
+token_app = typer.Typer(
+    help="Bearer tokens for the API over TCP: admin (everything), tenant (only the objects of "
+    "its VPCs), reader (GET only). Stored hashed; the secret is printed once, at create. "
+    "Admin only (or root on the Unix socket). See docs/security.md.",
+    no_args_is_help=True,
+)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option("--role", help="admin, tenant or reader")],
+    vpcs: Annotated[
+        list[str] | None, typer.Option("--vpc", help="A VPC a tenant token reaches (repeatable; tenant only)")
+    ] = None,
+    ttl: Annotated[
+        str | None, typer.Option("--ttl", help="Lifetime: 30s, 15m, 1h, 7d, 2w [default: no expiry]")
+    ] = None,
+    fmt: OutOpt = "table",
+) -> None:
+    """Make a token; prints it (only this once: the store keeps its hash) and its id."""
+    made = client().request("POST", "/tokens", json={"role": role, "vpcs": vpcs or [], "ttl": ttl})
+    if fmt != "table":
+        typer.echo(output.render(made, fmt))
+        return
+    typer.echo(made["token"])
+    typer.echo(
+        f"id {made['id']}, role {made['role']}"
+        + (f", VPCs {', '.join(made['vpcs'])}" if made["vpcs"] else "")
+        + (f", expires {_when(made['expires'])}" if made["expires"] else ""),
+        err=True,
+    )
+
+
+def _when(epoch: float | None) -> str:
+    import datetime as dt
+
+    if epoch is None:
+        return "never"
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@token_app.command("list")
+def token_list(fmt: OutOpt = "table") -> None:
+    """Every token: id, role, VPCs, expiry, creation (never the secret)."""
+    rows = client().request("GET", "/tokens")
+    if fmt != "table":
+        typer.echo(output.render(rows, fmt))
+        return
+    typer.echo(
+        output.grid(
+            ["ID", "ROLE", "VPCS", "EXPIRES", "CREATED"],
+            [
+                [r["id"], r["role"], ",".join(r["vpcs"]) or "-", _when(r["expires"]), r["created"]]
+                for r in rows
+            ],
+        )
+    )
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id (token list)")]) -> None:
+    """Revoke a token: every controller refuses it from the next request on."""
+    client().request("DELETE", f"/tokens/{token_id}")
+    typer.echo(f"token {token_id} revoked")
+
+
 # --- PKI -------------------------------------------------------------------------------------
 pki_app = typer.Typer(
     help="The cluster PKI: one CA and certificates for agents, controllers, etcd and admins "
@@ -779,14 +863,35 @@ def controller(
             " silent that long loses its VPCs to the others. Default 3; etcd store only",
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            help="This controller's certificate (PEM, autonet pki issue --role controller): the TCP"
+            " listeners serve HTTPS with it (and the controller presents it to agents)",
+        ),
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Key (PEM) of --tls-cert")] = None,
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca",
+            help="The cluster CA (PEM): client certificates presented to the API are verified"
+            " against it (an agent's registers the host of its CN)",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run the controller: the operators, the API and /metrics.
 
+    The Unix socket (--listen unix:...) is root's: no token. Over TCP every request needs
+    a bearer token (autonet token create) or, for agents' reports, the host's certificate;
+    with --tls-cert/--tls-key/--ca the TCP listeners serve HTTPS.
+
     With an etcd store, several controllers run at once, each owning a share of the VPCs."""
     import asyncio
 
-    from autonet.api.controller import serve
+    from autonet.api.controller import Tls, serve
 
     if store.startswith("etcd://"):
         from autonet.store import StoreError
@@ -802,6 +907,15 @@ def controller(
         fail("--member-ttl needs an etcd:// --store (one controller on SQLite has no membership)")
     if member_id is not None and (not member_id or "/" in member_id):
         fail(f"--id {member_id!r}: it must be non-empty and without '/'")
+    tls = None
+    if tls_cert or tls_key or ca:
+        if not (tls_cert and tls_key and ca):
+            fail("--tls-cert, --tls-key and --ca go together")
+        files = [path for path in (tls_cert, tls_key, ca) if path is not None]
+        for path in files:
+            if not path.is_file():
+                fail(f"{path}: no such file")
+        tls = Tls(*(str(path) for path in files))
     _logging(log_level)
     asyncio.run(
         serve(
@@ -813,6 +927,7 @@ def controller(
             member_id=member_id,
             advertise=advertise or (),
             member_ttl=member_ttl or 3.0,
+            tls=tls,
         )
     )
 
@@ -854,11 +969,24 @@ def agent(
             help="Network namespaces kept made ahead for new instances (0: none)",
         ),
     ] = 8,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            help="This host's agent certificate (PEM, CN = --name; autonet pki issue --role agent):"
+            " presented to the controller's https API, which takes a host's registration,"
+            " heartbeats, events and load only from that host's certificate",
+        ),
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Key (PEM) of --tls-cert")] = None,
+    ca: Annotated[
+        Path | None, typer.Option("--ca", help="The cluster CA (PEM): verifies the controllers' certificates")
+    ] = None,
 ) -> None:
     """Run the per-host agent (gRPC server programming this host)."""
     import asyncio
 
-    from autonet.agent.server import serve
+    from autonet.agent.server import ClientTls, serve
 
     if not underlay:
         fail("--underlay: required (this host's underlay address)")
@@ -869,6 +997,11 @@ def agent(
         fail("--log-max-bytes: must be >= 0")
     if warm_pool < 0:
         fail("--warm-pool: must be >= 0")
+    controller_tls = None
+    if tls_cert or tls_key or ca:
+        if not (tls_cert and tls_key and ca):
+            fail("--tls-cert, --tls-key and --ca go together")
+        controller_tls = ClientTls(str(tls_cert), str(tls_key), str(ca))
     asyncio.run(
         serve(
             name,
@@ -881,6 +1014,7 @@ def agent(
             metrics,
             log_max_bytes,
             warm_pool,
+            controller_tls=controller_tls,
         )
     )
 
