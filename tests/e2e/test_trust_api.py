@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from autonet.cli import paths
 from autonet.model import pki
 from tests.e2e.lab import Lab
 
@@ -78,25 +77,6 @@ def url(lab: Lab) -> str:
     return f"https://{lab.info.address(1)}:7080"
 
 
-def ca(lab: Lab) -> str:
-    return str(paths.lab_ca(lab.name))
-
-
-def remote(
-    lab: Lab, *args: str, token: str | None = None, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The CLI run on host h2, against c1 over HTTPS, with `token` only."""
-    env = {**os.environ, "AUTONET_LAB": "an-no-lab"}
-    env.pop("AUTONET_TOKEN", None)
-    env.pop("AUTONET_API", None)
-    creds = ["--token", token] if token else []
-    argv = [sys.executable, "-m", "autonet.cli.main", "--api", url(lab), "--ca", ca(lab), *creds, *args]
-    return subprocess.run(
-        ["ip", "netns", "exec", lab.info.netns("h2"), *argv],
-        input=stdin, capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
-
-
 def probe(
     lab: Lab, method: str, path: str, body: Any = None, token: str = "", cert: str = ""
 ) -> tuple[str, str, str]:
@@ -125,13 +105,13 @@ def token(lab: Lab, *args: str) -> str:
 
 def test_tcp_needs_a_valid_token(lab: Lab) -> None:
     admin = token(lab, "--role", "admin")
-    control = remote(lab, "get", "vpcs", "-o", "json", token=admin)
-    assert control.returncode == 0, control.stderr
-    assert {v["name"] for v in json.loads(control.stdout)} == {"a", "b"}
+    control = lab.remote("get", "vpcs", "-o", "json", token=admin)
+    assert control.code == 0, control.err
+    assert {v["name"] for v in json.loads(control.out)} == {"a", "b"}
 
-    missing = remote(lab, "get", "vpcs")
-    assert missing.returncode == 1 and missing.stderr.strip().startswith("error: a bearer token is required")
-    assert missing.stderr.count("\n") == 1
+    missing = lab.remote("get", "vpcs")
+    assert missing.code == 1 and missing.err.strip().startswith("error: a bearer token is required")
+    assert missing.err.count("\n") == 1
     status, challenge, _ = probe(lab, "GET", "/api/v1/objects/vpcs")
     assert (status, challenge) == ("401", 'Bearer_realm="autonet"')
 
@@ -141,25 +121,25 @@ def test_tcp_needs_a_valid_token(lab: Lab) -> None:
         assert (status, json.loads(body)) == ("401", {"error": "invalid or revoked token"}), forged
 
     reader = token(lab, "--role", "reader")
-    assert remote(lab, "get", "vpcs", token=reader).returncode == 0  # control: it works, then ...
+    assert lab.remote("get", "vpcs", token=reader).code == 0  # control: it works, then ...
     reader_id = reader.split(".")[1]
     assert reader_id in lab.ok("token", "list") and reader not in lab.ok("token", "list", "-o", "json")
     lab.ok("token", "revoke", reader_id)
-    revoked = remote(lab, "get", "vpcs", token=reader)
-    assert revoked.returncode == 1 and revoked.stderr.strip() == "error: invalid or revoked token"
+    revoked = lab.remote("get", "vpcs", token=reader)
+    assert revoked.code == 1 and revoked.err.strip() == "error: invalid or revoked token"
 
     brief = token(lab, "--role", "admin", "--ttl", "2s")
-    assert remote(lab, "get", "vpcs", token=brief).returncode == 0
+    assert lab.remote("get", "vpcs", token=brief).code == 0
     time.sleep(2.5)
-    expired = remote(lab, "get", "vpcs", token=brief)
-    assert expired.returncode == 1 and "has expired" in expired.stderr
+    expired = lab.remote("get", "vpcs", token=brief)
+    assert expired.code == 1 and "has expired" in expired.err
 
 
 def test_a_tenant_token_reaches_only_its_vpc(lab: Lab) -> None:
     tenant = token(lab, "--role", "tenant", "--vpc", "a")
-    listed = remote(lab, "get", "automatons", "-o", "json", token=tenant)
-    assert [o["name"] for o in json.loads(listed.stdout)] == ["a-app"], listed.stderr
-    assert json.loads(remote(lab, "get", "hosts", "-o", "json", token=tenant).stdout) == []
+    listed = lab.remote("get", "automatons", "-o", "json", token=tenant)
+    assert [o["name"] for o in json.loads(listed.out)] == ["a-app"], listed.err
+    assert json.loads(lab.remote("get", "hosts", "-o", "json", token=tenant).out) == []
     instances = {i["spec"]["automaton"]: i["name"] for i in lab.instances()}
 
     for args, stdin in (
@@ -168,26 +148,24 @@ def test_a_tenant_token_reaches_only_its_vpc(lab: Lab) -> None:
         (("exec", instances["b-app"], "--", "true"), None),
         (("delete", "automaton", "b-app"), None),
     ):
-        refused = remote(lab, *args, token=tenant, stdin=stdin)
-        assert refused.returncode == 1, (args, refused.stdout)
-        assert refused.stderr.startswith("error: forbidden:") and refused.stderr.count("\n") == 1, (
-            refused.stderr
-        )
+        refused = lab.remote(*args, token=tenant, stdin=stdin)
+        assert refused.code == 1, (args, refused.out)
+        assert refused.err.startswith("error: forbidden:") and refused.err.count("\n") == 1, refused.err
     b_app = lab.json("get", "automaton", "b-app")
     assert b_app["spec"]["command"] == ["sleep", "infinity"] and b_app["spec"].get("replicas", 1) == 1
     assert not b_app["metadata"]["deleting"]
 
     # The same in its own VPC succeeds.
-    ran = remote(lab, "exec", instances["a-app"], "--", "echo", "mine", token=tenant)
-    assert ran.returncode == 0 and ran.stdout.strip() == "mine", ran.stderr
+    ran = lab.remote("exec", instances["a-app"], "--", "echo", "mine", token=tenant)
+    assert ran.code == 0 and ran.out.strip() == "mine", ran.err
     extra = (
         vpc("a", 91)
         + "---\nkind: Automaton\nname: a-extra\nspec: {network: a-n, command: [sleep, infinity]}\n"
     )
-    assert remote(lab, "apply", "-f", "-", token=tenant, stdin=extra).returncode == 0
-    assert remote(lab, "scale", "a-extra", "0", token=tenant).returncode == 0
-    deleted = remote(lab, "delete", "automaton", "a-extra", token=tenant)
-    assert deleted.returncode == 0, deleted.stderr
+    assert lab.remote("apply", "-f", "-", token=tenant, stdin=extra).code == 0
+    assert lab.remote("scale", "a-extra", "0", token=tenant).code == 0
+    deleted = lab.remote("delete", "automaton", "a-extra", token=tenant)
+    assert deleted.code == 0, deleted.err
 
 
 def test_a_host_registers_only_itself(lab: Lab) -> None:

@@ -171,7 +171,8 @@ def _spawn(info: LabInfo, role: str, argv: list[str]) -> LabProcess:
     return LabProcess(role, proc.pid, process_start_time(proc.pid))
 
 
-def _api_url(info: LabInfo, index: int) -> str:
+def api_url(info: LabInfo, index: int) -> str:
+    """Controller number `index`'s API over the underlay (HTTPS)."""
     return f"https://{_bracket(info.address(index))}:{API_PORT}"
 
 
@@ -205,7 +206,7 @@ def store_args(info: LabInfo, index: int) -> list[str]:
 
 
 def controller_argv(info: LabInfo, index: int = 1) -> list[str]:
-    member = ["--id", f"c{index}", "--advertise", _api_url(info, index)] if info.membership else []
+    member = ["--id", f"c{index}", "--advertise", api_url(info, index)] if info.membership else []
     return [
         sys.executable,
         "-m",
@@ -238,7 +239,7 @@ def agent_argv(info: LabInfo, host: str, index: int) -> list[str]:
         "--listen",
         f"{_bracket(address)}:{AGENT_PORT}",
         "--controller",
-        ",".join(_api_url(info, i) for i in range(1, info.controllers + 1)),
+        ",".join(api_url(info, i) for i in range(1, info.controllers + 1)),
         "--state-dir",
         str(info.dir / "hosts" / host),
         *tls_args(info, host),
@@ -618,7 +619,7 @@ def status(name: str) -> dict[str, Any]:
         elif role in info.controller_names():
             kind, serves = (
                 "controller",
-                f"{info.controller_api(info.index(role))} {_api_url(info, info.index(role))}",
+                f"{info.controller_api(info.index(role))} {api_url(info, info.index(role))}",
             )
         else:
             kind, serves = "agent", f"{_bracket(address)}:{AGENT_PORT}"
