@@ -3,7 +3,8 @@
 An endpoint is the instance's namespace and the veth pair to its VPC router
 (dataplane/endpoint.py). Wiring an instance makes its router first if need be, which
 fails closed: a new router denies everything until the VPC's saved state (or a
-SyncVpc) says more. A namespace from the warm pool is taken when one is ready. QoS is
+SyncVpc) says more. The instance's veth and addresses go into the router's
+anti-spoofing sets before the veth is made, so no packet from it goes unchecked. A namespace from the warm pool is taken when one is ready. QoS is
 a rate per direction with a priority, set by tc on both ends of the veth pair.
 """
 
@@ -13,7 +14,7 @@ import logging
 import os
 from typing import Any
 
-from autonet.agent.routers import VpcRouters
+from autonet.agent.routers import VpcRouters, instance_addresses
 from autonet.agent.state import InstanceRecord
 from autonet.agent.warmpool import WarmPool
 from autonet.dataplane import endpoint as ep
@@ -83,6 +84,8 @@ class Wiring(VpcRouters):
                     router.services.sync([])
             if not netns.exists(record.netns):
                 self.pool.take(record.netns)  # a namespace made ahead, if one is ready
+            # Anti-spoofing before the veth exists: its first packet is already checked.
+            router.policy.set_port(record.endpoint["router_ifname"], instance_addresses(record.endpoint))
             await ep.ensure_endpoint(self.nl, self._endpoint_spec(record))
             await self._apply_qos(record)
 
