@@ -2,8 +2,9 @@
 
 Three instances behind one router: a client and a server whose identities are linked,
 and an outsider. Only the linked pair connects (directly or through a service address);
-an unmapped source and a mapped but unlinked identity are refused with a TCP reset, and
-element updates alone change who may connect.
+an unmapped source and a mapped but unlinked identity are refused with a TCP reset,
+element updates alone change who may connect, and a removed link ends its live
+connections (their conntrack entries are deleted).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 
 from autonet.dataplane import endpoint as ep
 from autonet.dataplane import netns
+from autonet.dataplane.conntrack import ConntrackReader
 from autonet.dataplane.netlink import Netlink
 from autonet.dataplane.nftables import Nft
 from autonet.dataplane.policy import Allow, RouterPolicy
@@ -112,6 +114,12 @@ def connect(namespace: str, address: str) -> str:
     return result.stdout.strip() or result.stderr.strip()
 
 
+def set_port(policy: RouterPolicy, s: ep.EndpointSpec) -> None:
+    """The instance's veth and addresses into the router's anti-spoofing sets, as the
+    agent's wiring does."""
+    policy.set_port(s.router_ifname, [a for a in (s.ipv4, s.ipv6) if a])
+
+
 def ping(namespace: str, address: str) -> bool:
     result = subprocess.run(
         ["ip", "netns", "exec", namespace, "ping", "-c", "1", "-W", "1", address],
@@ -132,6 +140,8 @@ async def test_only_linked_identities_connect_and_elements_alone_change_it(
     nft = Nft(router)
     try:
         policy, services = RouterPolicy(nft), RouterServices(nft)
+        for s in (client, server, outsider, stranger):
+            set_port(policy, s)
         identities = {
             a: identity
             for s, identity in ((client, CLIENT), (server, SERVER), (outsider, OUTSIDER))
@@ -172,19 +182,24 @@ async def test_only_linked_identities_connect_and_elements_alone_change_it(
         nft.close()
 
 
-async def test_established_connections_survive_the_link_and_replies_pass(
+async def test_replies_pass_and_a_removed_link_ends_its_live_connections(
     nl: Netlink, server_process: list[subprocess.Popen[Any]]
 ) -> None:
-    """Replies of an allowed connection pass although the reverse pair is not allowed,
-    and a connection established while the link existed outlives it (as before)."""
+    """Replies of an allowed connection pass although the reverse pair is not allowed;
+    when the link goes, the conntrack entries it allowed are deleted (as the agent does
+    on every sync that takes something away), so the open connection ends at once
+    instead of living on through "accept established"."""
     router = unique("r")
     await ep.ensure_router(nl, router)
     client, server = spec(router, 5), spec(router, 6)
     for s in (client, server):
         await ep.ensure_endpoint(nl, s)
     nft = Nft(router)
+    conntrack = ConntrackReader(router)
     try:
         policy = RouterPolicy(nft)
+        for s in (client, server):
+            set_port(policy, s)
         identities = {str(client.ipv4): CLIENT, str(server.ipv4): SERVER}
         policy.sync(identities, {Allow(CLIENT, SERVER, "tcp", PORT)})
         serve(server.netns, server_process)
@@ -193,7 +208,10 @@ async def test_established_connections_survive_the_link_and_replies_pass(
             f"s = socket.create_connection(('{server.ipv4}', {PORT}), timeout=2)\n"
             "s.sendall(b'one'); print(s.recv(100).decode(), flush=True)\n"
             "sys.stdin.readline()\n"
-            "s.sendall(b'two'); print(s.recv(100).decode(), flush=True)\n"
+            "try:\n"
+            "    s.sendall(b'two'); print(s.recv(100).decode() or 'closed', flush=True)\n"
+            "except ConnectionResetError: print('reset', flush=True)\n"
+            "except TimeoutError: print('timeout', flush=True)\n"
         )
         talker = subprocess.Popen(
             ["ip", "netns", "exec", client.netns, sys.executable, "-c", code],
@@ -203,12 +221,19 @@ async def test_established_connections_survive_the_link_and_replies_pass(
         )
         server_process.append(talker)  # killed at the end if stuck
         assert talker.stdout is not None and talker.stdin is not None
-        assert talker.stdout.readline().strip() == "ONE"
+        assert talker.stdout.readline().strip() == "ONE"  # the control: it works, replies pass
+        assert [c for c in await conntrack.dump() if c.reply.sport == PORT]
+
         policy.sync(identities, set())  # the link goes while the connection is open
-        assert connect(client.netns, str(server.ipv4)) == "refused"
+        assert policy.revoked.rules == {(CLIENT, SERVER, "tcp", PORT)}
+        deleted = await conntrack.delete_where(policy.revokes)
+        assert [(c.orig.src, c.reply.src, c.reply.sport) for c in deleted] == [
+            (str(client.ipv4), str(server.ipv4), PORT)
+        ]
         talker.stdin.write("go\n")
         talker.stdin.flush()
-        assert talker.stdout.readline().strip() == "TWO"
-        assert talker.wait(timeout=10) == 0
+        assert talker.stdout.readline().strip() == "reset"  # its next packet is refused
+        assert connect(client.netns, str(server.ipv4)) == "refused"
     finally:
+        conntrack.close()
         nft.close()

@@ -36,6 +36,9 @@ it (the identity maps, the service DNAT, conntrack, the DNS responder, flow repo
 so every later lookup by address is sound, and no packet with a forged source creates
 a conntrack entry. The identity maps stay one element per address.
 
+The guard's drops are counted (`nft list chain inet autonet from_port`): a spoofing
+instance shows there.
+
 An unmapped address has identity 0, which no element holds: it is denied. The policy
 runs after DNAT to service addresses (autonet_lb's prerouting), so it sees backends.
 
@@ -79,18 +82,18 @@ table inet {TABLE} {{
   chain guard {{
     type filter hook prerouting priority raw; policy accept;
     iifname "anv*" jump from_port
-    iifname "anx*" fib saddr . iif oif missing drop
+    iifname "anx*" fib saddr . iif oif missing counter drop
   }}
   chain from_port {{
-    icmpv6 type {{ nd-router-advert, nd-redirect }} drop
-    icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @target6 @th,64,16 & 0xffc0 != 0xfe80 drop
+    icmpv6 type {{ nd-router-advert, nd-redirect }} counter drop
+    icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @target6 @th,64,16 & 0xffc0 != 0xfe80 counter drop
     ip6 saddr :: icmpv6 type nd-neighbor-solicit iifname . @th,64,128 @target6 accept
     ip6 saddr :: icmpv6 type nd-neighbor-solicit @th,64,16 & 0xffc0 == 0xfe80 accept
     ip6 saddr :: icmpv6 type mld2-listener-report accept
     ip6 saddr fe80::/10 ip6 daddr {{ fe80::/10, ff02::/16 }} accept
     iifname . ip saddr @port4 accept
     iifname . ip6 saddr @port6 accept
-    drop
+    counter drop
   }}
   map id4 {{ type ipv4_addr : mark; }}
   map id6 {{ type ipv6_addr : mark; }}
@@ -124,7 +127,7 @@ table arp {ARP_TABLE} {{
   set port4 {{ type ifname . ipv4_addr; }}
   chain input {{
     type filter hook input priority filter; policy accept;
-    iifname "anv*" arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @port4 drop
+    iifname "anv*" arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @port4 counter drop
   }}
 }}
 """
