@@ -11,62 +11,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
-
-import pytest
 
 from autonet.dataplane import endpoint as ep
-from autonet.dataplane import netns
 from autonet.dataplane.conntrack import ConntrackReader
 from autonet.dataplane.netlink import Netlink
 from autonet.dataplane.nftables import Nft
 from autonet.dataplane.overlay import VXLAN_PORT, UnderlayFilter
 from autonet.dataplane.policy import Allow, RouterPolicy
 from autonet.dataplane.services import RouterServices, ServicePort
-from autonet.model.addressing import mac_for
+from tests.dataplane.scratch import Scratch
 
-PREFIX = "anzgrd"
 CLIENT, SERVER = 21, 22
 PORT = 9100
 VIP = "100.64.213.1"
-
-
-def unique(kind: str) -> str:
-    return f"{PREFIX}{kind}{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-async def nl() -> AsyncIterator[Netlink]:
-    made_before = set(netns.list_names(PREFIX))
-    link = Netlink()
-    yield link
-    link.close()
-    for name in set(netns.list_names(PREFIX)) - made_before:
-        netns.delete(name)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    running: list[subprocess.Popen[str]] = []
-    yield running
-    for process in running:
-        process.kill()
-        process.wait()
-
-
-def spec(router: str, index: int) -> ep.EndpointSpec:
-    uid = uuid.uuid4().hex
-    return ep.EndpointSpec(
-        netns=unique("i"),
-        router_netns=router,
-        router_ifname=f"anv{uid[:8]}",
-        mac=mac_for(uid),
-        router_mac=mac_for("gw" + uid),
-        ipv4=f"100.64.214.{index}",
-        ipv6=f"fd00:214::{index}",
-        mtu=1450,
-    )
+SCRATCH = Scratch("anzgrd", 214)
+unique, spec = SCRATCH.unique, SCRATCH.spec
 
 
 def run_in(namespace: str, code: str, timeout: float = 10) -> str:

@@ -11,66 +11,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import pytest
-
 from autonet.dataplane import endpoint as ep
-from autonet.dataplane import netns
 from autonet.dataplane.conntrack import ConntrackReader
 from autonet.dataplane.netlink import Netlink
 from autonet.dataplane.nftables import Nft
 from autonet.dataplane.policy import Allow, RouterPolicy
 from autonet.dataplane.services import RouterServices, ServicePort
-from autonet.model.addressing import mac_for
+from tests.dataplane.scratch import Scratch
 
 CLIENT, SERVER, OUTSIDER = 11, 12, 13  # identities (any non-zero numbers)
 PORT = 9000
 VIP = "100.64.211.1"
 
 
-PREFIX = "anzpol"
-
-
-def unique(kind: str) -> str:
-    return f"{PREFIX}{kind}{uuid.uuid4().hex[:9]}"
-
-
-@pytest.fixture
-async def nl() -> AsyncIterator[Netlink]:
-    """Every namespace the test makes goes when it ends, even on failure (only its own
-    prefix: other tests may be making namespaces meanwhile)."""
-    made_before = set(netns.list_names(PREFIX))
-    link = Netlink()
-    yield link
-    link.close()
-    for name in set(netns.list_names(PREFIX)) - made_before:
-        netns.delete(name)
-
-
-def spec(router: str, index: int) -> ep.EndpointSpec:
-    uid = uuid.uuid4().hex
-    return ep.EndpointSpec(
-        netns=unique("i"),
-        router_netns=router,
-        router_ifname=f"anv{uid[:8]}",
-        mac=mac_for(uid),
-        router_mac=mac_for("gw" + uid),
-        ipv4=f"100.64.210.{index}",
-        ipv6=f"fd00:210::{index}",
-        mtu=1450,
-    )
-
-
-@pytest.fixture
-def server_process() -> Iterator[list[subprocess.Popen[Any]]]:
-    running: list[subprocess.Popen[Any]] = []
-    yield running
-    for process in running:
-        process.kill()
-        process.wait()
+SCRATCH = Scratch("anzpol", 210)
+unique, spec = SCRATCH.unique, SCRATCH.spec
 
 
 def serve(namespace: str, running: list[subprocess.Popen[Any]]) -> None:
@@ -130,7 +87,7 @@ def ping(namespace: str, address: str) -> bool:
 
 
 async def test_only_linked_identities_connect_and_elements_alone_change_it(
-    nl: Netlink, server_process: list[subprocess.Popen[Any]]
+    nl: Netlink, processes: list[subprocess.Popen[Any]]
 ) -> None:
     router = unique("r")
     await ep.ensure_router(nl, router)
@@ -151,7 +108,7 @@ async def test_only_linked_identities_connect_and_elements_alone_change_it(
         rules = {Allow(CLIENT, SERVER, "tcp", PORT)}
         assert policy.sync(identities, rules) == (6 + 2, 0)  # 6 addresses, allow and ping
         services.sync([ServicePort(VIP, "tcp", PORT, (str(server.ipv4),))])
-        serve(server.netns, server_process)
+        serve(server.netns, processes)
 
         # The positive control: the linked pair, both families, and through the VIP.
         assert connect(client.netns, str(server.ipv4)) == "HELLO"
@@ -165,7 +122,7 @@ async def test_only_linked_identities_connect_and_elements_alone_change_it(
         assert connect(outsider.netns, str(server.ipv4)) == "refused"
         assert connect(outsider.netns, VIP) == "refused"
         assert not ping(outsider.netns, str(server.ipv4))
-        serve(client.netns, server_process)
+        serve(client.netns, processes)
         assert connect(server.netns, str(client.ipv4)) == "refused"
 
         # The outsider joins the client's automaton: one map element changes, no rule.
@@ -183,7 +140,7 @@ async def test_only_linked_identities_connect_and_elements_alone_change_it(
 
 
 async def test_replies_pass_and_a_removed_link_ends_its_live_connections(
-    nl: Netlink, server_process: list[subprocess.Popen[Any]]
+    nl: Netlink, processes: list[subprocess.Popen[Any]]
 ) -> None:
     """Replies of an allowed connection pass although the reverse pair is not allowed;
     when the link goes, the conntrack entries it allowed are deleted (as the agent does
@@ -202,7 +159,7 @@ async def test_replies_pass_and_a_removed_link_ends_its_live_connections(
             set_port(policy, s)
         identities = {str(client.ipv4): CLIENT, str(server.ipv4): SERVER}
         policy.sync(identities, {Allow(CLIENT, SERVER, "tcp", PORT)})
-        serve(server.netns, server_process)
+        serve(server.netns, processes)
         code = (
             "import socket, sys\n"
             f"s = socket.create_connection(('{server.ipv4}', {PORT}), timeout=2)\n"
@@ -219,7 +176,7 @@ async def test_replies_pass_and_a_removed_link_ends_its_live_connections(
             stdout=subprocess.PIPE,
             text=True,
         )
-        server_process.append(talker)  # killed at the end if stuck
+        processes.append(talker)  # killed at the end if stuck
         assert talker.stdout is not None and talker.stdin is not None
         assert talker.stdout.readline().strip() == "ONE"  # the control: it works, replies pass
         assert [c for c in await conntrack.dump() if c.reply.sport == PORT]

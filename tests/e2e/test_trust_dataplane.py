@@ -189,10 +189,10 @@ def test_an_instance_cannot_send_as_another(lab: Lab, attacker: str) -> None:
 # -- (b) the underlay ------------------------------------------------------------------------
 
 
-def vxlan_packet(lab: Lab, listener: dict[str, Any], client: dict[str, Any]) -> bytes:
+def vxlan_packet(lab: Lab, listener: dict[str, Any], inner_source: str) -> bytes:
     """A VXLAN packet to the listener's host: the VPC's VNI (read from the kernel, as an
     attacker could guess it), the inner frame to the VTEP's MAC, carrying an IPv4 UDP
-    datagram from the remote client to the listener's port."""
+    datagram from `inner_source` to the listener's port."""
     vpc_uid = lab.json("get", "vpc", "blue")["metadata"]["uid"]
     host_index = int(listener["status"]["host"][1:])
     router = naming.router_netns(lab.host_tags()[host_index - 1], vpc_uid)
@@ -206,7 +206,7 @@ def vxlan_packet(lab: Lab, listener: dict[str, Any], client: dict[str, Any]) -> 
     )[0]
     vni, vtep_mac = int(link["linkinfo"]["info_data"]["id"]), link["address"]
     payload = b"crafted"
-    source = ipaddress.IPv4Address(client["status"]["ipv4"]).packed
+    source = ipaddress.IPv4Address(inner_source).packed
     destination = ipaddress.IPv4Address(listener["status"]["ipv4"]).packed
     udp = struct.pack("!HHHH", 40000, PORT, 8 + len(payload), 0) + payload
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, source, destination)
@@ -259,8 +259,8 @@ def test_a_crafted_vxlan_packet_from_a_non_host_never_reaches_an_instance(lab: L
     )
     info = lab.info
     target_host = info.address(info.index(listener["status"]["host"]))
-    packet = vxlan_packet(lab, listener, client)
     source = client["status"]["ipv4"]
+    packet = vxlan_packet(lab, listener, source)
 
     before = heard_from(lab, source)
     send_vxlan(info.netns("controller"), info.address(info.index("controller")), target_host, packet)
@@ -271,6 +271,28 @@ def test_a_crafted_vxlan_packet_from_a_non_host_never_reaches_an_instance(lab: L
     client_host = client["status"]["host"]
     send_vxlan(info.netns(client_host), info.address(info.index(client_host)), target_host, packet)
     wait_for(lambda: heard_from(lab, source) > before, timeout=5, what="the crafted packet from a real host")
+
+
+def test_a_peer_host_cannot_claim_a_local_instances_address(lab: Lab) -> None:
+    """A real peer host sends, over VXLAN, a datagram whose inner source is a client
+    that lives on the listener's own host: the router drops it (the source does not
+    route back through the VXLAN device). Control: the same from that client itself."""
+    found = by_name(lab)
+    listener = found["listener-0"]
+    here = listener["status"]["host"]
+    local = [found[f"client-{n}"] for n in (0, 1) if found[f"client-{n}"]["status"]["host"] == here]
+    if not local:
+        pytest.skip("no client shares the listener's host in this placement")
+    peer = "h2" if here == "h1" else "h1"
+    info = lab.info
+    source = local[0]["status"]["ipv4"]
+    before = heard_from(lab, source)
+    packet = vxlan_packet(lab, listener, source)
+    send_vxlan(info.netns(peer), info.address(info.index(peer)), info.address(info.index(here)), packet)
+    time.sleep(1)
+    assert heard_from(lab, source) == before, "a peer host's packet passed as a local instance's"
+    genuine(lab, local[0]["name"], listener["status"]["ipv4"])
+    wait_for(lambda: heard_from(lab, source) > before, timeout=5, what="the local client's own datagram")
 
 
 # -- (c) revocation ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ next packet of such a flow is a new connection to the router's policy, which ref
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -77,6 +78,9 @@ class ConntrackReader:
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self._socket: AsyncNFCTSocket | None = None
+        # One request at a time on the socket: a flow report's dump and a revocation
+        # may run together, and answers to two dumps would interleave.
+        self._busy = asyncio.Lock()
 
     async def _open(self) -> AsyncNFCTSocket:
         if self._socket is None:
@@ -120,24 +124,26 @@ class ConntrackReader:
                 yield entry
 
     async def dump(self) -> list[Connection]:
-        return [connection async for _, _, connection in self._entries()]
+        async with self._busy:
+            return [connection async for _, _, connection in self._entries()]
 
     async def delete_where(self, revoked: Callable[[Connection], bool]) -> list[Connection]:
         """Delete the entries of the connections `revoked` picks; returns them."""
-        ct = await self._open()
-        deleted = []
-        async for family, msg, connection in self._entries():
-            if not revoked(connection):
-                continue
-            ct._nfgen_family = family
-            orig = NFCTAttrTuple.from_netlink(family, msg.get_attr("CTA_TUPLE_ORIG"))  # type: ignore[attr-defined]
-            try:
-                await ct.entry("del", tuple_orig=orig)
-            except NetlinkError as exc:
-                if exc.code != 2:  # ENOENT: it ended meanwhile
-                    raise
-            deleted.append(connection)
-        return deleted
+        async with self._busy:
+            ct = await self._open()
+            deleted = []
+            async for family, msg, connection in self._entries():
+                if not revoked(connection):
+                    continue
+                ct._nfgen_family = family
+                orig = NFCTAttrTuple.from_netlink(family, msg.get_attr("CTA_TUPLE_ORIG"))  # type: ignore[attr-defined]
+                try:
+                    await ct.entry("del", tuple_orig=orig)
+                except NetlinkError as exc:
+                    if exc.code != 2:  # ENOENT: it ended meanwhile
+                        raise
+                deleted.append(connection)
+            return deleted
 
     def close(self) -> None:
         if self._socket is not None:
