@@ -20,6 +20,8 @@ from autonet.dataplane.overlay import VXLAN_PORT, UnderlayFilter
 from autonet.dataplane.policy import Allow, RouterPolicy
 from autonet.dataplane.services import RouterServices, ServicePort
 from tests.dataplane.scratch import Scratch
+from tests.dataplane.test_policy import PORT as ECHO_PORT
+from tests.dataplane.test_policy import serve, talk
 
 CLIENT, SERVER = 21, 22
 PORT = 9100
@@ -288,4 +290,45 @@ async def test_only_known_hosts_reach_the_vxlan_port(
         send_udp(peer, "100.64.215.6", "100.64.215.5", VXLAN_PORT, "late")
         assert heard(listener) == []
     finally:
+        nft.close()
+
+
+async def test_after_a_restart_the_first_sync_revokes_what_it_no_longer_allows(
+    nl: Netlink, processes: list[subprocess.Popen[str]]
+) -> None:
+    """The agent restarts (a new RouterPolicy rebuilds the table) and the state it now
+    holds has lost one of two links: the connection over the lost link is reset, the
+    one over the kept link goes on (the control)."""
+    router, (client, kept, lost), nft, policy = await router_with(nl, 3)
+    conntrack = ConntrackReader(router)
+    try:
+        identities = {str(client.ipv4): CLIENT, str(kept.ipv4): SERVER, str(lost.ipv4): SERVER + 1}
+        policy.sync(
+            identities, {Allow(CLIENT, SERVER, "tcp", ECHO_PORT), Allow(CLIENT, SERVER + 1, "tcp", ECHO_PORT)}
+        )
+        talkers = []
+        for server in (kept, lost):
+            serve(server.netns, processes)
+            talker = talk(client.netns, str(server.ipv4), ECHO_PORT)
+            processes.append(talker)
+            assert talker.stdout is not None and talker.stdout.readline().strip() == "ONE"
+            talkers.append(talker)
+
+        restarted = RouterPolicy(nft)  # as a restarted agent's router: ports first, then the state
+        for s in (client, kept, lost):
+            restarted.set_port(s.router_ifname, [str(s.ipv4), str(s.ipv6)])
+        restarted.sync(identities, {Allow(CLIENT, SERVER, "tcp", ECHO_PORT)})
+        deleted = await conntrack.delete_where(restarted.revokes)
+        assert [(c.orig.src, c.reply.src) for c in deleted if c.protocol == "tcp"] == [
+            (str(client.ipv4), str(lost.ipv4))
+        ]
+        answers = []
+        for talker in talkers:
+            assert talker.stdin is not None and talker.stdout is not None
+            talker.stdin.write("go\n")
+            talker.stdin.flush()
+            answers.append(talker.stdout.readline().strip())
+        assert answers == ["TWO", "reset"]
+    finally:
+        conntrack.close()
         nft.close()

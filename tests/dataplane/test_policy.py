@@ -71,6 +71,29 @@ def connect(namespace: str, address: str) -> str:
     return result.stdout.strip() or result.stderr.strip()
 
 
+TALKER = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+s.sendall(b'one'); print(s.recv(100).decode(), flush=True)
+sys.stdin.readline()
+try:
+    s.sendall(b'two'); print(s.recv(100).decode() or 'closed', flush=True)
+except ConnectionResetError: print('reset', flush=True)
+except TimeoutError: print('timeout', flush=True)
+"""
+
+
+def talk(namespace: str, address: str, port: int) -> subprocess.Popen[str]:
+    """A TCP connection from `namespace`: it sends 'one' and prints the echo, then on a
+    line of stdin sends 'two' and prints the echo, `reset` or `timeout`."""
+    return subprocess.Popen(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", TALKER, address, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
 def set_port(policy: RouterPolicy, s: ep.EndpointSpec) -> None:
     """The instance's veth and addresses into the router's anti-spoofing sets, as the
     agent's wiring does."""
@@ -160,22 +183,7 @@ async def test_replies_pass_and_a_removed_link_ends_its_live_connections(
         identities = {str(client.ipv4): CLIENT, str(server.ipv4): SERVER}
         policy.sync(identities, {Allow(CLIENT, SERVER, "tcp", PORT)})
         serve(server.netns, processes)
-        code = (
-            "import socket, sys\n"
-            f"s = socket.create_connection(('{server.ipv4}', {PORT}), timeout=2)\n"
-            "s.sendall(b'one'); print(s.recv(100).decode(), flush=True)\n"
-            "sys.stdin.readline()\n"
-            "try:\n"
-            "    s.sendall(b'two'); print(s.recv(100).decode() or 'closed', flush=True)\n"
-            "except ConnectionResetError: print('reset', flush=True)\n"
-            "except TimeoutError: print('timeout', flush=True)\n"
-        )
-        talker = subprocess.Popen(
-            ["ip", "netns", "exec", client.netns, sys.executable, "-c", code],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        talker = talk(client.netns, str(server.ipv4), PORT)
         processes.append(talker)  # killed at the end if stuck
         assert talker.stdout is not None and talker.stdin is not None
         assert talker.stdout.readline().strip() == "ONE"  # the control: it works, replies pass

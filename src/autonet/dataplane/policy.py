@@ -170,9 +170,12 @@ class Revoked:
     addresses: set[str] = field(default_factory=set)
     rules: set[RuleKey] = field(default_factory=set)
     pings: set[tuple[int, int]] = field(default_factory=set)
+    # After a rebuild (an agent restart) what was taken away meanwhile is unknown: every
+    # connection the policy does not allow now is revoked.
+    everything: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.addresses or self.rules or self.pings)
+        return bool(self.addresses or self.rules or self.pings or self.everything)
 
 
 def _elements(identities: dict[str, int], rules: set[Allow]) -> _Elements:
@@ -279,12 +282,24 @@ class RouterPolicy:
         the reply's source: the backend, after a service's DNAT."""
         revoked = self.revoked
         destination = connection.reply.src
+        if revoked.everything:
+            # (a connection to the router itself, DNS or ICMP, is not allowed here either:
+            # deleting its entry is harmless, its next packet is accepted by `input` anew)
+            return self.applied is not None and not self._allows(connection)
         if {connection.orig.src, destination} & revoked.addresses:
             return True
         pair = (self.identity(connection.orig.src), self.identity(destination))
         if connection.protocol in ("icmp", "icmpv6"):
             return pair in revoked.pings
         return (*pair, connection.protocol, connection.reply.sport) in revoked.rules
+
+    def _allows(self, connection: Connection) -> bool:
+        """Whether the policy now allows `connection` as a new one."""
+        assert self.applied is not None
+        pair = (self.identity(connection.orig.src), self.identity(connection.reply.src))
+        if connection.protocol in ("icmp", "icmpv6"):
+            return pair in self.applied.ping
+        return (*pair, connection.protocol, connection.reply.sport) in self.applied.allow
 
     def sync(self, identities: dict[str, int], rules: set[Allow]) -> tuple[int, int]:
         """Make the router hold these identities (address -> identity) and allowed
@@ -300,7 +315,7 @@ class RouterPolicy:
                 f"{SKELETON}\n{script}\n" + "\n".join(ports)
             )
             self.applied = wanted
-            self.revoked = Revoked()
+            self.revoked = Revoked(everything=True)
             return added, 0
         script, added, removed, self.revoked = _script(self.applied, wanted)
         if script:
