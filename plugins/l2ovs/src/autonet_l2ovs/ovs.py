@@ -87,7 +87,10 @@ class Ovs:
         return self._run("ovs-vswitchd", "--version").splitlines()[0]
 
     def ensure_bridge(self, bridge: str) -> None:
-        self.vsctl("--may-exist", "add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev")
+        # fail_mode=secure: never the NORMAL (learning switch) fallback, even before the
+        # first rules arrive; the bridge forwards only what its rules allow.
+        settings = ["datapath_type=netdev", "fail_mode=secure"]
+        self.vsctl("--may-exist", "add-br", bridge, "--", "set", "bridge", bridge, *settings)
 
     def bridges(self) -> list[str]:
         return self.vsctl("list-br").split()
