@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from pydantic import ValidationError as PydanticError
 
-from autonet.model.errors import StatusError, ValidationError
+from autonet.model.errors import StatusError, ValidationError, shown
 from autonet.model.objects import Object
 from autonet.model.status import (
     AutomatonStatus,
@@ -53,11 +53,11 @@ def check_name(kind: str, name: object) -> str:
         raise ValidationError(f"{kind}: name: required")
     if len(name) > NAME_MAX:
         raise ValidationError(
-            f'{kind} "{name[:20]}...": name: too long ({len(name)} characters, at most {NAME_MAX})'
+            f'{kind} "{shown(name[:20])}...": name: too long ({len(name)} characters, at most {NAME_MAX})'
         )
     if not NAME_RE.match(name):
         raise ValidationError(
-            f'{kind} "{name}": name: only lowercase letters, digits and inner "-" are allowed'
+            f'{kind} "{shown(name)}": name: only lowercase letters, digits and inner "-" are allowed'
         )
     return name
 
@@ -246,8 +246,8 @@ class KindInfo:
             errors = exc.errors()
             # A misspelt field also shows up as a missing one: name the misspelling.
             err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-            where = ".".join(str(part) for part in ("spec", *err["loc"]))
-            message = str(err["msg"]).removeprefix("Value error, ")
+            where = ".".join(shown(part) if isinstance(part, str) else str(part) for part in ("spec", *err["loc"]))
+            message = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
             if err["type"] == "extra_forbidden":
                 message = "unknown field"
             raise ValidationError(f'{self.name} "{name}": {where}: {message}') from None
