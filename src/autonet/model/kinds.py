@@ -246,7 +246,9 @@ class KindInfo:
             errors = exc.errors()
             # A misspelt field also shows up as a missing one: name the misspelling.
             err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-            where = ".".join(shown(part) if isinstance(part, str) else str(part) for part in ("spec", *err["loc"]))
+            where = ".".join(
+                shown(part) if isinstance(part, str) else str(part) for part in ("spec", *err["loc"])
+            )
             message = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
             if err["type"] == "extra_forbidden":
                 message = "unknown field"

@@ -73,7 +73,9 @@ def validate(
             raise ValidationError(f"document {index + 1}: expected a mapping with kind, name, spec")
         unknown = set(doc) - {"kind", "name", "spec", "metadata", "status"}
         if unknown:
-            raise ValidationError(f"document {index + 1}: unknown field(s) {', '.join(sorted(map(shown, unknown)))}")
+            raise ValidationError(
+                f"document {index + 1}: unknown field(s) {', '.join(sorted(map(shown, unknown)))}"
+            )
         if "kind" not in doc:
             raise ValidationError(f"document {index + 1}: kind: required")
         info = kinds.resolve(str(doc["kind"]))
