@@ -87,27 +87,24 @@ def check_validate(docs: Any) -> None:
         one_line(exc)
 
 
+def check_text(text: str) -> None:
+    """A manifest's text through parse and validate, as `autonet apply -f` reads it."""
+    try:
+        check_validate(parse(text))
+    except ValidationError as exc:
+        one_line(exc)
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.text(max_size=300))
 def test_random_text_is_yaml_or_one_line_error(text: str) -> None:
-    try:
-        docs = parse(text)
-    except ValidationError as exc:
-        one_line(exc)
-        return
-    check_validate(docs)
+    check_text(text)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(VALUES, max_size=4))
 def test_random_yaml_documents_are_valid_or_one_line_errors(docs: list[Any]) -> None:
-    text = yaml.safe_dump_all(docs)
-    try:
-        parsed = parse(text)
-    except ValidationError as exc:
-        one_line(exc)
-        return
-    check_validate(parsed)
+    check_text(yaml.safe_dump_all(docs))
 
 
 @settings(max_examples=500, deadline=None)
@@ -120,15 +117,11 @@ def test_random_kinds_names_and_specs(docs: list[Any]) -> None:
 @given(mutated_shop())
 def test_random_field_values_in_a_real_manifest(docs: list[Any]) -> None:
     check_validate(docs)
-    # and the same through YAML text, as `autonet apply -f` reads it
     try:
         text = yaml.safe_dump_all(docs)
     except yaml.YAMLError:
         return
-    try:
-        check_validate(parse(text))
-    except ValidationError as exc:
-        one_line(exc)
+    check_text(text)  # and the same through YAML text
 
 
 async def _apply_twice(first: list[Any], second: list[Any]) -> tuple[list[Any], int, int, list[Any], Any]:
