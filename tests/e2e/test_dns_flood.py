@@ -14,29 +14,9 @@ import pytest
 
 from autonet.agent.dns import BURST, RATE
 from tests.e2e.lab import Lab
+from tests.e2e.test_services import SHOP
 
 pytestmark = pytest.mark.lab
-
-MANIFEST = """
-kind: Vpc
-name: blue
-spec: {cidrs: [100.81.0.0/16]}
----
-kind: Network
-name: blue-a
-spec: {vpc: blue, cidrs: [100.81.1.0/24]}
----
-kind: Automaton
-name: web
-spec:
-  network: blue-a
-  command: [python3, -m, autonet.examples.http_echo, --port, "8080"]
-  provides: [{protocol: http, transport: tcp, port: 8080}]
----
-kind: Automaton
-name: client
-spec: {network: blue-a, command: [sleep, infinity], consumes: [http], replicas: 2}
-"""
 
 # As fast as one process can: queries for `web` to the gateway's responder, every reply
 # drained; prints its window (wall clock) and what it sent and got back.
@@ -68,20 +48,20 @@ SECONDS = 3.0
 
 def test_a_flood_from_one_instance_does_not_stop_another_resolving_nor_the_agent() -> None:
     with Lab(hosts=1) as lab:
-        lab.apply(MANIFEST)
+        lab.apply(SHOP)
         vip = lab.json("get", "automaton", "web")["status"]["vip4"]
         started = time.monotonic()
-        assert lab.exec_in("client-1", "python3", "-c", LOOKUP).out.strip() == vip
+        assert lab.exec_in("client-0", "python3", "-c", LOOKUP).out.strip() == vip
         baseline = time.monotonic() - started
 
         env = {**os.environ, **lab.env, "AUTONET_LAB": lab.name}
-        argv = [sys.executable, "-m", "autonet.cli.main", "exec", "client-0", "--", "python3", "-c", FLOOD]
+        argv = [sys.executable, "-m", "autonet.cli.main", "exec", "outsider-0", "--", "python3", "-c", FLOOD]
         flood = subprocess.Popen([*argv, str(SECONDS)], stdout=subprocess.PIPE, text=True, env=env)
         probes: list[tuple[float, float, str]] = []  # (start, took, answer)
         try:
             while flood.poll() is None:
                 began, t0 = time.time(), time.monotonic()
-                result = lab.exec_in("client-1", "python3", "-c", LOOKUP)
+                result = lab.exec_in("client-0", "python3", "-c", LOOKUP)
                 probes.append((began, time.monotonic() - t0, result.out.strip() or result.err.strip()))
             out, _ = flood.communicate(timeout=30)
         finally:
