@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,6 +21,9 @@ from autonet.cli import output, paths
 from autonet.cli.client import API, ApiError, Client, CliError, api_address
 from autonet.model import manifest
 from autonet.model.errors import ValidationError
+
+if TYPE_CHECKING:
+    from autonet.agent.rpc.tls import TlsFiles
 
 app = typer.Typer(
     name="autonet",
@@ -579,7 +582,7 @@ def lab_status(name: LabName = paths.DEFAULT_LAB, fmt: OutOpt = "table") -> None
     ]
     typer.echo(output.grid(["ROLE", "KIND", "PID", "STATE", "SERVES"], rows))
     if info["pki"]:
-        typer.echo(f"PKI: {info['pki']} (admin.pem, admin-key.pem: etcd's admin client)")
+        typer.echo(f"PKI: {info['pki']} (hN: agents, cN: controllers, admin: etcd's admin client)")
     try:
         hosts = Client(info["api"]).objects("hosts")
     except CliError as exc:
@@ -715,6 +718,27 @@ def _logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+TlsCertOpt = Annotated[
+    Path | None,
+    typer.Option("--tls-cert", help="This daemon's certificate (PEM) for the agents' mutual-TLS gRPC"),
+]
+TlsKeyOpt = Annotated[Path | None, typer.Option("--tls-key", help="Key (PEM) of --tls-cert")]
+CaOpt = Annotated[
+    Path | None, typer.Option("--ca", help="The cluster CA (PEM) that verifies the gRPC peer's certificate")
+]
+
+
+def tls_files(cert: Path | None, key: Path | None, ca: Path | None) -> TlsFiles | None:
+    """--tls-cert/--tls-key/--ca: all three (checked readable, the key the certificate's) or none."""
+    from autonet.agent.rpc.tls import TlsFiles
+
+    with pki_errors():
+        files = TlsFiles.of(cert, key, ca)
+        if files is not None:
+            files.load()
+    return files
+
+
 @app.command()
 def controller(
     store: Annotated[
@@ -770,6 +794,9 @@ def controller(
             " http://100.64.0.21:8080 (repeatable; default: the --listen addresses)",
         ),
     ] = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    ca: CaOpt = None,
     member_ttl: Annotated[
         float | None,
         typer.Option(
@@ -783,7 +810,9 @@ def controller(
 ) -> None:
     """Run the controller: the operators, the API and /metrics.
 
-    With an etcd store, several controllers run at once, each owning a share of the VPCs."""
+    With an etcd store, several controllers run at once, each owning a share of the VPCs.
+    With --tls-cert/--tls-key/--ca (a controller certificate) it calls the agents over
+    mutual TLS; without, in plaintext (agents on loopback started with no TLS)."""
     import asyncio
 
     from autonet.api.controller import serve
@@ -802,6 +831,7 @@ def controller(
         fail("--member-ttl needs an etcd:// --store (one controller on SQLite has no membership)")
     if member_id is not None and (not member_id or "/" in member_id):
         fail(f"--id {member_id!r}: it must be non-empty and without '/'")
+    tls = tls_files(tls_cert, tls_key, ca)
     _logging(log_level)
     asyncio.run(
         serve(
@@ -813,6 +843,7 @@ def controller(
             member_id=member_id,
             advertise=advertise or (),
             member_ttl=member_ttl or 3.0,
+            tls=tls,
         )
     )
 
@@ -854,16 +885,41 @@ def agent(
             help="Network namespaces kept made ahead for new instances (0: none)",
         ),
     ] = 8,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    ca: CaOpt = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve plaintext gRPC without --tls-cert/--tls-key/--ca on a non-loopback address:"
+            " anyone who reaches it may call the agent (root on this host). Tests only",
+        ),
+    ] = False,
 ) -> None:
-    """Run the per-host agent (gRPC server programming this host)."""
+    """Run the per-host agent (gRPC server programming this host).
+
+    With --tls-cert/--tls-key/--ca (this host's agent certificate, CN = --name) the gRPC
+    port is mutual TLS and answers controller certificates only; the files are loaded
+    again when they change. Without them it serves plaintext on loopback only, unless
+    --insecure."""
     import asyncio
 
+    from autonet.agent.rpc.tls import is_loopback
     from autonet.agent.server import serve
 
     if not underlay:
         fail("--underlay: required (this host's underlay address)")
-    _logging(log_level)
     listen = listen or (f"[{underlay}]:7070" if ":" in underlay else f"{underlay}:7070")
+    tls = tls_files(tls_cert, tls_key, ca)
+    if tls is not None and insecure:
+        fail("--insecure: not with --tls-cert/--tls-key/--ca")
+    if tls is None and not insecure and not is_loopback(listen):
+        fail(
+            f"--listen {listen}: plaintext gRPC off loopback lets anyone on the network call the"
+            " agent; give --tls-cert/--tls-key/--ca (or --insecure for a test)"
+        )
+    _logging(log_level)
     metrics = metrics or (f"[{underlay}]:9101" if ":" in underlay else f"{underlay}:9101")
     if log_max_bytes < 0:
         fail("--log-max-bytes: must be >= 0")
@@ -881,6 +937,7 @@ def agent(
             metrics,
             log_max_bytes,
             warm_pool,
+            tls,
         )
     )
 
