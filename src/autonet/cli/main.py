@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from autonet.cli import graph as graphs
 from autonet.cli import lab as labs
 from autonet.cli import output, paths
 from autonet.cli.client import API, ApiError, Client, CliError, api_address
@@ -389,6 +390,23 @@ def top(fmt: OutOpt = "table") -> None:
                 f"{row['rx_pps']:>10.0f} {row['tx_pps']:>10.0f} {row['flows']:>6}"
             )
         typer.echo("")
+
+
+@app.command()
+def graph(
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write FILE.svg, FILE.png or FILE.dot (default: DOT on stdout)"),
+    ] = None,
+) -> None:
+    """The composition graph: automatons (instances per host), links, VPCs and networks."""
+    fmt = graphs.output_format(out)
+    data = graphs.render(graphs.build_dot(graphs.fetch(client())), fmt)
+    if out is None:
+        sys.stdout.write(data.decode())
+        return
+    out.write_bytes(data)
+    typer.echo(f"graph written to {out}")
 
 
 @app.command()
