@@ -20,6 +20,7 @@ from autonet.cli import graph as graphs
 from autonet.cli import lab as labs
 from autonet.cli import output, paths
 from autonet.cli.client import API, ApiError, Client, CliError, api_address
+from autonet.cli.progress import WaitProgress
 from autonet.model import manifest
 from autonet.model.errors import ValidationError
 
@@ -88,44 +89,53 @@ def kinds_info(c: Client) -> dict[str, dict[str, Any]]:
 
 
 def wait_for(c: Client, targets: list[tuple[str, str]], timeout: float, deleting: bool = False) -> None:
-    """Until every target is done (or gone, when deleting); a Failed object ends the wait."""
+    """Until every target is done (or gone, when deleting); a Failed object ends the wait.
+    Progress (converged / total, the slowest one's state and reason) goes to stderr."""
     done_states = {k: set(v["done"]) for k, v in kinds_info(c).items()}
     deadline = time.monotonic() + timeout
-    pending: list[str] = []
-    while time.monotonic() < deadline:
-        pending = []
-        for kind, name in targets:
-            obj = c.get(kind, name)
-            if deleting:
-                if obj is not None:
-                    pending.append(f"{kind} {name} ({obj['status'].get('state')})")
-                continue
-            if obj is None:
-                fail(f"{kind} {name} disappeared")
-            assert obj is not None
-            st = obj["status"]
-            if st.get("state") == "Failed":
-                fail(f'{kind} "{name}" failed: {st.get("reason")}')
-            if st.get("state") not in done_states.get(kind, {"Provisioned"}):
-                pending.append(
-                    f"{kind} {name} ({st.get('state')}{': ' + st['reason'] if st.get('reason') else ''})"
-                )
-                continue
-            if kind == "Automaton":
-                # The API counts the automaton's instances; they are fetched only to name
-                # a failed one (listing every instance each round costs the fleet's size).
-                if st.get("failed"):
-                    mine = c.request("GET", "/objects/instances", params={"automaton": name})
-                    for inst in mine:
-                        if inst["status"].get("state") == "Failed":
-                            fail(f'Instance "{inst["name"]}" failed: {inst["status"].get("reason")}')
-                wanted = obj["spec"].get("replicas", 1)
-                if st.get("ready") != wanted or st.get("instances") != wanted:
-                    pending.append(f"Automaton {name} ({st.get('ready')}/{wanted} instances provisioned)")
-        if not pending:
-            return
-        time.sleep(0.1)
-    fail(f"timed out after {timeout:.0f}s waiting for: {', '.join(pending[:5])}")
+    progress = WaitProgress("deleting" if deleting else "waiting")
+    pending: dict[str, str] = {}
+    try:
+        while time.monotonic() < deadline:
+            pending = {}
+            for kind, name in targets:
+                why = _pending(c, kind, name, done_states, deleting)
+                if why:
+                    pending[f"{kind} {name}"] = why
+            if not pending:
+                return
+            progress.update(pending, len(targets))
+            time.sleep(0.1)
+    finally:
+        progress.close()
+    fail(f"timed out after {timeout:.0f}s waiting for: {', '.join(list(pending.values())[:5])}")
+
+
+def _pending(c: Client, kind: str, name: str, done_states: dict[str, set[str]], deleting: bool) -> str:
+    """Why one target is not there yet ("" when it is); fails the wait on a Failed one."""
+    obj = c.get(kind, name)
+    if deleting:
+        return f"{kind} {name} ({obj['status'].get('state')})" if obj is not None else ""
+    if obj is None:
+        fail(f"{kind} {name} disappeared")
+    assert obj is not None
+    st = obj["status"]
+    if st.get("state") == "Failed":
+        fail(f'{kind} "{name}" failed: {st.get("reason")}')
+    if st.get("state") not in done_states.get(kind, {"Provisioned"}):
+        return f"{kind} {name} ({st.get('state')}{': ' + st['reason'] if st.get('reason') else ''})"
+    if kind == "Automaton":
+        # The API counts the automaton's instances; they are fetched only to name
+        # a failed one (listing every instance each round costs the fleet's size).
+        if st.get("failed"):
+            mine = c.request("GET", "/objects/instances", params={"automaton": name})
+            for inst in mine:
+                if inst["status"].get("state") == "Failed":
+                    fail(f'Instance "{inst["name"]}" failed: {inst["status"].get("reason")}')
+        wanted = obj["spec"].get("replicas", 1)
+        if st.get("ready") != wanted or st.get("instances") != wanted:
+            return f"Automaton {name} ({st.get('ready')}/{wanted} instances provisioned)"
+    return ""
 
 
 @app.command()
