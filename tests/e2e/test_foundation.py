@@ -215,7 +215,11 @@ def test_a_long_wait_shows_progress_and_names_what_holds_it_up(lab: Lab) -> None
     assert result.code != 0
     assert "timed out after 12s waiting for: Automaton sleeper (0/1 instances provisioned)" in result.err
     assert "waiting: 2/3 converged, slowest: Automaton sleeper (0/1 instances provisioned) for " in result.err
-    assert result.out.splitlines() == ["vpc/slow created", "network/slow-a created", "automaton/sleeper created"]
+    assert result.out.splitlines() == [
+        "vpc/slow created",
+        "network/slow-a created",
+        "automaton/sleeper created",
+    ]
     lab.ok("delete", "-f", "-", "--wait", stdin=NEVER_READY)
 
 

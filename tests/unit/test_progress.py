@@ -35,7 +35,10 @@ def test_the_slowest_is_the_one_unchanged_for_longest(clock: Clock) -> None:
     assert text == "waiting: 2/4 converged, slowest: Vpc blue (Init)"
     assert age == " for 3s"
     del pending["Vpc blue"]
-    assert wait.line(pending, 4)[0] == "waiting: 3/4 converged, slowest: Automaton web (1/3 instances provisioned)"
+    assert (
+        wait.line(pending, 4)[0]
+        == "waiting: 3/4 converged, slowest: Automaton web (1/3 instances provisioned)"
+    )
 
 
 def test_off_a_terminal_a_short_wait_prints_nothing_and_a_long_one_a_line_per_change(clock: Clock) -> None:
@@ -54,7 +57,9 @@ def test_off_a_terminal_a_short_wait_prints_nothing_and_a_long_one_a_line_per_ch
     assert out.getvalue().count("\n") == 1
     clock.now += progress.PLAIN_EVERY
     wait.update({"Instance web-0": "Instance web-0 (Started)"}, 2)
-    assert out.getvalue().splitlines()[-1] == "waiting: 1/2 converged, slowest: Instance web-0 (Started) for 0s"
+    assert (
+        out.getvalue().splitlines()[-1] == "waiting: 1/2 converged, slowest: Instance web-0 (Started) for 0s"
+    )
     wait.close()
 
 
