@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := iproute2 nftables libnftables1 iperf3 iputils-ping python3-venv python3-pip conntrack procps \
-  curl ethtool tcpdump util-linux openvswitch-switch containernetworking-plugins etcd-server graphviz
+  curl ethtool tcpdump util-linux openvswitch-switch containernetworking-plugins etcd-server graphviz \
+  chromium chromium-driver
 STAMP := $(VENV)/.installed
 
 .PHONY: all deps venv test test-repeat unit e2e lint demo proto clean

@@ -9,6 +9,7 @@ import pytest
 
 from autonet.cli import graph
 from autonet.cli.client import CliError
+from autonet.model import graph as model_graph
 
 
 def _obj(
@@ -79,7 +80,7 @@ def test_a_link_to_a_missing_automaton_or_of_a_failed_composition_is_dashed_red(
 
 
 def test_names_cannot_break_out_of_their_dot_strings() -> None:
-    assert graph.quote('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
+    assert model_graph.quote('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
 
 
 def test_output_format_follows_the_file_name() -> None:

@@ -420,6 +420,16 @@ def graph(
 
 
 @app.command()
+def ui(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free one)")] = 7090,
+) -> None:
+    """Serve the live dashboard on 127.0.0.1 and print its URL (with a session token)."""
+    from autonet.cli import ui as dashboard  # here: fastapi and uvicorn load only for this command
+
+    dashboard.serve(client(), port)
+
+
+@app.command()
 def qos(
     automaton: str,
     ingress: Annotated[float | None, typer.Option("--ingress", help="Mbit/s toward each instance")] = None,
