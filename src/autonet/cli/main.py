@@ -20,6 +20,7 @@ from autonet.cli import graph as graphs
 from autonet.cli import lab as labs
 from autonet.cli import output, paths
 from autonet.cli.client import API, ApiError, Client, CliError, api_address
+from autonet.cli.config import ConfigOpt
 from autonet.cli.progress import WaitProgress
 from autonet.model import manifest
 from autonet.model.errors import ValidationError
@@ -755,6 +756,7 @@ def _logging(level: str) -> None:
 
 @app.command()
 def controller(
+    config: ConfigOpt = None,
     store: Annotated[
         str,
         typer.Option(
@@ -857,6 +859,7 @@ def controller(
 
 @app.command()
 def agent(
+    config: ConfigOpt = None,
     name: Annotated[str, typer.Option("--name", help="This host's name")] = os.uname().nodename,
     cluster: Annotated[
         str, typer.Option("--cluster", help="Cluster (lab) name, part of kernel object names")
