@@ -203,6 +203,37 @@ def test_exhausted_pool_fails_the_extra_instances_with_a_reason(lab: Lab) -> Non
     lab.ok("delete", "-f", "-", "--wait", stdin=EXHAUSTED)
 
 
+NEVER_READY = """
+kind: Vpc
+name: slow
+spec: {cidrs: [100.91.0.0/24]}
+---
+kind: Network
+name: slow-a
+spec: {vpc: slow, cidrs: [100.91.0.0/28]}
+---
+kind: Automaton
+name: sleeper
+spec:
+  network: slow-a
+  command: [sleep, infinity]
+  provides: [{protocol: http, transport: tcp, port: 8080}]   # never listens: never ready
+"""
+
+
+def test_a_long_wait_shows_progress_and_names_what_holds_it_up(lab: Lab) -> None:
+    result = lab.cli("apply", "-f", "-", "--wait", "--timeout", "12", stdin=NEVER_READY, timeout=60)
+    assert result.code != 0
+    assert "timed out after 12s waiting for: Automaton sleeper (0/1 instances provisioned)" in result.err
+    assert "waiting: 2/3 converged, slowest: Automaton sleeper (0/1 instances provisioned) for " in result.err
+    assert result.out.splitlines() == [
+        "vpc/slow created",
+        "network/slow-a created",
+        "automaton/sleeper created",
+    ]
+    lab.ok("delete", "-f", "-", "--wait", stdin=NEVER_READY)
+
+
 def _lab_pid(lab: Lab, role: str) -> int:
     return next(p.pid for p in lab.info.processes if p.role == role)
 

@@ -116,6 +116,7 @@ class AgentServicer(pb_grpc.AgentServicer):
                 "ipv6",
                 "mtu",
                 "resolv_conf",
+                "adopt_netns",
             )
         }
         endpoint["qos"] = MessageToDict(request.qos, preserving_proto_field_name=True)

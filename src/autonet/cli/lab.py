@@ -585,11 +585,13 @@ def down(name: str) -> bool:
             naming.instance_netns_prefix(tag),
             naming.router_netns_prefix(tag),
             naming.pool_netns_prefix(tag),
+            naming.attached_netns_prefix(tag),  # only our name for them: their runtime's stay
         )
     )
     doomed = [n for n in netns.list_names("an") if n.startswith(prefixes)] + info.netns_names()
     for namespace in doomed:
-        _kill_in(namespace)
+        if not naming.is_attached_netns(namespace):
+            _kill_in(namespace)
     for namespace in doomed:
         netns.delete(namespace)
     if info.scratch:

@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from autonet.cli import graph as graphs
 from autonet.cli import lab as labs
 from autonet.cli import output, paths
 from autonet.cli.client import API, ApiError, Client, CliError, api_address
+from autonet.cli.config import ConfigOpt
+from autonet.cli.progress import WaitProgress
 from autonet.model import manifest
 from autonet.model.errors import ValidationError
 
@@ -90,44 +93,53 @@ def kinds_info(c: Client) -> dict[str, dict[str, Any]]:
 
 
 def wait_for(c: Client, targets: list[tuple[str, str]], timeout: float, deleting: bool = False) -> None:
-    """Until every target is done (or gone, when deleting); a Failed object ends the wait."""
+    """Until every target is done (or gone, when deleting); a Failed object ends the wait.
+    Progress (converged / total, the slowest one's state and reason) goes to stderr."""
     done_states = {k: set(v["done"]) for k, v in kinds_info(c).items()}
     deadline = time.monotonic() + timeout
-    pending: list[str] = []
-    while time.monotonic() < deadline:
-        pending = []
-        for kind, name in targets:
-            obj = c.get(kind, name)
-            if deleting:
-                if obj is not None:
-                    pending.append(f"{kind} {name} ({obj['status'].get('state')})")
-                continue
-            if obj is None:
-                fail(f"{kind} {name} disappeared")
-            assert obj is not None
-            st = obj["status"]
-            if st.get("state") == "Failed":
-                fail(f'{kind} "{name}" failed: {st.get("reason")}')
-            if st.get("state") not in done_states.get(kind, {"Provisioned"}):
-                pending.append(
-                    f"{kind} {name} ({st.get('state')}{': ' + st['reason'] if st.get('reason') else ''})"
-                )
-                continue
-            if kind == "Automaton":
-                # The API counts the automaton's instances; they are fetched only to name
-                # a failed one (listing every instance each round costs the fleet's size).
-                if st.get("failed"):
-                    mine = c.request("GET", "/objects/instances", params={"automaton": name})
-                    for inst in mine:
-                        if inst["status"].get("state") == "Failed":
-                            fail(f'Instance "{inst["name"]}" failed: {inst["status"].get("reason")}')
-                wanted = obj["spec"].get("replicas", 1)
-                if st.get("ready") != wanted or st.get("instances") != wanted:
-                    pending.append(f"Automaton {name} ({st.get('ready')}/{wanted} instances provisioned)")
-        if not pending:
-            return
-        time.sleep(0.1)
-    fail(f"timed out after {timeout:.0f}s waiting for: {', '.join(pending[:5])}")
+    progress = WaitProgress("deleting" if deleting else "waiting")
+    pending: dict[str, str] = {}
+    try:
+        while time.monotonic() < deadline:
+            pending = {}
+            for kind, name in targets:
+                why = _pending(c, kind, name, done_states, deleting)
+                if why:
+                    pending[f"{kind} {name}"] = why
+            if not pending:
+                return
+            progress.update(pending, len(targets))
+            time.sleep(0.1)
+    finally:
+        progress.close()
+    fail(f"timed out after {timeout:.0f}s waiting for: {', '.join(list(pending.values())[:5])}")
+
+
+def _pending(c: Client, kind: str, name: str, done_states: dict[str, set[str]], deleting: bool) -> str:
+    """Why one target is not there yet ("" when it is); fails the wait on a Failed one."""
+    obj = c.get(kind, name)
+    if deleting:
+        return f"{kind} {name} ({obj['status'].get('state')})" if obj is not None else ""
+    if obj is None:
+        fail(f"{kind} {name} disappeared")
+    assert obj is not None
+    st = obj["status"]
+    if st.get("state") == "Failed":
+        fail(f'{kind} "{name}" failed: {st.get("reason")}')
+    if st.get("state") not in done_states.get(kind, {"Provisioned"}):
+        return f"{kind} {name} ({st.get('state')}{': ' + st['reason'] if st.get('reason') else ''})"
+    if kind == "Automaton":
+        # The API counts the automaton's instances; they are fetched only to name
+        # a failed one (listing every instance each round costs the fleet's size).
+        if st.get("failed"):
+            mine = c.request("GET", "/objects/instances", params={"automaton": name})
+            for inst in mine:
+                if inst["status"].get("state") == "Failed":
+                    fail(f'Instance "{inst["name"]}" failed: {inst["status"].get("reason")}')
+        wanted = obj["spec"].get("replicas", 1)
+        if st.get("ready") != wanted or st.get("instances") != wanted:
+            return f"Automaton {name} ({st.get('ready')}/{wanted} instances provisioned)"
+    return ""
 
 
 @app.command()
@@ -392,6 +404,33 @@ def top(fmt: OutOpt = "table") -> None:
                 f"{row['rx_pps']:>10.0f} {row['tx_pps']:>10.0f} {row['flows']:>6}"
             )
         typer.echo("")
+
+
+@app.command()
+def graph(
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write FILE.svg, FILE.png or FILE.dot (default: DOT on stdout)"),
+    ] = None,
+) -> None:
+    """The composition graph: automatons (instances per host), links, VPCs and networks."""
+    fmt = graphs.output_format(out)
+    data = graphs.render(graphs.build_dot(graphs.fetch(client())), fmt)
+    if out is None:
+        sys.stdout.write(data.decode())
+        return
+    out.write_bytes(data)
+    typer.echo(f"graph written to {out}")
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free one)")] = 7090,
+) -> None:
+    """Serve the live dashboard on 127.0.0.1 and print its URL (with a session token)."""
+    from autonet.cli import ui as dashboard  # here: fastapi and uvicorn load only for this command
+
+    dashboard.serve(client(), port)
 
 
 @app.command()
@@ -741,6 +780,7 @@ def tls_files(cert: Path | None, key: Path | None, ca: Path | None) -> TlsFiles 
 
 @app.command()
 def controller(
+    config: ConfigOpt = None,
     store: Annotated[
         str,
         typer.Option(
@@ -850,6 +890,7 @@ def controller(
 
 @app.command()
 def agent(
+    config: ConfigOpt = None,
     name: Annotated[str, typer.Option("--name", help="This host's name")] = os.uname().nodename,
     cluster: Annotated[
         str, typer.Option("--cluster", help="Cluster (lab) name, part of kernel object names")
