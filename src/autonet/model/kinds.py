@@ -16,9 +16,9 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic import ValidationError as PydanticError
 
 from autonet.model.errors import StatusError, ValidationError, shown
@@ -110,13 +110,34 @@ class Qos(Spec):
 
 class AutomatonSpec(Spec):
     network: str
-    command: list[str] = Field(min_length=1)
+    command: list[str] = Field(default_factory=list)  # required unless external
     provides: list[Provide] = Field(default_factory=list)
     consumes: list[Protocol] = Field(default_factory=list)
     replicas: int = Field(default=1, ge=0, le=10_000)
     qos: Qos | None = None
     user: str = "nobody"  # "root" runs the command as root
     env: dict[str, str] = Field(default_factory=dict)
+    # External: its instances are containers a runtime made and attached through
+    # autonet-cni (Instance spec.attachment); autonet wires them and starts no process.
+    external: bool = False
+
+    @model_validator(mode="after")
+    def _command_or_external(self) -> Self:
+        if self.external:
+            if self.command:
+                raise ValueError(
+                    "an external automaton has no command (its instances are attached containers)"
+                )
+            if "replicas" in self.model_fields_set and self.replicas:
+                raise ValueError(
+                    "an external automaton has no replicas: containers attach through autonet-cni"
+                )
+            self.replicas = 0
+        elif not self.command:
+            raise ValueError(
+                "command: required (or external: true for containers attached through autonet-cni)"
+            )
+        return self
 
 
 class Link(Spec):
@@ -136,9 +157,19 @@ class HostSpec(Spec):
     capacity: int | None = Field(default=None, ge=0)
 
 
+class Attachment(Spec):
+    """A container attached by a runtime through autonet-cni: where it is."""
+
+    container_id: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    netns: str = Field(pattern=r"^/[^\x00]*$", max_length=4096)  # the runtime's namespace path
+    host: str  # the host the runtime (and the container) is on
+    ifname: Literal["eth0"] = "eth0"
+
+
 class InstanceSpec(Spec):
     automaton: str
     ordinal: int = Field(ge=0)
+    attachment: Attachment | None = None
 
 
 @dataclass
