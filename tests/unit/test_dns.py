@@ -179,7 +179,10 @@ def test_a_flood_from_one_source_neither_silences_another_nor_stalls_the_event_l
         responder.close()
         flooder.close()
     assert resolved == 20
-    assert worst < 0.25, f"the event loop stalled {worst:.3f} s"
+    # A responder on the loop's thread would hold it for the whole 2 s flood; the bound is
+    # loose because the machine's other work (and the flood thread's share of the GIL)
+    # delays a 10 ms sleep too. The agent's delay is measured in test_dns_flood.py.
+    assert worst < 1.0, f"the event loop stalled {worst:.3f} s"
     flooded = responder.counters["rate_limited"]
     assert sent > 2 * BURST and flooded > 0, (sent, responder.counters)
     # What the flooder got answered: its burst plus the rate over 2 s, at most.
