@@ -123,7 +123,11 @@ class HostAgent(Wiring, Processes, Telemetry):
                     await ep.delete_link(self.nl, router, link)
                     done["removed_links"] += 1
         for record in list(self.table.records.values()):
-            await self._wire(record)
+            try:
+                await self._wire(record)
+            except ValueError as exc:  # an attached container gone without its runtime's DEL
+                log.warning("reconcile: %s not wired again: %s", record.name, exc)
+                continue
             done["repaired"] += 1
 
             if record.process is not None and record.uid not in self.processes:

@@ -7,6 +7,10 @@ past the cap. With several controllers (`--controller URL,URL,...`) it registers
 heartbeats to each of them, sends its load samples to each, and its process events to
 one that answers. The agent works without the controller (its instances keep running and
 are repaired); the controller drives it through RPC.
+
+With `tls` (agent/rpc/tls.py) the gRPC port is mutual TLS and only controller
+certificates may call any method of any service on it, plugins' included; the files
+are loaded again at the first handshake after they change.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from autonet.agent.plugins import load as load_plugins
 from autonet.agent.routers import OVERLAY_REREAD
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.agent.rpc import agent_pb2_grpc as pb_grpc
+from autonet.agent.rpc.tls import TlsFiles, secure_server
 from autonet.agent.state import InstanceRecord
 from autonet.agent.supervisor import agent_path_env
 from autonet.agent.warmpool import DEFAULT_SIZE as DEFAULT_POOL
@@ -111,6 +116,7 @@ class AgentServicer(pb_grpc.AgentServicer):
                 "ipv6",
                 "mtu",
                 "resolv_conf",
+                "adopt_netns",
             )
         }
         endpoint["qos"] = MessageToDict(request.qos, preserving_proto_field_name=True)
@@ -400,7 +406,11 @@ async def serve(
     metrics_address: str | None = None,
     log_max_bytes: int = logs.DEFAULT_MAX_BYTES,
     warm_pool: int = DEFAULT_POOL,
+    tls: TlsFiles | None = None,
 ) -> None:
+    """`tls`: this host's agent certificate, its key and the CA (None: plaintext, which the
+    CLI allows on loopback or with --insecure only). The same files are the agent's client
+    identity towards the controller's API."""
     from autonet.model.naming import host_tag
 
     tag = host_tag(cluster, host)
@@ -412,15 +422,26 @@ async def serve(
     plugin_api = AgentPluginAPI(host=host, state_dir=str(state_dir), host_agent=agent)
     plugins = load_plugins(plugin_api)
 
-    server = grpc.aio.server()
+    server, credentials = secure_server(tls)
     pb_grpc.add_AgentServicer_to_server(AgentServicer(agent), server)
     for register in plugin_api.services:
         register(server)
-    server.add_insecure_port(listen)
+    if credentials is None:
+        server.add_insecure_port(listen)
+    else:
+        server.add_secure_port(listen, credentials.credentials)
     await server.start()
     for hook in plugin_api.start_hooks:
         await hook()
-    log.info("agent %s serving gRPC on %s (plugins: %s)", host, listen, plugins or "none")
+    log.info(
+        "agent %s serving gRPC on %s (%s; plugins: %s)",
+        host,
+        listen,
+        "plaintext"
+        if credentials is None
+        else f"mutual TLS, controllers only, serial {credentials.serial:x}",
+        plugins or "none",
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

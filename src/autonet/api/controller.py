@@ -23,9 +23,11 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from autonet.agent.rpc.tls import ClientTls, TlsFiles
 from autonet.api.app import create_app
 from autonet.api.state import Identity
 from autonet.control import overwatch
+from autonet.control.agents import AgentClients
 from autonet.control.cache import CachedWrites, ObjectCache
 from autonet.control.context import Context
 from autonet.control.liveness import DEFAULT_HOST_TIMEOUT, HostLiveness
@@ -80,7 +82,11 @@ async def serve(
     member_id: str | None = None,
     advertise: Sequence[str] = (),
     member_ttl: float = DEFAULT_TTL,
+    tls: TlsFiles | None = None,
 ) -> None:
+    """`tls`: the controller's certificate, key and CA; its channels to the agents are
+    mutual TLS with them (plaintext without)."""
+    agents = AgentClients(tls=ClientTls(tls) if tls is not None else None)
     store = open_store(store_url)
     plugins = load_plugins(PluginAPI())
     liveness = HostLiveness(host_timeout)
@@ -92,7 +98,7 @@ async def serve(
         cache = ObjectCache(store)
         shards = Shards(store, membership, cache)
         writes = CachedWrites(store, cache, plugins.kinds)
-        ctx = Context(store=writes, kinds=plugins.kinds, liveness=liveness, shards=shards)
+        ctx = Context(store=writes, kinds=plugins.kinds, agents=agents, liveness=liveness, shards=shards)
         relay = HeartbeatRelay(store, membership, liveness)
         fleet += [
             asyncio.create_task(membership.run(), name="membership"),
@@ -100,7 +106,7 @@ async def serve(
             asyncio.create_task(relay.run(), name="heartbeat-relay"),
         ]
     else:
-        ctx = Context(store=store, kinds=plugins.kinds, liveness=liveness)
+        ctx = Context(store=store, kinds=plugins.kinds, agents=agents, liveness=liveness)
     runner = Runner(ctx, plugins, handler_timeout=handler_timeout)
     app = create_app(ctx, plugins, identity)
     sockets = [bind(listen) for listen in listens]

@@ -17,7 +17,9 @@ Roles: `controller` (also `c1`), `c2`..`cN`, `e1`..`e3`, `h1`..`hN`. The first c
 keeps the files of a one-controller lab (`api.sock`, `logs/controller.log`); the others
 have `api-cN.sock` and `logs/cN.log`. `pki/` holds the lab's CA and the certificates of
 its controllers (`cN`), agents (`hN`, CN = host name), etcd members and admin
-(cli/labetcd.py); with etcd every controller runs on the etcd cluster.
+(cli/labetcd.py); with etcd every controller runs on the etcd cluster. The agents' gRPC
+is mutual TLS with these certificates (agent/rpc/tls.py): agents and controllers get
+`--tls-cert/--tls-key/--ca`, and `autonet pki issue --dir <lab>/pki` rotates one live.
 """
 
 from __future__ import annotations
@@ -189,6 +191,19 @@ def store_args(info: LabInfo, index: int) -> list[str]:
     ]  # fmt: skip
 
 
+def tls_args(info: LabInfo, name: str) -> list[str]:
+    """`--tls-cert/--tls-key/--ca` of the lab daemon `name` (cN or hN): the agents' gRPC."""
+    certs = info.pki()
+    return [
+        "--tls-cert",
+        str(certs.cert(name)),
+        "--tls-key",
+        str(certs.key(name)),
+        "--ca",
+        str(certs.ca_cert),
+    ]
+
+
 def controller_argv(info: LabInfo, index: int = 1) -> list[str]:
     member = ["--id", f"c{index}", "--advertise", _api_url(info, index)] if info.membership else []
     return [
@@ -203,6 +218,7 @@ def controller_argv(info: LabInfo, index: int = 1) -> list[str]:
         f"tcp:{_bracket(info.address(index))}:{API_PORT}",
         *member,
         *[arg for spec in info.overwatch for arg in ("--overwatch", spec)],
+        *tls_args(info, f"c{index}"),
     ]
 
 
@@ -225,6 +241,7 @@ def agent_argv(info: LabInfo, host: str, index: int) -> list[str]:
         ",".join(_api_url(info, i) for i in range(1, info.controllers + 1)),
         "--state-dir",
         str(info.dir / "hosts" / host),
+        *tls_args(info, host),
     ]
 
 
@@ -568,11 +585,13 @@ def down(name: str) -> bool:
             naming.instance_netns_prefix(tag),
             naming.router_netns_prefix(tag),
             naming.pool_netns_prefix(tag),
+            naming.attached_netns_prefix(tag),  # only our name for them: their runtime's stay
         )
     )
     doomed = [n for n in netns.list_names("an") if n.startswith(prefixes)] + info.netns_names()
     for namespace in doomed:
-        _kill_in(namespace)
+        if not naming.is_attached_netns(namespace):
+            _kill_in(namespace)
     for namespace in doomed:
         netns.delete(namespace)
     if info.scratch:
@@ -614,7 +633,7 @@ def status(name: str) -> dict[str, Any]:
         "store": info.store,
         "underlay": info.underlay,
         "api": info.api,
-        "pki": str(info.pki().path) if info.store == "etcd" else None,
+        "pki": str(info.pki().path),
         "daemons": daemons,
     }
 

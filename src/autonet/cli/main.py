@@ -12,15 +12,21 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from autonet.cli import graph as graphs
 from autonet.cli import lab as labs
 from autonet.cli import output, paths
 from autonet.cli.client import API, ApiError, Client, CliError, api_address
+from autonet.cli.config import ConfigOpt
+from autonet.cli.progress import WaitProgress
 from autonet.model import manifest
 from autonet.model.errors import ValidationError
+
+if TYPE_CHECKING:
+    from autonet.agent.rpc.tls import TlsFiles
 
 app = typer.Typer(
     name="autonet",
@@ -87,44 +93,53 @@ def kinds_info(c: Client) -> dict[str, dict[str, Any]]:
 
 
 def wait_for(c: Client, targets: list[tuple[str, str]], timeout: float, deleting: bool = False) -> None:
-    """Until every target is done (or gone, when deleting); a Failed object ends the wait."""
+    """Until every target is done (or gone, when deleting); a Failed object ends the wait.
+    Progress (converged / total, the slowest one's state and reason) goes to stderr."""
     done_states = {k: set(v["done"]) for k, v in kinds_info(c).items()}
     deadline = time.monotonic() + timeout
-    pending: list[str] = []
-    while time.monotonic() < deadline:
-        pending = []
-        for kind, name in targets:
-            obj = c.get(kind, name)
-            if deleting:
-                if obj is not None:
-                    pending.append(f"{kind} {name} ({obj['status'].get('state')})")
-                continue
-            if obj is None:
-                fail(f"{kind} {name} disappeared")
-            assert obj is not None
-            st = obj["status"]
-            if st.get("state") == "Failed":
-                fail(f'{kind} "{name}" failed: {st.get("reason")}')
-            if st.get("state") not in done_states.get(kind, {"Provisioned"}):
-                pending.append(
-                    f"{kind} {name} ({st.get('state')}{': ' + st['reason'] if st.get('reason') else ''})"
-                )
-                continue
-            if kind == "Automaton":
-                # The API counts the automaton's instances; they are fetched only to name
-                # a failed one (listing every instance each round costs the fleet's size).
-                if st.get("failed"):
-                    mine = c.request("GET", "/objects/instances", params={"automaton": name})
-                    for inst in mine:
-                        if inst["status"].get("state") == "Failed":
-                            fail(f'Instance "{inst["name"]}" failed: {inst["status"].get("reason")}')
-                wanted = obj["spec"].get("replicas", 1)
-                if st.get("ready") != wanted or st.get("instances") != wanted:
-                    pending.append(f"Automaton {name} ({st.get('ready')}/{wanted} instances provisioned)")
-        if not pending:
-            return
-        time.sleep(0.1)
-    fail(f"timed out after {timeout:.0f}s waiting for: {', '.join(pending[:5])}")
+    progress = WaitProgress("deleting" if deleting else "waiting")
+    pending: dict[str, str] = {}
+    try:
+        while time.monotonic() < deadline:
+            pending = {}
+            for kind, name in targets:
+                why = _pending(c, kind, name, done_states, deleting)
+                if why:
+                    pending[f"{kind} {name}"] = why
+            if not pending:
+                return
+            progress.update(pending, len(targets))
+            time.sleep(0.1)
+    finally:
+        progress.close()
+    fail(f"timed out after {timeout:.0f}s waiting for: {', '.join(list(pending.values())[:5])}")
+
+
+def _pending(c: Client, kind: str, name: str, done_states: dict[str, set[str]], deleting: bool) -> str:
+    """Why one target is not there yet ("" when it is); fails the wait on a Failed one."""
+    obj = c.get(kind, name)
+    if deleting:
+        return f"{kind} {name} ({obj['status'].get('state')})" if obj is not None else ""
+    if obj is None:
+        fail(f"{kind} {name} disappeared")
+    assert obj is not None
+    st = obj["status"]
+    if st.get("state") == "Failed":
+        fail(f'{kind} "{name}" failed: {st.get("reason")}')
+    if st.get("state") not in done_states.get(kind, {"Provisioned"}):
+        return f"{kind} {name} ({st.get('state')}{': ' + st['reason'] if st.get('reason') else ''})"
+    if kind == "Automaton":
+        # The API counts the automaton's instances; they are fetched only to name
+        # a failed one (listing every instance each round costs the fleet's size).
+        if st.get("failed"):
+            mine = c.request("GET", "/objects/instances", params={"automaton": name})
+            for inst in mine:
+                if inst["status"].get("state") == "Failed":
+                    fail(f'Instance "{inst["name"]}" failed: {inst["status"].get("reason")}')
+        wanted = obj["spec"].get("replicas", 1)
+        if st.get("ready") != wanted or st.get("instances") != wanted:
+            return f"Automaton {name} ({st.get('ready')}/{wanted} instances provisioned)"
+    return ""
 
 
 @app.command()
@@ -392,6 +407,33 @@ def top(fmt: OutOpt = "table") -> None:
 
 
 @app.command()
+def graph(
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write FILE.svg, FILE.png or FILE.dot (default: DOT on stdout)"),
+    ] = None,
+) -> None:
+    """The composition graph: automatons (instances per host), links, VPCs and networks."""
+    fmt = graphs.output_format(out)
+    data = graphs.render(graphs.build_dot(graphs.fetch(client())), fmt)
+    if out is None:
+        sys.stdout.write(data.decode())
+        return
+    out.write_bytes(data)
+    typer.echo(f"graph written to {out}")
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free one)")] = 7090,
+) -> None:
+    """Serve the live dashboard on 127.0.0.1 and print its URL (with a session token)."""
+    from autonet.cli import ui as dashboard  # here: fastapi and uvicorn load only for this command
+
+    dashboard.serve(client(), port)
+
+
+@app.command()
 def qos(
     automaton: str,
     ingress: Annotated[float | None, typer.Option("--ingress", help="Mbit/s toward each instance")] = None,
@@ -579,7 +621,7 @@ def lab_status(name: LabName = paths.DEFAULT_LAB, fmt: OutOpt = "table") -> None
     ]
     typer.echo(output.grid(["ROLE", "KIND", "PID", "STATE", "SERVES"], rows))
     if info["pki"]:
-        typer.echo(f"PKI: {info['pki']} (admin.pem, admin-key.pem: etcd's admin client)")
+        typer.echo(f"PKI: {info['pki']} (hN: agents, cN: controllers, admin: etcd's admin client)")
     try:
         hosts = Client(info["api"]).objects("hosts")
     except CliError as exc:
@@ -715,8 +757,30 @@ def _logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+TlsCertOpt = Annotated[
+    Path | None,
+    typer.Option("--tls-cert", help="This daemon's certificate (PEM) for the agents' mutual-TLS gRPC"),
+]
+TlsKeyOpt = Annotated[Path | None, typer.Option("--tls-key", help="Key (PEM) of --tls-cert")]
+CaOpt = Annotated[
+    Path | None, typer.Option("--ca", help="The cluster CA (PEM) that verifies the gRPC peer's certificate")
+]
+
+
+def tls_files(cert: Path | None, key: Path | None, ca: Path | None) -> TlsFiles | None:
+    """--tls-cert/--tls-key/--ca: all three (checked readable, the key the certificate's) or none."""
+    from autonet.agent.rpc.tls import TlsFiles
+
+    with pki_errors():
+        files = TlsFiles.of(cert, key, ca)
+        if files is not None:
+            files.load()
+    return files
+
+
 @app.command()
 def controller(
+    config: ConfigOpt = None,
     store: Annotated[
         str,
         typer.Option(
@@ -770,6 +834,9 @@ def controller(
             " http://100.64.0.21:8080 (repeatable; default: the --listen addresses)",
         ),
     ] = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    ca: CaOpt = None,
     member_ttl: Annotated[
         float | None,
         typer.Option(
@@ -783,7 +850,9 @@ def controller(
 ) -> None:
     """Run the controller: the operators, the API and /metrics.
 
-    With an etcd store, several controllers run at once, each owning a share of the VPCs."""
+    With an etcd store, several controllers run at once, each owning a share of the VPCs.
+    With --tls-cert/--tls-key/--ca (a controller certificate) it calls the agents over
+    mutual TLS; without, in plaintext (agents on loopback started with no TLS)."""
     import asyncio
 
     from autonet.api.controller import serve
@@ -802,6 +871,7 @@ def controller(
         fail("--member-ttl needs an etcd:// --store (one controller on SQLite has no membership)")
     if member_id is not None and (not member_id or "/" in member_id):
         fail(f"--id {member_id!r}: it must be non-empty and without '/'")
+    tls = tls_files(tls_cert, tls_key, ca)
     _logging(log_level)
     asyncio.run(
         serve(
@@ -813,12 +883,14 @@ def controller(
             member_id=member_id,
             advertise=advertise or (),
             member_ttl=member_ttl or 3.0,
+            tls=tls,
         )
     )
 
 
 @app.command()
 def agent(
+    config: ConfigOpt = None,
     name: Annotated[str, typer.Option("--name", help="This host's name")] = os.uname().nodename,
     cluster: Annotated[
         str, typer.Option("--cluster", help="Cluster (lab) name, part of kernel object names")
@@ -854,16 +926,41 @@ def agent(
             help="Network namespaces kept made ahead for new instances (0: none)",
         ),
     ] = 8,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    ca: CaOpt = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve plaintext gRPC without --tls-cert/--tls-key/--ca on a non-loopback address:"
+            " anyone who reaches it may call the agent (root on this host). Tests only",
+        ),
+    ] = False,
 ) -> None:
-    """Run the per-host agent (gRPC server programming this host)."""
+    """Run the per-host agent (gRPC server programming this host).
+
+    With --tls-cert/--tls-key/--ca (this host's agent certificate, CN = --name) the gRPC
+    port is mutual TLS and answers controller certificates only; the files are loaded
+    again when they change. Without them it serves plaintext on loopback only, unless
+    --insecure."""
     import asyncio
 
+    from autonet.agent.rpc.tls import is_loopback
     from autonet.agent.server import serve
 
     if not underlay:
         fail("--underlay: required (this host's underlay address)")
-    _logging(log_level)
     listen = listen or (f"[{underlay}]:7070" if ":" in underlay else f"{underlay}:7070")
+    tls = tls_files(tls_cert, tls_key, ca)
+    if tls is not None and insecure:
+        fail("--insecure: not with --tls-cert/--tls-key/--ca")
+    if tls is None and not insecure and not is_loopback(listen):
+        fail(
+            f"--listen {listen}: plaintext gRPC off loopback lets anyone on the network call the"
+            " agent; give --tls-cert/--tls-key/--ca (or --insecure for a test)"
+        )
+    _logging(log_level)
     metrics = metrics or (f"[{underlay}]:9101" if ":" in underlay else f"{underlay}:9101")
     if log_max_bytes < 0:
         fail("--log-max-bytes: must be >= 0")
@@ -881,6 +978,7 @@ def agent(
             metrics,
             log_max_bytes,
             warm_pool,
+            tls,
         )
     )
 
