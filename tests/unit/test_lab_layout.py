@@ -94,6 +94,22 @@ def test_agents_know_every_controller(info: labs.LabInfo) -> None:
     )
 
 
+def test_agents_and_controllers_speak_mutual_tls_with_their_own_certificates(info: labs.LabInfo) -> None:
+    pki = info.dir / "pki"
+    agent = labs.agent_argv(info, "h2", 2)
+    assert (value(agent, "--tls-cert"), value(agent, "--tls-key")) == (
+        str(pki / "h2.pem"),
+        str(pki / "h2-key.pem"),
+    )
+    controller = labs.controller_argv(info, 3)
+    assert (value(controller, "--tls-cert"), value(controller, "--tls-key")) == (
+        str(pki / "c3.pem"),
+        str(pki / "c3-key.pem"),
+    )
+    assert value(agent, "--ca") == value(controller, "--ca") == str(pki / "ca.pem")
+    assert "--insecure" not in agent
+
+
 def test_etcd_members_use_mutual_tls_for_clients_and_peers(info: labs.LabInfo) -> None:
     argv = labs.argv_of(info, "e2")
     assert value(argv, "--listen-client-urls") == "https://100.64.0.252:2379"

@@ -14,6 +14,7 @@ from pathlib import Path
 from autonet.agent.state import InstanceTable
 from autonet.agent.supervisor import Supervised
 from autonet.dataplane.netlink import Netlink
+from autonet.model import naming
 
 
 class AgentBase:
@@ -36,4 +37,4 @@ class AgentBase:
         return self.state_dir / "overlay" / f"{router_netns}.json"
 
     def owns_netns(self, name: str) -> bool:
-        return name.startswith((f"ani{self.tag}", f"anr{self.tag}"))
+        return name.startswith((f"ani{self.tag}", f"anr{self.tag}", naming.attached_netns_prefix(self.tag)))

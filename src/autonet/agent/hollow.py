@@ -26,6 +26,9 @@ Conventions (documented in docs/performance.md):
   epoch E < F"), as the real agent does;
 - `Exec` is not implemented (there is nothing to run a command in); `Logs` and
   `FollowLogs` answer an empty log, `Flows` no flows; no load samples are posted.
+- its gRPC is plaintext on loopback, which a real agent serves only without TLS flags
+  (agent/rpc/tls.py), and the bench's controller runs without `--tls-cert`: the bench
+  measures the control plane, not TLS handshakes.
 
 `python -m autonet.cli.main hollow --hosts N --controller URL` runs a fleet of N hosts
 until SIGTERM; `--status FILE` keeps what every host holds in a JSON file (rewritten

@@ -1,7 +1,8 @@
 """The controller's REST API: the app, its shared state and its routers.
 
 Routes live in `api/routes/`, one module and one `APIRouter` per resource (objects,
-policy, hosts, instances, Overwatch, measurements, controllers); they reach the controller's context
+policy, hosts, instances, Overwatch, measurements, controllers, events and
+graph, the dashboard, container attachments); they reach the controller's context
 and plugins through the `State` dependency (api/state.py), never by closing over them.
 Every error is JSON `{"error": "<one line>"}` with a 4xx (or 503) status, so that the
 CLI can print it as is.
@@ -16,7 +17,19 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from autonet.api.auth import Authenticate
-from autonet.api.routes import controllers, hosts, instances, metrics, objects, overwatch, policy, tokens
+from autonet.api.routes import (
+    attachments,
+    controllers,
+    hosts,
+    instances,
+    metrics,
+    objects,
+    overwatch,
+    policy,
+    tokens,
+    ui,
+    views,
+)
 from autonet.api.state import ApiError, ApiState, Identity
 from autonet.control.context import Context
 from autonet.control.registry import PluginAPI
@@ -31,6 +44,9 @@ ROUTERS = (
     overwatch.router,
     controllers.router,
     tokens.router,
+    views.router,
+    attachments.router,
+    ui.router,
 )
 
 

@@ -50,6 +50,9 @@ EXTENSION = "autonet"
 # The ASGI TLS extension (asgiref's spec): the peer's verified certificate chain, PEM.
 TLS_EXTENSION = "tls"
 PRINCIPAL_KEY = "autonet.principal"
+# The dashboard's static files (api/routes/ui.py) hold no data: a browser loads them
+# without credentials, and the page then calls the API with its token.
+PUBLIC_PATHS = ("/ui", "/ui/")
 CHALLENGE = 'Bearer realm="autonet"'
 TTL_RE = re.compile(r"^([1-9][0-9]{0,6})([smhdw])$")
 TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -76,6 +79,7 @@ class Principal:
 
 
 ROOT = Principal("root")
+ANONYMOUS = Principal("anonymous")  # only for PUBLIC_PATHS
 
 
 class Unauthenticated(ApiError):
@@ -237,7 +241,11 @@ class Authenticate:
         state = scope["app"].state.autonet
         assert isinstance(state, ApiState)
         try:
-            principal = await authenticate(scope, state.ctx.store)
+            path = str(scope.get("path", ""))
+            if path in PUBLIC_PATHS or path.startswith("/ui/"):
+                principal = ANONYMOUS
+            else:
+                principal = await authenticate(scope, state.ctx.store)
         except Unauthenticated as exc:
             body = json.dumps({"error": exc.message}).encode()
             await send(
@@ -307,6 +315,7 @@ ALLOW_CLUSTER_READ = Rule("reading cluster-wide figures", "admin", "reader")
 ALLOW_ADMIN = Rule("this admin operation", "admin")
 ALLOW_HEALTH = Rule("health", *ANYONE)
 ALLOW_HOST = Rule("host reports", "host", host_self=True)
+ALLOW_PUBLIC = Rule("the dashboard's files", "anonymous", *ANYONE)
 RULES = (
     ALLOW_READ,
     ALLOW_WRITE,
@@ -315,4 +324,5 @@ RULES = (
     ALLOW_ADMIN,
     ALLOW_HEALTH,
     ALLOW_HOST,
+    ALLOW_PUBLIC,
 )

@@ -24,16 +24,17 @@ import signal
 import socket
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from autonet.agent.rpc.tls import ClientTls, TlsFiles
 from autonet.api import auth
 from autonet.api.app import create_app
 from autonet.api.state import Identity
 from autonet.control import overwatch
+from autonet.control.agents import AgentClients
 from autonet.control.cache import CachedWrites, ObjectCache
 from autonet.control.context import Context
 from autonet.control.liveness import DEFAULT_HOST_TIMEOUT, HostLiveness
@@ -82,16 +83,6 @@ def advertised(listens: Sequence[str], tls: bool = False) -> list[str]:
     ]
 
 
-@dataclass(frozen=True)
-class Tls:
-    """The HTTPS listener's credentials: its certificate and key, and the CA whose client
-    certificates it accepts."""
-
-    cert: str
-    key: str
-    ca: str
-
-
 class PeerCertificate(H11Protocol):
     """uvicorn's HTTP/1.1 protocol that hands the client certificate TLS verified to the
     app, as the ASGI TLS extension (`scope["extensions"]["tls"]["client_cert_chain"]`):
@@ -116,7 +107,7 @@ class PeerCertificate(H11Protocol):
 
 
 def servers(
-    app: Any, listens: list[str], tls: Tls | None
+    app: Any, listens: list[str], tls: TlsFiles | None
 ) -> list[tuple[uvicorn.Server, list[socket.socket]]]:
     """One uvicorn server for the Unix sockets (root's), one for the TCP listeners."""
     local = [bind(listen) for listen in listens if listen.startswith("unix:")]
@@ -129,9 +120,9 @@ def servers(
         secure: dict[str, Any] = {}
         if tls is not None:
             secure = {
-                "ssl_certfile": tls.cert,
-                "ssl_keyfile": tls.key,
-                "ssl_ca_certs": tls.ca,
+                "ssl_certfile": str(tls.cert),
+                "ssl_keyfile": str(tls.key),
+                "ssl_ca_certs": str(tls.ca),
                 "ssl_cert_reqs": ssl.CERT_OPTIONAL,
                 "http": PeerCertificate,
             }
@@ -148,8 +139,11 @@ async def serve(
     member_id: str | None = None,
     advertise: Sequence[str] = (),
     member_ttl: float = DEFAULT_TTL,
-    tls: Tls | None = None,
+    tls: TlsFiles | None = None,
 ) -> None:
+    """`tls`: the controller's certificate, key and CA: its channels to the agents are
+    mutual TLS with them, and its TCP listeners serve HTTPS with them (plaintext without)."""
+    agents = AgentClients(tls=ClientTls(tls) if tls is not None else None)
     store = open_store(store_url)
     plugins = load_plugins(PluginAPI())
     liveness = HostLiveness(host_timeout)
@@ -163,7 +157,7 @@ async def serve(
         cache = ObjectCache(store)
         shards = Shards(store, membership, cache)
         writes = CachedWrites(store, cache, plugins.kinds)
-        ctx = Context(store=writes, kinds=plugins.kinds, liveness=liveness, shards=shards)
+        ctx = Context(store=writes, kinds=plugins.kinds, agents=agents, liveness=liveness, shards=shards)
         relay = HeartbeatRelay(store, membership, liveness)
         fleet += [
             asyncio.create_task(membership.run(), name="membership"),
@@ -171,7 +165,7 @@ async def serve(
             asyncio.create_task(relay.run(), name="heartbeat-relay"),
         ]
     else:
-        ctx = Context(store=store, kinds=plugins.kinds, liveness=liveness)
+        ctx = Context(store=store, kinds=plugins.kinds, agents=agents, liveness=liveness)
     runner = Runner(ctx, plugins, handler_timeout=handler_timeout)
     app = create_app(ctx, plugins, identity)
     api = servers(app, listens, tls)

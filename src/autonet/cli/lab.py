@@ -17,9 +17,12 @@ Roles: `controller` (also `c1`), `c2`..`cN`, `e1`..`e3`, `h1`..`hN`. The first c
 keeps the files of a one-controller lab (`api.sock`, `logs/controller.log`); the others
 have `api-cN.sock` and `logs/cN.log`. `pki/` holds the lab's CA and the certificates of
 its controllers (`cN`), agents (`hN`, CN = host name), etcd members and admin
-(cli/labetcd.py); with etcd every controller runs on the etcd cluster. The controllers
-serve their API over HTTPS on TCP with their certificates, the agents report to them with
-theirs, and `admin.token` is the lab's admin API token (0600, minted at `lab up`).
+(cli/labetcd.py); with etcd every controller runs on the etcd cluster. The agents' gRPC
+is mutual TLS with these certificates (agent/rpc/tls.py): agents and controllers get
+`--tls-cert/--tls-key/--ca`, and `autonet pki issue --dir <lab>/pki` rotates one live.
+The controllers serve their API over HTTPS on TCP with their certificates, the agents
+report to them with theirs, and `admin.token` is the lab's admin API token (0600,
+minted at `lab up`).
 """
 
 from __future__ import annotations
@@ -177,7 +180,8 @@ def api_url(info: LabInfo, index: int) -> str:
 
 
 def tls_args(info: LabInfo, name: str) -> list[str]:
-    """`--tls-cert/--tls-key/--ca` of a lab daemon: its certificate from the lab's PKI."""
+    """`--tls-cert/--tls-key/--ca` of a lab daemon (cN or hN): its certificate from the
+    lab's PKI, for the agents' mutual-TLS gRPC and the controllers' https API."""
     certs = info.pki()
     return [
         "--tls-cert",
@@ -594,11 +598,13 @@ def down(name: str) -> bool:
             naming.instance_netns_prefix(tag),
             naming.router_netns_prefix(tag),
             naming.pool_netns_prefix(tag),
+            naming.attached_netns_prefix(tag),  # only our name for them: their runtime's stay
         )
     )
     doomed = [n for n in netns.list_names("an") if n.startswith(prefixes)] + info.netns_names()
     for namespace in doomed:
-        _kill_in(namespace)
+        if not naming.is_attached_netns(namespace):
+            _kill_in(namespace)
     for namespace in doomed:
         netns.delete(namespace)
     if info.scratch:

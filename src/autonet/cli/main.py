@@ -12,15 +12,21 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from autonet.cli import graph as graphs
 from autonet.cli import lab as labs
 from autonet.cli import output, paths
 from autonet.cli.client import API, ApiError, Client, CliError, api_address, credentials
+from autonet.cli.config import ConfigOpt
+from autonet.cli.progress import WaitProgress
 from autonet.model import manifest
 from autonet.model.errors import ValidationError
+
+if TYPE_CHECKING:
+    from autonet.agent.rpc.tls import TlsFiles
 
 app = typer.Typer(
     name="autonet",
@@ -103,44 +109,53 @@ def kinds_info(c: Client) -> dict[str, dict[str, Any]]:
 
 
 def wait_for(c: Client, targets: list[tuple[str, str]], timeout: float, deleting: bool = False) -> None:
-    """Until every target is done (or gone, when deleting); a Failed object ends the wait."""
+    """Until every target is done (or gone, when deleting); a Failed object ends the wait.
+    Progress (converged / total, the slowest one's state and reason) goes to stderr."""
     done_states = {k: set(v["done"]) for k, v in kinds_info(c).items()}
     deadline = time.monotonic() + timeout
-    pending: list[str] = []
-    while time.monotonic() < deadline:
-        pending = []
-        for kind, name in targets:
-            obj = c.get(kind, name)
-            if deleting:
-                if obj is not None:
-                    pending.append(f"{kind} {name} ({obj['status'].get('state')})")
-                continue
-            if obj is None:
-                fail(f"{kind} {name} disappeared")
-            assert obj is not None
-            st = obj["status"]
-            if st.get("state") == "Failed":
-                fail(f'{kind} "{name}" failed: {st.get("reason")}')
-            if st.get("state") not in done_states.get(kind, {"Provisioned"}):
-                pending.append(
-                    f"{kind} {name} ({st.get('state')}{': ' + st['reason'] if st.get('reason') else ''})"
-                )
-                continue
-            if kind == "Automaton":
-                # The API counts the automaton's instances; they are fetched only to name
-                # a failed one (listing every instance each round costs the fleet's size).
-                if st.get("failed"):
-                    mine = c.request("GET", "/objects/instances", params={"automaton": name})
-                    for inst in mine:
-                        if inst["status"].get("state") == "Failed":
-                            fail(f'Instance "{inst["name"]}" failed: {inst["status"].get("reason")}')
-                wanted = obj["spec"].get("replicas", 1)
-                if st.get("ready") != wanted or st.get("instances") != wanted:
-                    pending.append(f"Automaton {name} ({st.get('ready')}/{wanted} instances provisioned)")
-        if not pending:
-            return
-        time.sleep(0.1)
-    fail(f"timed out after {timeout:.0f}s waiting for: {', '.join(pending[:5])}")
+    progress = WaitProgress("deleting" if deleting else "waiting")
+    pending: dict[str, str] = {}
+    try:
+        while time.monotonic() < deadline:
+            pending = {}
+            for kind, name in targets:
+                why = _pending(c, kind, name, done_states, deleting)
+                if why:
+                    pending[f"{kind} {name}"] = why
+            if not pending:
+                return
+            progress.update(pending, len(targets))
+            time.sleep(0.1)
+    finally:
+        progress.close()
+    fail(f"timed out after {timeout:.0f}s waiting for: {', '.join(list(pending.values())[:5])}")
+
+
+def _pending(c: Client, kind: str, name: str, done_states: dict[str, set[str]], deleting: bool) -> str:
+    """Why one target is not there yet ("" when it is); fails the wait on a Failed one."""
+    obj = c.get(kind, name)
+    if deleting:
+        return f"{kind} {name} ({obj['status'].get('state')})" if obj is not None else ""
+    if obj is None:
+        fail(f"{kind} {name} disappeared")
+    assert obj is not None
+    st = obj["status"]
+    if st.get("state") == "Failed":
+        fail(f'{kind} "{name}" failed: {st.get("reason")}')
+    if st.get("state") not in done_states.get(kind, {"Provisioned"}):
+        return f"{kind} {name} ({st.get('state')}{': ' + st['reason'] if st.get('reason') else ''})"
+    if kind == "Automaton":
+        # The API counts the automaton's instances; they are fetched only to name
+        # a failed one (listing every instance each round costs the fleet's size).
+        if st.get("failed"):
+            mine = c.request("GET", "/objects/instances", params={"automaton": name})
+            for inst in mine:
+                if inst["status"].get("state") == "Failed":
+                    fail(f'Instance "{inst["name"]}" failed: {inst["status"].get("reason")}')
+        wanted = obj["spec"].get("replicas", 1)
+        if st.get("ready") != wanted or st.get("instances") != wanted:
+            return f"Automaton {name} ({st.get('ready')}/{wanted} instances provisioned)"
+    return ""
 
 
 @app.command()
@@ -408,6 +423,33 @@ def top(fmt: OutOpt = "table") -> None:
 
 
 @app.command()
+def graph(
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write FILE.svg, FILE.png or FILE.dot (default: DOT on stdout)"),
+    ] = None,
+) -> None:
+    """The composition graph: automatons (instances per host), links, VPCs and networks."""
+    fmt = graphs.output_format(out)
+    data = graphs.render(graphs.build_dot(graphs.fetch(client())), fmt)
+    if out is None:
+        sys.stdout.write(data.decode())
+        return
+    out.write_bytes(data)
+    typer.echo(f"graph written to {out}")
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free one)")] = 7090,
+) -> None:
+    """Serve the live dashboard on 127.0.0.1 and print its URL (with a session token)."""
+    from autonet.cli import ui as dashboard  # here: fastapi and uvicorn load only for this command
+
+    dashboard.serve(client(), port)
+
+
+@app.command()
 def qos(
     automaton: str,
     ingress: Annotated[float | None, typer.Option("--ingress", help="Mbit/s toward each instance")] = None,
@@ -663,7 +705,7 @@ def lab_status(name: LabName = paths.DEFAULT_LAB, fmt: OutOpt = "table") -> None
     ]
     typer.echo(output.grid(["ROLE", "KIND", "PID", "STATE", "SERVES"], rows))
     if info["pki"]:
-        typer.echo(f"PKI: {info['pki']} (admin.pem, admin-key.pem: etcd's admin client)")
+        typer.echo(f"PKI: {info['pki']} (hN: agents, cN: controllers, admin: etcd's admin client)")
     try:
         hosts = Client(info["api"]).objects("hosts")
     except CliError as exc:
@@ -799,8 +841,34 @@ def _logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+TlsCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert",
+        help="This daemon's certificate (PEM): the agents' mutual-TLS gRPC, and the controller's https"
+        " API (a controller's serves it; an agent's proves which host reports)",
+    ),
+]
+TlsKeyOpt = Annotated[Path | None, typer.Option("--tls-key", help="Key (PEM) of --tls-cert")]
+DaemonCaOpt = Annotated[
+    Path | None, typer.Option("--ca", help="The cluster CA (PEM) that verifies the peers' certificates")
+]
+
+
+def tls_files(cert: Path | None, key: Path | None, ca: Path | None) -> TlsFiles | None:
+    """--tls-cert/--tls-key/--ca: all three (checked readable, the key the certificate's) or none."""
+    from autonet.agent.rpc.tls import TlsFiles
+
+    with pki_errors():
+        files = TlsFiles.of(cert, key, ca)
+        if files is not None:
+            files.load()
+    return files
+
+
 @app.command()
 def controller(
+    config: ConfigOpt = None,
     store: Annotated[
         str,
         typer.Option(
@@ -854,6 +922,9 @@ def controller(
             " http://100.64.0.21:8080 (repeatable; default: the --listen addresses)",
         ),
     ] = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    ca: DaemonCaOpt = None,
     member_ttl: Annotated[
         float | None,
         typer.Option(
@@ -863,35 +934,19 @@ def controller(
             " silent that long loses its VPCs to the others. Default 3; etcd store only",
         ),
     ] = None,
-    tls_cert: Annotated[
-        Path | None,
-        typer.Option(
-            "--tls-cert",
-            help="This controller's certificate (PEM, autonet pki issue --role controller): the TCP"
-            " listeners serve HTTPS with it (and the controller presents it to agents)",
-        ),
-    ] = None,
-    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Key (PEM) of --tls-cert")] = None,
-    ca: Annotated[
-        Path | None,
-        typer.Option(
-            "--ca",
-            help="The cluster CA (PEM): client certificates presented to the API are verified"
-            " against it (an agent's registers the host of its CN)",
-        ),
-    ] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run the controller: the operators, the API and /metrics.
 
     The Unix socket (--listen unix:...) is root's: no token. Over TCP every request needs
-    a bearer token (autonet token create) or, for agents' reports, the host's certificate;
-    with --tls-cert/--tls-key/--ca the TCP listeners serve HTTPS.
+    a bearer token (autonet token create) or, for agents' reports, the host's certificate.
+    With --tls-cert/--tls-key/--ca (a controller certificate) the TCP listeners serve
+    HTTPS and the controller calls the agents over mutual TLS; without, both are plaintext.
 
     With an etcd store, several controllers run at once, each owning a share of the VPCs."""
     import asyncio
 
-    from autonet.api.controller import Tls, serve
+    from autonet.api.controller import serve
 
     if store.startswith("etcd://"):
         from autonet.store import StoreError
@@ -907,15 +962,7 @@ def controller(
         fail("--member-ttl needs an etcd:// --store (one controller on SQLite has no membership)")
     if member_id is not None and (not member_id or "/" in member_id):
         fail(f"--id {member_id!r}: it must be non-empty and without '/'")
-    tls = None
-    if tls_cert or tls_key or ca:
-        if not (tls_cert and tls_key and ca):
-            fail("--tls-cert, --tls-key and --ca go together")
-        files = [path for path in (tls_cert, tls_key, ca) if path is not None]
-        for path in files:
-            if not path.is_file():
-                fail(f"{path}: no such file")
-        tls = Tls(*(str(path) for path in files))
+    tls = tls_files(tls_cert, tls_key, ca)
     _logging(log_level)
     asyncio.run(
         serve(
@@ -934,6 +981,7 @@ def controller(
 
 @app.command()
 def agent(
+    config: ConfigOpt = None,
     name: Annotated[str, typer.Option("--name", help="This host's name")] = os.uname().nodename,
     cluster: Annotated[
         str, typer.Option("--cluster", help="Cluster (lab) name, part of kernel object names")
@@ -969,39 +1017,47 @@ def agent(
             help="Network namespaces kept made ahead for new instances (0: none)",
         ),
     ] = 8,
-    tls_cert: Annotated[
-        Path | None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    ca: DaemonCaOpt = None,
+    insecure: Annotated[
+        bool,
         typer.Option(
-            "--tls-cert",
-            help="This host's agent certificate (PEM, CN = --name; autonet pki issue --role agent):"
-            " presented to the controller's https API, which takes a host's registration,"
-            " heartbeats, events and load only from that host's certificate",
+            "--insecure",
+            help="Serve plaintext gRPC without --tls-cert/--tls-key/--ca on a non-loopback address:"
+            " anyone who reaches it may call the agent (root on this host). Tests only",
         ),
-    ] = None,
-    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Key (PEM) of --tls-cert")] = None,
-    ca: Annotated[
-        Path | None, typer.Option("--ca", help="The cluster CA (PEM): verifies the controllers' certificates")
-    ] = None,
+    ] = False,
 ) -> None:
-    """Run the per-host agent (gRPC server programming this host)."""
+    """Run the per-host agent (gRPC server programming this host).
+
+    With --tls-cert/--tls-key/--ca (this host's agent certificate, CN = --name) the gRPC
+    port is mutual TLS and answers controller certificates only, and the agent presents
+    the certificate to the controllers' https API, which takes this host's reports only
+    from it; the files are loaded again when they change. Without them it serves
+    plaintext on loopback only, unless --insecure."""
     import asyncio
 
-    from autonet.agent.server import ClientTls, serve
+    from autonet.agent.rpc.tls import is_loopback
+    from autonet.agent.server import serve
 
     if not underlay:
         fail("--underlay: required (this host's underlay address)")
-    _logging(log_level)
     listen = listen or (f"[{underlay}]:7070" if ":" in underlay else f"{underlay}:7070")
+    tls = tls_files(tls_cert, tls_key, ca)
+    if tls is not None and insecure:
+        fail("--insecure: not with --tls-cert/--tls-key/--ca")
+    if tls is None and not insecure and not is_loopback(listen):
+        fail(
+            f"--listen {listen}: plaintext gRPC off loopback lets anyone on the network call the"
+            " agent; give --tls-cert/--tls-key/--ca (or --insecure for a test)"
+        )
+    _logging(log_level)
     metrics = metrics or (f"[{underlay}]:9101" if ":" in underlay else f"{underlay}:9101")
     if log_max_bytes < 0:
         fail("--log-max-bytes: must be >= 0")
     if warm_pool < 0:
         fail("--warm-pool: must be >= 0")
-    controller_tls = None
-    if tls_cert or tls_key or ca:
-        if not (tls_cert and tls_key and ca):
-            fail("--tls-cert, --tls-key and --ca go together")
-        controller_tls = ClientTls(str(tls_cert), str(tls_key), str(ca))
     asyncio.run(
         serve(
             name,
@@ -1014,7 +1070,7 @@ def agent(
             metrics,
             log_max_bytes,
             warm_pool,
-            controller_tls=controller_tls,
+            tls,
         )
     )
 
