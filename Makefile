@@ -3,10 +3,11 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := iproute2 nftables libnftables1 iperf3 iputils-ping python3-venv python3-pip conntrack procps \
-  curl ethtool tcpdump util-linux openvswitch-switch containernetworking-plugins etcd-server
+  curl ethtool tcpdump util-linux openvswitch-switch containernetworking-plugins etcd-server graphviz \
+  chromium chromium-driver podman runc busybox-static
 STAMP := $(VENV)/.installed
 
-.PHONY: all deps venv test test-repeat unit e2e lint demo proto clean
+.PHONY: all deps venv image test test-repeat unit e2e lint demo proto clean
 
 all: test
 
@@ -39,7 +40,11 @@ lint: venv
 	$(VENV)/bin/mypy src plugins/l2ovs/src
 	$(VENV)/bin/lint-imports
 
-test: venv
+# The container image the tests and the demo run (no registry here: built from local files).
+image: deps
+	images/build-busybox.sh
+
+test: venv image
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # `make test-repeat N=3`: the whole suite N times in a row, each from a fresh clone of
@@ -60,10 +65,10 @@ test-repeat:
 unit: venv
 	$(VENV)/bin/pytest -q -m "not lab" $(PYTEST_ARGS)
 
-e2e: venv
+e2e: venv image
 	$(VENV)/bin/pytest -q -m lab $(PYTEST_ARGS)
 
-demo: venv
+demo: venv image
 	$(VENV)/bin/autonet demo
 
 clean:

@@ -2,73 +2,32 @@
 
 Three instances behind one router: a client and a server whose identities are linked,
 and an outsider. Only the linked pair connects (directly or through a service address);
-an unmapped source and a mapped but unlinked identity are refused with a TCP reset, and
-element updates alone change who may connect.
+an unmapped source and a mapped but unlinked identity are refused with a TCP reset,
+element updates alone change who may connect, and a removed link ends its live
+connections (their conntrack entries are deleted).
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import pytest
-
 from autonet.dataplane import endpoint as ep
-from autonet.dataplane import netns
+from autonet.dataplane.conntrack import ConntrackReader
 from autonet.dataplane.netlink import Netlink
 from autonet.dataplane.nftables import Nft
 from autonet.dataplane.policy import Allow, RouterPolicy
 from autonet.dataplane.services import RouterServices, ServicePort
-from autonet.model.addressing import mac_for
+from tests.dataplane.scratch import Scratch
 
 CLIENT, SERVER, OUTSIDER = 11, 12, 13  # identities (any non-zero numbers)
 PORT = 9000
 VIP = "100.64.211.1"
 
 
-PREFIX = "anzpol"
-
-
-def unique(kind: str) -> str:
-    return f"{PREFIX}{kind}{uuid.uuid4().hex[:9]}"
-
-
-@pytest.fixture
-async def nl() -> AsyncIterator[Netlink]:
-    """Every namespace the test makes goes when it ends, even on failure (only its own
-    prefix: other tests may be making namespaces meanwhile)."""
-    made_before = set(netns.list_names(PREFIX))
-    link = Netlink()
-    yield link
-    link.close()
-    for name in set(netns.list_names(PREFIX)) - made_before:
-        netns.delete(name)
-
-
-def spec(router: str, index: int) -> ep.EndpointSpec:
-    uid = uuid.uuid4().hex
-    return ep.EndpointSpec(
-        netns=unique("i"),
-        router_netns=router,
-        router_ifname=f"anv{uid[:8]}",
-        mac=mac_for(uid),
-        router_mac=mac_for("gw" + uid),
-        ipv4=f"100.64.210.{index}",
-        ipv6=f"fd00:210::{index}",
-        mtu=1450,
-    )
-
-
-@pytest.fixture
-def server_process() -> Iterator[list[subprocess.Popen[Any]]]:
-    running: list[subprocess.Popen[Any]] = []
-    yield running
-    for process in running:
-        process.kill()
-        process.wait()
+SCRATCH = Scratch("anzpol", 210)
+unique, spec = SCRATCH.unique, SCRATCH.spec
 
 
 def serve(namespace: str, running: list[subprocess.Popen[Any]]) -> None:
@@ -112,6 +71,35 @@ def connect(namespace: str, address: str) -> str:
     return result.stdout.strip() or result.stderr.strip()
 
 
+TALKER = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+s.sendall(b'one'); print(s.recv(100).decode(), flush=True)
+sys.stdin.readline()
+try:
+    s.sendall(b'two'); print(s.recv(100).decode() or 'closed', flush=True)
+except ConnectionResetError: print('reset', flush=True)
+except TimeoutError: print('timeout', flush=True)
+"""
+
+
+def talk(namespace: str, address: str, port: int) -> subprocess.Popen[str]:
+    """A TCP connection from `namespace`: it sends 'one' and prints the echo, then on a
+    line of stdin sends 'two' and prints the echo, `reset` or `timeout`."""
+    return subprocess.Popen(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", TALKER, address, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def set_port(policy: RouterPolicy, s: ep.EndpointSpec) -> None:
+    """The instance's veth and addresses into the router's anti-spoofing sets, as the
+    agent's wiring does."""
+    policy.set_port(s.router_ifname, [a for a in (s.ipv4, s.ipv6) if a])
+
+
 def ping(namespace: str, address: str) -> bool:
     result = subprocess.run(
         ["ip", "netns", "exec", namespace, "ping", "-c", "1", "-W", "1", address],
@@ -122,7 +110,7 @@ def ping(namespace: str, address: str) -> bool:
 
 
 async def test_only_linked_identities_connect_and_elements_alone_change_it(
-    nl: Netlink, server_process: list[subprocess.Popen[Any]]
+    nl: Netlink, processes: list[subprocess.Popen[Any]]
 ) -> None:
     router = unique("r")
     await ep.ensure_router(nl, router)
@@ -132,6 +120,8 @@ async def test_only_linked_identities_connect_and_elements_alone_change_it(
     nft = Nft(router)
     try:
         policy, services = RouterPolicy(nft), RouterServices(nft)
+        for s in (client, server, outsider, stranger):
+            set_port(policy, s)
         identities = {
             a: identity
             for s, identity in ((client, CLIENT), (server, SERVER), (outsider, OUTSIDER))
@@ -141,7 +131,7 @@ async def test_only_linked_identities_connect_and_elements_alone_change_it(
         rules = {Allow(CLIENT, SERVER, "tcp", PORT)}
         assert policy.sync(identities, rules) == (6 + 2, 0)  # 6 addresses, allow and ping
         services.sync([ServicePort(VIP, "tcp", PORT, (str(server.ipv4),))])
-        serve(server.netns, server_process)
+        serve(server.netns, processes)
 
         # The positive control: the linked pair, both families, and through the VIP.
         assert connect(client.netns, str(server.ipv4)) == "HELLO"
@@ -155,7 +145,7 @@ async def test_only_linked_identities_connect_and_elements_alone_change_it(
         assert connect(outsider.netns, str(server.ipv4)) == "refused"
         assert connect(outsider.netns, VIP) == "refused"
         assert not ping(outsider.netns, str(server.ipv4))
-        serve(client.netns, server_process)
+        serve(client.netns, processes)
         assert connect(server.netns, str(client.ipv4)) == "refused"
 
         # The outsider joins the client's automaton: one map element changes, no rule.
@@ -172,43 +162,43 @@ async def test_only_linked_identities_connect_and_elements_alone_change_it(
         nft.close()
 
 
-async def test_established_connections_survive_the_link_and_replies_pass(
-    nl: Netlink, server_process: list[subprocess.Popen[Any]]
+async def test_replies_pass_and_a_removed_link_ends_its_live_connections(
+    nl: Netlink, processes: list[subprocess.Popen[Any]]
 ) -> None:
-    """Replies of an allowed connection pass although the reverse pair is not allowed,
-    and a connection established while the link existed outlives it (as before)."""
+    """Replies of an allowed connection pass although the reverse pair is not allowed;
+    when the link goes, the conntrack entries it allowed are deleted (as the agent does
+    on every sync that takes something away), so the open connection ends at once
+    instead of living on through "accept established"."""
     router = unique("r")
     await ep.ensure_router(nl, router)
     client, server = spec(router, 5), spec(router, 6)
     for s in (client, server):
         await ep.ensure_endpoint(nl, s)
     nft = Nft(router)
+    conntrack = ConntrackReader(router)
     try:
         policy = RouterPolicy(nft)
+        for s in (client, server):
+            set_port(policy, s)
         identities = {str(client.ipv4): CLIENT, str(server.ipv4): SERVER}
         policy.sync(identities, {Allow(CLIENT, SERVER, "tcp", PORT)})
-        serve(server.netns, server_process)
-        code = (
-            "import socket, sys\n"
-            f"s = socket.create_connection(('{server.ipv4}', {PORT}), timeout=2)\n"
-            "s.sendall(b'one'); print(s.recv(100).decode(), flush=True)\n"
-            "sys.stdin.readline()\n"
-            "s.sendall(b'two'); print(s.recv(100).decode(), flush=True)\n"
-        )
-        talker = subprocess.Popen(
-            ["ip", "netns", "exec", client.netns, sys.executable, "-c", code],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        server_process.append(talker)  # killed at the end if stuck
+        serve(server.netns, processes)
+        talker = talk(client.netns, str(server.ipv4), PORT)
+        processes.append(talker)  # killed at the end if stuck
         assert talker.stdout is not None and talker.stdin is not None
-        assert talker.stdout.readline().strip() == "ONE"
+        assert talker.stdout.readline().strip() == "ONE"  # the control: it works, replies pass
+        assert [c for c in await conntrack.dump() if c.reply.sport == PORT]
+
         policy.sync(identities, set())  # the link goes while the connection is open
-        assert connect(client.netns, str(server.ipv4)) == "refused"
+        assert policy.revoked.rules == {(CLIENT, SERVER, "tcp", PORT)}
+        deleted = await conntrack.delete_where(policy.revokes)
+        assert [(c.orig.src, c.reply.src, c.reply.sport) for c in deleted] == [
+            (str(client.ipv4), str(server.ipv4), PORT)
+        ]
         talker.stdin.write("go\n")
         talker.stdin.flush()
-        assert talker.stdout.readline().strip() == "TWO"
-        assert talker.wait(timeout=10) == 0
+        assert talker.stdout.readline().strip() == "reset"  # its next packet is refused
+        assert connect(client.netns, str(server.ipv4)) == "refused"
     finally:
+        conntrack.close()
         nft.close()

@@ -108,6 +108,30 @@ class Lab:
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
+    def remote(
+        self,
+        *args: str,
+        token: str | None = None,
+        stdin: str | None = None,
+        host: str = "h2",
+        controller: int = 1,
+    ) -> Result:
+        """The CLI run in `host`'s namespace (a machine on the underlay) against controller
+        number `controller` over HTTPS, with `token` only (AUTONET_LAB names no lab, so
+        the lab's own admin token is not picked up)."""
+        env = {**os.environ, **self.env, "AUTONET_LAB": "an-no-lab"}
+        for name in ("AUTONET_TOKEN", "AUTONET_API", "AUTONET_CA"):
+            env.pop(name, None)
+        url = labs.api_url(self.info, controller)
+        creds = ["--token", token] if token else []
+        ca = str(self.info.pki().ca_cert)
+        argv = [sys.executable, "-m", "autonet.cli.main", "--api", url, "--ca", ca, *creds, *args]
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.info.netns(host), *argv],
+            input=stdin, capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
     def ok(self, *args: str, stdin: str | None = None, timeout: float = 180) -> str:
         result = self.cli(*args, stdin=stdin, timeout=timeout)
         assert result.code == 0, f"autonet {' '.join(args)} failed ({result.code}): {result.err.strip()}"

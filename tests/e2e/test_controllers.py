@@ -207,6 +207,21 @@ def test_apply_through_the_cli_lands_in_etcd(lab: Lab) -> None:
     assert vpc["spec"]["cidrs"] == ["100.81.0.0/16", "fd00:81::/48"]
 
 
+def test_a_token_revoked_at_one_controller_is_refused_by_the_other_at_once(lab: Lab) -> None:
+    made = json.loads(lab.ok("token", "create", "--role", "reader", "-o", "json"))
+    token, token_id = made["token"], made["id"]
+    # In etcd, its hash only.
+    stored = admin(lab).keys(underlay_host(lab), member(lab, "e2"), "/autonet/objects/ApiToken/")
+    record = stored[f"/autonet/objects/ApiToken/{token_id}"]
+    assert token.split(".")[2].encode() not in record and json.loads(record)["spec"]["sha256"]
+    for controller in (1, 2):  # control: both controllers take it, over HTTPS from h1
+        taken = lab.remote("get", "vpcs", token=token, host="h1", controller=controller)
+        assert taken.code == 0, taken.err
+    lab.ok("--api", lab.info.controller_api(1), "token", "revoke", token_id)
+    refused = lab.remote("get", "vpcs", token=token, host="h1", controller=2)  # no wait
+    assert refused.code == 1 and refused.err.strip() == "error: invalid or revoked token"
+
+
 def test_the_cli_fails_over_to_c2_when_c1_is_killed(lab: Lab) -> None:
     lab.ok("lab", "kill", "c1")
     killed = time.monotonic()

@@ -65,9 +65,18 @@ def test_exec_passes_exit_code_and_runs_as_the_instances_own_user(lab: Lab) -> N
     assert "nameserver 169.254.1.1" in lab.exec_in("client-0", "cat", "/etc/resolv.conf").out
 
 
+# argv: address [host cert key ca]: with a certificate, mutual TLS as the controller dials.
 GRPC_READY = (
     "import grpc, sys\n"
-    "grpc.channel_ready_future(grpc.insecure_channel(sys.argv[1])).result(timeout=3)\n"
+    "address, *tls = sys.argv[1:]\n"
+    "if tls:\n"
+    "    host, cert, key, ca = tls[0], *(open(p, 'rb').read() for p in tls[1:])\n"
+    "    creds = grpc.ssl_channel_credentials(ca, key, cert)\n"
+    "    options = [('grpc.ssl_target_name_override', host)]\n"
+    "    channel = grpc.secure_channel(address, creds, options=options)\n"
+    "else:\n"
+    "    channel = grpc.insecure_channel(address)\n"
+    "grpc.channel_ready_future(channel).result(timeout=3)\n"
     "print('ready')\n"
 )
 
@@ -87,7 +96,9 @@ def test_instances_cannot_reach_the_underlay(lab: Lab) -> None:
         assert result.code != 0, f"client-0 connected to {host}:{port}"
         assert failure_kind(result.err) == "unreachable", result.err
     # And a gRPC call to the agent: ready from the control namespace, never from an instance.
-    assert in_control_netns(lab, sys.executable, "-c", GRPC_READY, f"{agent}:7070").returncode == 0
+    certs = lab.info.pki()
+    tls = ["h1", str(certs.cert("c1")), str(certs.key("c1")), str(certs.ca_cert)]
+    assert in_control_netns(lab, sys.executable, "-c", GRPC_READY, f"{agent}:7070", *tls).returncode == 0
     result = lab.exec_in("client-0", "python3", "-c", GRPC_READY, f"{agent}:7070")
     assert result.code != 0 and "ready" not in result.out
     assert "FutureTimeoutError" in result.err, result.err
@@ -192,6 +203,37 @@ def test_exhausted_pool_fails_the_extra_instances_with_a_reason(lab: Lab) -> Non
     addresses = [i["status"]["ipv4"] for i in lab.instances("many") if i["status"]["state"] == "Provisioned"]
     assert sorted(addresses) == [f"100.90.0.{n}" for n in range(1, 7)]  # never .0 nor .7
     lab.ok("delete", "-f", "-", "--wait", stdin=EXHAUSTED)
+
+
+NEVER_READY = """
+kind: Vpc
+name: slow
+spec: {cidrs: [100.91.0.0/24]}
+---
+kind: Network
+name: slow-a
+spec: {vpc: slow, cidrs: [100.91.0.0/28]}
+---
+kind: Automaton
+name: sleeper
+spec:
+  network: slow-a
+  command: [sleep, infinity]
+  provides: [{protocol: http, transport: tcp, port: 8080}]   # never listens: never ready
+"""
+
+
+def test_a_long_wait_shows_progress_and_names_what_holds_it_up(lab: Lab) -> None:
+    result = lab.cli("apply", "-f", "-", "--wait", "--timeout", "12", stdin=NEVER_READY, timeout=60)
+    assert result.code != 0
+    assert "timed out after 12s waiting for: Automaton sleeper (0/1 instances provisioned)" in result.err
+    assert "waiting: 2/3 converged, slowest: Automaton sleeper (0/1 instances provisioned) for " in result.err
+    assert result.out.splitlines() == [
+        "vpc/slow created",
+        "network/slow-a created",
+        "automaton/sleeper created",
+    ]
+    lab.ok("delete", "-f", "-", "--wait", stdin=NEVER_READY)
 
 
 def _lab_pid(lab: Lab, role: str) -> int:

@@ -1,8 +1,11 @@
-"""The L2 plugin (Open vSwitch), end to end on a 2-host lab: a new kind, operator and stage."""
+"""The L2 plugin (Open vSwitch), end to end on a 2-host lab: a new kind, operator and stage,
+and composition security enforced by OVS on the segment (conntrack, anti-spoofing)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.lab import Lab
+from tests.e2e.lab import Lab, failure_kind
 
 pytestmark = pytest.mark.lab
 
@@ -32,7 +35,13 @@ name: node
 spec:
   network: lan-a
   command: [python3, -m, autonet.examples.echo, --port, "7000"]
+  provides: [{protocol: echo, transport: tcp, port: 7000}, {protocol: echo, transport: udp, port: 7000}]
+  consumes: [echo]
   replicas: 2
+---
+kind: Automaton
+name: stranger
+spec: {network: lan-a, command: [sleep, infinity], consumes: [echo]}
 ---
 kind: Automaton
 name: web
@@ -50,7 +59,46 @@ kind: Composition
 name: lan-app
 spec:
   links: [{from: client, to: web, protocol: http}]
+---
+kind: Composition
+name: mesh
+spec:
+  links: [{from: node, to: node, protocol: echo}]
 """
+
+MESH = "kind: Composition\nname: mesh\nspec:\n  links: [{from: node, to: node, protocol: echo}]\n"
+
+# A root process sends one UDP datagram with a source address of its choosing (IP_HDRINCL):
+# what an instance would do to pass for another one.
+SPOOF_UDP = (
+    "import socket, struct, sys\n"
+    "src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
+    "payload = b'spoofed'\n"
+    "udp = struct.pack('!HHHH', 40000, port, 8 + len(payload), 0) + payload\n"
+    "ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,\n"
+    "                 socket.inet_aton(src), socket.inet_aton(dst))\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)\n"
+    "s.sendto(ip + udp, (dst, 0))\n"
+    "print('sent')\n"
+)
+
+# A live TCP connection that echoes every 0.2 s for `seconds`; prints the wall-clock time
+# of every echo that came back, then `stalled` if one did not.
+LIVE_TCP = (
+    "import socket, sys, time\n"
+    "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)\n"
+    "s.settimeout(0.5)\n"
+    "end = time.time() + float(sys.argv[3])\n"
+    "while time.time() < end:\n"
+    "    s.sendall(b'x')\n"
+    "    try:\n"
+    "        s.recv(16)\n"
+    "    except OSError:\n"
+    "        print('stalled', flush=True)\n"
+    "        break\n"
+    "    print(f'echo {time.time():.3f}', flush=True)\n"
+    "    time.sleep(0.2)\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +158,66 @@ def test_ordinary_networks_are_unaffected(lab: Lab) -> None:
     assert "eth1" not in lab.exec_in("client-0", "ip", "-br", "link").out
 
 
-def test_links_to_l2_automatons_are_refused_at_apply(lab: Lab) -> None:
-    bad = "kind: Composition\nname: bad\nspec:\n  links: [{from: client, to: node, protocol: http}]\n"
-    result = lab.cli("apply", "-f", "-", stdin=bad)
-    assert result.code != 0
-    # The protocol check of the core may speak first; either way it is one clear line.
-    assert len(result.err.strip().splitlines()) == 1
+def test_an_instance_not_linked_is_dropped_while_a_linked_one_connects(lab: Lab) -> None:
+    """OVS drops what no link allows: the probe times out (no RST, no ICMP: the listener
+    never sees it); the same probe from a linked instance is answered."""
+    target = node(lab, "node-1")
+    for address in (target["status"]["ipv4"], target["status"]["ipv6"]):
+        probe = ("python3", "-m", "autonet.examples.echo_client", address, "7000", "--timeout", "2")
+        control = lab.exec_in("node-0", *probe)
+        assert control.out.strip() == "ping", f"positive control node-0 -> {address}: {control.err}"
+        for udp in ((), ("--udp",)):
+            refused = lab.exec_in("stranger-0", *probe, *udp)
+            assert refused.code != 0, f"stranger-0 reached {address}: {refused.out!r}"
+            assert failure_kind(refused.err) == "timeout", refused.err
+    stranger = lab.instances("stranger")[0]["status"]["ipv4"]
+    assert stranger not in lab.ok("logs", "node-1")
+
+
+def test_a_spoofed_source_address_is_dropped_at_the_port(lab: Lab) -> None:
+    """A root process of an instance forges a linked instance's source address: its own
+    bridge port drops it. The control: the same datagram with the sender's own address."""
+    sender, target = node(lab, "node-0"), node(lab, "node-1")
+    src, dst = sender["status"]["ipv4"], target["status"]["ipv4"]
+    before = lab.ok("logs", "node-1").count(f"udp from {src}")
+    sent = lab.root_in("node-0", sys.executable, "-c", SPOOF_UDP, src, dst, "7000")
+    assert sent.stdout.strip() == "sent", sent.stderr
+    deadline = time.monotonic() + 10
+    while lab.ok("logs", "node-1").count(f"udp from {src}") == before:
+        assert time.monotonic() < deadline, "the control datagram never arrived"
+        time.sleep(0.3)
+    seen = lab.ok("logs", "node-1").count(f"udp from {src}")
+    forged = lab.root_in("stranger-0", sys.executable, "-c", SPOOF_UDP, src, dst, "7000")
+    assert forged.stdout.strip() == "sent", forged.stderr  # it left the instance
+    time.sleep(2)
+    assert lab.ok("logs", "node-1").count(f"udp from {src}") == seen, "a forged datagram got through"
+
+
+def test_removing_the_link_stops_live_and_new_connections(lab: Lab) -> None:
+    target = node(lab, "node-1")["status"]["ipv4"]
+    env = {**os.environ, **lab.env, "AUTONET_LAB": lab.name}
+    argv = [sys.executable, "-m", "autonet.cli.main", "exec", "node-0", "--"]
+    live = subprocess.Popen(
+        [*argv, "python3", "-c", LIVE_TCP, target, "7000", "12"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        time.sleep(4)  # the connection is up and echoing
+        lab.ok("delete", "composition", "mesh")
+        removed = time.time()
+        out, _ = live.communicate(timeout=60)
+    finally:
+        live.kill()
+    echoes = [float(line.split()[1]) for line in out.splitlines() if line.startswith("echo ")]
+    assert any(t < removed for t in echoes), f"the live connection never worked: {out!r}"
+    assert "stalled" in out and all(t < removed + 1.0 for t in echoes), f"it outlived the link: {out!r}"
+    refused = lab.exec_in(
+        "node-0", "python3", "-m", "autonet.examples.echo_client", target, "7000", "--timeout", "2"
+    )
+    assert refused.code != 0 and failure_kind(refused.err) == "timeout", refused.err
+    lab.apply(MESH)  # and the link back: new connections work again
+    deadline = time.monotonic() + 20
+    while lab.exec_in("node-0", "python3", "-m", "autonet.examples.echo_client", target, "7000").code != 0:
+        assert time.monotonic() < deadline, "the restored link does not carry connections"
 
 
 def test_deleting_instances_removes_their_rules_on_every_host(lab: Lab) -> None:

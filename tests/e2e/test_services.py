@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import ipaddress
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,6 +97,28 @@ def test_every_automaton_has_service_addresses_from_the_vpc_service_range(lab: L
     assert ipaddress.ip_address(web["vip4"]) in ipaddress.ip_network("100.80.255.0/24")
     assert ipaddress.ip_address(web["vip6"]) in ipaddress.ip_network("fd00:80:0:ffff::/64")
     assert automaton(lab, "client")["status"]["vip4"] != web["vip4"]
+
+
+def test_graph_shows_every_automaton_its_instances_per_host_and_the_link(lab: Lab, tmp_path: Path) -> None:
+    dot = lab.cli("graph")
+    assert dot.code == 0, dot.err
+    assert '"automaton/client" -> "automaton/web" [label="http tcp/8080"];' in dot.out
+    assert '"automaton/outsider" ->' not in dot.out  # no link: no edge
+    hosts = Counter(
+        i["status"]["host"] for i in lab.json("get", "instances") if i["spec"]["automaton"] == "web"
+    )
+    per_host = "\\n".join(f"{host}: {count}" for host, count in sorted(hosts.items()))
+    assert f'"web\\n3/3 provisioned\\n{per_host}"' in dot.out
+    svg = tmp_path / "shop.svg"
+    written = lab.cli("graph", "-o", str(svg))
+    assert written.code == 0, written.err
+    text = html.unescape(svg.read_text())  # dot writes "-" as &#45;
+    assert "<svg" in text
+    for label in ("web", "client", "outsider", "http tcp/8080", "VPC blue", "network blue-a"):
+        assert label in text
+    wrong = lab.cli("graph", "-o", str(tmp_path / "shop.pdf"))
+    assert wrong.code != 0 and "must end in .svg, .png or .dot" in wrong.err
+    assert not (tmp_path / "shop.pdf").exists()
 
 
 def test_names_resolve_to_the_service_addresses_and_unknown_names_do_not(lab: Lab) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from autonet.api import auth
 from autonet.api.app import create_app
 from autonet.control.context import Context
 from autonet.control.registry import PluginAPI, load_plugins
@@ -51,7 +52,9 @@ HOST = {"name": "h1", "underlay": "100.64.0.11", "rpc": "127.0.0.1:9", "tag": "a
 async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
     plugins = load_plugins(PluginAPI(), only=["builtin"])
     app = create_app(Context(store=store, kinds=plugins.kinds), plugins)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+    # As the Unix socket serves it (root): who may do what is tests/unit/test_api_auth.py's.
+    transport = httpx.ASGITransport(app=auth.local(app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
         yield c
 
 

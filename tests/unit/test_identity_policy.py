@@ -99,26 +99,27 @@ def test_a_host_gets_the_rules_of_links_that_touch_its_automatons() -> None:
 def test_only_changed_elements_are_sent_and_a_moved_address_is_deleted_then_added() -> None:
     rules = {Allow(1, 2, "tcp", 8080)}
     before = _elements({"100.80.1.1": 1, "100.80.1.2": 2, "fd00:80::1": 1}, rules)
-    script, added, removed = _script(_Elements(), before)
+    script, added, removed, _ = _script(_Elements(), before)
     assert (added, removed) == (5, 0)
     assert "add element inet autonet id6 { fd00:80::1 : 1 }" in script
 
     # 100.80.1.2 now belongs to identity 3 (its address was reused); a new instance of 2.
     after = _elements({"100.80.1.1": 1, "100.80.1.2": 3, "100.80.1.3": 2, "fd00:80::1": 1}, rules)
-    script, added, removed = _script(before, after)
+    script, added, removed, revoked = _script(before, after)
     assert (added, removed) == (2, 1)
+    assert revoked.addresses == {"100.80.1.2"} and not revoked.rules  # its flows are revoked
     lines = script.splitlines()
     assert lines == [
         "delete element inet autonet id4 { 100.80.1.2 }",
         "add element inet autonet id4 { 100.80.1.2 : 3, 100.80.1.3 : 2 }",
     ]
-    assert _script(after, after) == ("", 0, 0)  # nothing changed: nothing sent
+    assert _script(after, after)[:3] == ("", 0, 0)  # nothing changed: nothing sent
 
 
 def test_identity_zero_and_unmapped_addresses_hold_no_element() -> None:
     elements = _elements({"100.80.1.1": 0, "100.80.1.2": 2}, {Allow(0, 2, "tcp", 80), Allow(2, 2, "udp", 53)})
     assert elements.maps["id4"] == {"100.80.1.2": 2}
-    assert elements.sets["allow"] == {"2 . 2 . udp . 53"}
+    assert elements.allow == {(2, 2, "udp", 53)}
 
 
 # -- identity leases -----------------------------------------------------------------------

@@ -65,7 +65,13 @@ def test_controllers_run_on_etcd_with_their_own_certificate(info: labs.LabInfo) 
     assert "--id" not in argv
     info.membership = True
     argv = labs.controller_argv(info, 2)
-    assert (value(argv, "--id"), value(argv, "--advertise")) == ("c2", "http://100.64.0.2:7080")
+    assert (value(argv, "--id"), value(argv, "--advertise")) == ("c2", "https://100.64.0.2:7080")
+    # Its HTTPS listener: its own certificate, and the lab's CA for client certificates.
+    assert (value(argv, "--tls-cert"), value(argv, "--tls-key"), value(argv, "--ca")) == (
+        str(info.dir / "pki" / "c2.pem"),
+        str(info.dir / "pki" / "c2-key.pem"),
+        str(info.dir / "pki" / "ca.pem"),
+    )
 
 
 def test_the_lab_passes_id_and_advertise_when_controller_help_shows_them() -> None:
@@ -76,9 +82,32 @@ def test_the_lab_passes_id_and_advertise_when_controller_help_shows_them() -> No
 def test_agents_know_every_controller(info: labs.LabInfo) -> None:
     argv = labs.agent_argv(info, "h2", 2)
     assert (
-        value(argv, "--controller") == "http://100.64.0.1:7080,http://100.64.0.2:7080,http://100.64.0.3:7080"
+        value(argv, "--controller")
+        == "https://100.64.0.1:7080,https://100.64.0.2:7080,https://100.64.0.3:7080"
     )
     assert value(argv, "--underlay") == "100.64.0.12"
+    # It reports with its own certificate (CN h2): the controllers take h2's reports from it only.
+    assert (value(argv, "--tls-cert"), value(argv, "--tls-key"), value(argv, "--ca")) == (
+        str(info.dir / "pki" / "h2.pem"),
+        str(info.dir / "pki" / "h2-key.pem"),
+        str(info.dir / "pki" / "ca.pem"),
+    )
+
+
+def test_agents_and_controllers_speak_mutual_tls_with_their_own_certificates(info: labs.LabInfo) -> None:
+    pki = info.dir / "pki"
+    agent = labs.agent_argv(info, "h2", 2)
+    assert (value(agent, "--tls-cert"), value(agent, "--tls-key")) == (
+        str(pki / "h2.pem"),
+        str(pki / "h2-key.pem"),
+    )
+    controller = labs.controller_argv(info, 3)
+    assert (value(controller, "--tls-cert"), value(controller, "--tls-key")) == (
+        str(pki / "c3.pem"),
+        str(pki / "c3-key.pem"),
+    )
+    assert value(agent, "--ca") == value(controller, "--ca") == str(pki / "ca.pem")
+    assert "--insecure" not in agent
 
 
 def test_etcd_members_use_mutual_tls_for_clients_and_peers(info: labs.LabInfo) -> None:

@@ -83,4 +83,4 @@ def test_dns_answers_a_and_aaaa_and_nxdomain() -> None:
     )
     missing = answer(query("nope.blue.autonet"), RECORDS)
     assert struct.unpack_from("!HHHHHH", missing)[1] & 0xF == 3
-    assert struct.unpack_from("!HHHHHH", answer(b"\x12", RECORDS))[1] & 0xF == 1  # FORMERR, no crash
+    assert answer(b"\x12", RECORDS) is None  # not even a header: dropped, no crash (tests/unit/test_dns.py)

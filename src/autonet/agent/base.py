@@ -15,6 +15,7 @@ from autonet.agent.state import InstanceRecord, InstanceTable, UidsExhausted
 from autonet.agent.supervisor import Supervised
 from autonet.dataplane import cgroups
 from autonet.dataplane.netlink import Netlink
+from autonet.model import naming
 
 
 class AgentBase:
@@ -51,4 +52,4 @@ class AgentBase:
         return str(record.process_uid)
 
     def owns_netns(self, name: str) -> bool:
-        return name.startswith((f"ani{self.tag}", f"anr{self.tag}"))
+        return name.startswith((f"ani{self.tag}", f"anr{self.tag}", naming.attached_netns_prefix(self.tag)))

@@ -28,6 +28,9 @@ Conventions (documented in docs/performance.md):
   the default range), reported in `process_uid`; `resources` are only recorded;
 - `Exec` is not implemented (there is nothing to run a command in); `Logs` and
   `FollowLogs` answer an empty log, `Flows` no flows; no load samples are posted.
+- its gRPC is plaintext on loopback, which a real agent serves only without TLS flags
+  (agent/rpc/tls.py), and the bench's controller runs without `--tls-cert`: the bench
+  measures the control plane, not TLS handshakes.
 
 `python -m autonet.cli.main hollow --hosts N --controller URL` runs a fleet of N hosts
 until SIGTERM; `--status FILE` keeps what every host holds in a JSON file (rewritten
@@ -477,7 +480,13 @@ async def run_fleet(
     limits = httpx.Limits(max_connections=max(10, len(hosts)), max_keepalive_connections=max(10, len(hosts)))
     # The agent's own timeout (agent/server.py): a beat that takes longer fails and the
     # host registers again, as a real host would under a slow controller.
-    client = httpx.AsyncClient(base_url=controller.rstrip("/"), timeout=5.0, limits=limits)
+    # On the controller's Unix socket (root's, as the hollow fleet's own controller is its
+    # user's): over TCP a host reports only with its certificate, which hollow hosts lack.
+    if controller.startswith("unix:"):
+        transport = httpx.AsyncHTTPTransport(uds=controller.removeprefix("unix:"), limits=limits)
+        client = httpx.AsyncClient(base_url="http://controller", transport=transport, timeout=5.0)
+    else:
+        client = httpx.AsyncClient(base_url=controller.rstrip("/"), timeout=5.0, limits=limits)
     tasks = []
     for n, host in enumerate(hosts):
         tasks.append(asyncio.create_task(heartbeat_loop(host, client), name=f"beat-{host.name}"))

@@ -79,6 +79,9 @@ class HostAgent(Wiring, Processes, Telemetry):
             self._kill_namespace_processes(record.netns)
             await self._remove_cgroup(self.cgroup(record))
             async with self._router_locks[record.router_netns]:
+                held = self.routers.get(record.router_netns)
+                if held is not None:
+                    held.policy.remove_port(record.endpoint["router_ifname"])
                 await ep.delete_endpoint(
                     self.nl, record.netns, record.router_netns, record.endpoint["router_ifname"]
                 )
@@ -86,6 +89,7 @@ class HostAgent(Wiring, Processes, Telemetry):
                 if record.router_netns not in self.table.routers():
                     router = self.routers.pop(record.router_netns, None)
                     if router is not None:
+                        self.forget_router(router)
                         router.close()
                     await ep.delete_router(self.nl, record.router_netns)
                     self.overlay_path(record.router_netns).unlink(missing_ok=True)
@@ -133,7 +137,11 @@ class HostAgent(Wiring, Processes, Telemetry):
                     self.table.save(record)
             except UidsExhausted as exc:
                 log.error("reconcile: %s: %s", record.name, exc)  # its process will not start
-            await self._wire(record)
+            try:
+                await self._wire(record)
+            except ValueError as exc:  # an attached container gone without its runtime's DEL
+                log.warning("reconcile: %s not wired again: %s", record.name, exc)
+                continue
             done["repaired"] += 1
 
             if record.process is not None and record.uid not in self.processes:

@@ -25,6 +25,7 @@ from autonet.agent.base import AgentBase
 from autonet.agent.state import InstanceRecord, UidsExhausted
 from autonet.agent.supervisor import Spec, Supervised
 from autonet.dataplane import cgroups, netns
+from autonet.model import naming
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,10 @@ class Processes(AgentBase):
             log.warning("cgroup of %s: %s", group.name, exc)
 
     def _kill_namespace_processes(self, name: str) -> None:
-        """Processes left in a namespace we remove (e.g. from `exec`) go with it."""
+        """Processes left in a namespace we remove (e.g. from `exec`) go with it; not in
+        an attached container's namespace: its processes are its runtime's."""
+        if naming.is_attached_netns(name):
+            return
         for pid in netns.pids_in(name):
             if pid != os.getpid():
                 with contextlib.suppress(ProcessLookupError):

@@ -8,6 +8,12 @@ concurrently); `sync_vpc` applies a VPC's state as SyncVpc sends it (identity po
 services, DNS names, VXLAN overlay) and keeps it on disk (`<state dir>/overlay/`), so
 that a router made again after a restart starts from the last state synced
 (`saved_vpc`) rather than from nothing.
+
+Trust: a sync is validated whole before anything is applied or saved (vpcdelta.validate);
+each router's policy holds its local instances' ports (anti-spoofing, kept by wiring);
+a sync that takes something away (a rule, a member, a backend) deletes the conntrack
+entries of the flows that needed it, so they stop at once; and the host namespace's
+VXLAN filter holds the underlay addresses of every router's peers.
 """
 
 from __future__ import annotations
@@ -49,11 +55,17 @@ class Router:
         self.overlay: overlay.Entries | None = None
         self.overlay_read = 0.0
         self.state: vpcdelta.State | None = None  # the VPC state last applied (SyncVpc's JSON form)
+        self.underlays: set[str] = set()  # its peers' underlay addresses, in the host's VXLAN filter
 
     def close(self) -> None:
         self.dns.close()
         self.conntrack.close()
         self.nft.close()
+
+
+def instance_addresses(endpoint: dict[str, Any]) -> list[str]:
+    """The addresses an instance may send from (its veth's anti-spoofing elements)."""
+    return [a for a in (endpoint.get("ipv4"), endpoint.get("ipv6")) if a]
 
 
 def service_ports(services: list[dict[str, Any]]) -> list[ServicePort]:
@@ -77,6 +89,19 @@ class VpcRouters(AgentBase):
 
     routers: dict[str, Router]
     _router_locks: dict[str, asyncio.Lock]
+    _underlay_filter: overlay.UnderlayFilter | None = None
+
+    def underlay_filter(self) -> overlay.UnderlayFilter:
+        """The host namespace's VXLAN filter (made at first use: the agent's namespace)."""
+        if self._underlay_filter is None:
+            self._underlay_filter = overlay.UnderlayFilter(Nft(None))
+        return self._underlay_filter
+
+    def forget_router(self, router: Router) -> None:
+        """A router is gone: its peers leave the VXLAN filter (unless another has them)."""
+        if router.underlays:
+            self.underlay_filter().update(router.underlays, set())
+            router.underlays = set()
 
     # -- overlay ---------------------------------------------------------------------------
     def vpc_syncs(self) -> list[tuple[str, int]]:
@@ -100,7 +125,9 @@ class VpcRouters(AgentBase):
 
     async def sync_vpc(self, router_netns: str, desired: dict[str, Any]) -> tuple[bool, int, int]:
         """Apply a VPC's overlay and policy (`desired` as in SyncVpc); remembered on disk.
-        `vpcdelta.StaleEpoch` (nothing applied) if its epoch is below the router's."""
+        `vpcdelta.StaleEpoch` (nothing applied) if its epoch is below the router's;
+        ValueError (nothing applied) if a value is malformed."""
+        vpcdelta.validate(desired)
         if not self.owns_netns(router_netns):
             raise ValueError(f"router {router_netns!r} does not carry this host's tag {self.tag!r}")
         async with self._router_locks[router_netns]:
@@ -113,7 +140,8 @@ class VpcRouters(AgentBase):
     async def sync_vpc_delta(self, router_netns: str, delta: dict[str, Any]) -> tuple[bool, int, int, int]:
         """Apply a VPC delta on top of the sync it is based on: (present, added, removed,
         seq); seq is -1 when the router holds another sync (nothing applied: the
-        controller sends a snapshot)."""
+        controller sends a snapshot). ValueError (nothing applied) if a value is malformed."""
+        vpcdelta.validate(delta)
         if not self.owns_netns(router_netns):
             raise ValueError(f"router {router_netns!r} does not carry this host's tag {self.tag!r}")
         async with self._router_locks[router_netns]:
@@ -170,6 +198,11 @@ class VpcRouters(AgentBase):
         router = self.routers.get(router_netns)
         if router is None:
             router = self.routers[router_netns] = Router(router_netns)
+            for record in self.table.records.values():  # the ports of its instances, if any
+                if record.router_netns == router_netns:
+                    router.policy.set_port(
+                        record.endpoint["router_ifname"], instance_addresses(record.endpoint)
+                    )
             await router.dns.start()
         return router
 
@@ -187,10 +220,26 @@ class VpcRouters(AgentBase):
         added, removed = router.policy.sync(identities, rules)
         services = desired.get("services", [])
         lb_added, lb_removed = router.services.sync(service_ports(services))
+        if router.policy.revoked or router.services.dropped:
+            await self._revoke(router_netns, router)
         router.dns.set_services(desired.get("vpc_name", ""), services)
         router.members = {m["address"]: Member(m["instance"], m["automaton"]) for m in members}
         overlay_added, overlay_removed = await self._apply_overlay(router_netns, desired)
         return added + lb_added + overlay_added, removed + lb_removed + overlay_removed
+
+    async def _revoke(self, router_netns: str, router: Router) -> None:
+        """Delete the conntrack entries of flows the sync just took away (a link, a
+        member, a backend): "accept established" would keep them alive otherwise."""
+        started = time.monotonic()
+        policy, services = router.policy, router.services
+        deleted = await router.conntrack.delete_where(lambda c: policy.revokes(c) or services.revokes(c))
+        if deleted:
+            log.info(
+                "%s: revoked %d connection(s) in %.1f ms",
+                router_netns,
+                len(deleted),
+                (time.monotonic() - started) * 1000,
+            )
 
     async def _apply_overlay(self, router_netns: str, desired: dict[str, Any]) -> tuple[int, int]:
         def vtep(data: dict[str, Any]) -> overlay.Vtep:
@@ -210,4 +259,8 @@ class VpcRouters(AgentBase):
         )
         if fresh:
             router.overlay_read = time.monotonic()
+        underlays = {peer.vtep.underlay for peer in peers}
+        if underlays != router.underlays or self._underlay_filter is None:
+            self.underlay_filter().update(router.underlays, underlays)
+            router.underlays = underlays
         return added, removed

@@ -7,6 +7,10 @@ past the cap. With several controllers (`--controller URL,URL,...`) it registers
 heartbeats to each of them, sends its load samples to each, and its process events to
 one that answers. The agent works without the controller (its instances keep running and
 are repaired); the controller drives it through RPC.
+
+With `tls` (agent/rpc/tls.py) the gRPC port is mutual TLS and only controller
+certificates may call any method of any service on it, plugins' included; the files
+are loaded again at the first handshake after they change.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,7 @@ from autonet.agent.plugins import load as load_plugins
 from autonet.agent.routers import OVERLAY_REREAD
 from autonet.agent.rpc import agent_pb2 as pb
 from autonet.agent.rpc import agent_pb2_grpc as pb_grpc
+from autonet.agent.rpc.tls import TlsFiles, secure_server
 from autonet.agent.state import DEFAULT_UID_RANGE, InstanceRecord, UidsExhausted
 from autonet.agent.supervisor import agent_path_env
 from autonet.agent.warmpool import DEFAULT_SIZE as DEFAULT_POOL
@@ -112,6 +118,7 @@ class AgentServicer(pb_grpc.AgentServicer):
                 "ipv6",
                 "mtu",
                 "resolv_conf",
+                "adopt_netns",
             )
         }
         endpoint["qos"] = MessageToDict(request.qos, preserving_proto_field_name=True)
@@ -273,12 +280,23 @@ async def underlay_mtu(agent: HostAgent, address: str) -> int:
     return 1500
 
 
-def controller_client(controller: str) -> httpx.AsyncClient:
-    """One HTTP client to the controller's API (`unix:/path` or a URL), for every loop."""
+def tls_context(tls: TlsFiles) -> ssl.SSLContext:
+    """The agent's certificate (CN = its host name) and key, and the cluster CA: over
+    https the agent proves with them which host it is, and checks the controller's."""
+    context = ssl.create_default_context(cafile=str(tls.ca))
+    context.load_cert_chain(str(tls.cert), str(tls.key))
+    return context
+
+
+def controller_client(controller: str, tls: TlsFiles | None = None) -> httpx.AsyncClient:
+    """One HTTP client to the controller's API (`unix:/path` or a URL), for every loop.
+    Over TCP the controller takes a host's reports only from that host's certificate:
+    `tls` (an https URL) presents it."""
     if controller.startswith("unix:"):
         transport = httpx.AsyncHTTPTransport(uds=controller.removeprefix("unix:"))
         return httpx.AsyncClient(base_url="http://controller", transport=transport, timeout=5.0)
-    return httpx.AsyncClient(base_url=controller.rstrip("/"), timeout=5.0)
+    verify: ssl.SSLContext | bool = tls_context(tls) if tls is not None else True
+    return httpx.AsyncClient(base_url=controller.rstrip("/"), timeout=5.0, verify=verify)
 
 
 def controller_urls(controller: str | None) -> list[str]:
@@ -420,7 +438,11 @@ async def serve(
     log_max_bytes: int = logs.DEFAULT_MAX_BYTES,
     warm_pool: int = DEFAULT_POOL,
     uid_range: tuple[int, int] = DEFAULT_UID_RANGE,
+    tls: TlsFiles | None = None,
 ) -> None:
+    """`tls`: this host's agent certificate, its key and the CA (None: plaintext, which the
+    CLI allows on loopback or with --insecure only). The same files are the agent's client
+    identity towards the controller's API."""
     from autonet.model.naming import host_tag
 
     tag = host_tag(cluster, host)
@@ -432,15 +454,26 @@ async def serve(
     plugin_api = AgentPluginAPI(host=host, state_dir=str(state_dir), host_agent=agent)
     plugins = load_plugins(plugin_api)
 
-    server = grpc.aio.server()
+    server, credentials = secure_server(tls)
     pb_grpc.add_AgentServicer_to_server(AgentServicer(agent), server)
     for register in plugin_api.services:
         register(server)
-    server.add_insecure_port(listen)
+    if credentials is None:
+        server.add_insecure_port(listen)
+    else:
+        server.add_secure_port(listen, credentials.credentials)
     await server.start()
     for hook in plugin_api.start_hooks:
         await hook()
-    log.info("agent %s serving gRPC on %s (plugins: %s)", host, listen, plugins or "none")
+    log.info(
+        "agent %s serving gRPC on %s (%s; plugins: %s)",
+        host,
+        listen,
+        "plaintext"
+        if credentials is None
+        else f"mutual TLS, controllers only, serial {credentials.serial:x}",
+        plugins or "none",
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -451,7 +484,7 @@ async def serve(
         serve_metrics(metrics, metrics_address)
     # Several controllers: each one hears the registration and every heartbeat (liveness is
     # kept in each controller's memory, and any of them may judge a host).
-    clients = [controller_client(url) for url in controller_urls(controller)]
+    clients = [controller_client(url, tls) for url in controller_urls(controller)]
     tasks = [
         asyncio.create_task(load_loop(agent, clients, metrics)),
         asyncio.create_task(log_loop(agent)),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from autonet.agent.flows import Counters, FlowIds, flow_rows, rates
-from autonet.agent.routers import VpcRouters
+from autonet.agent.routers import VpcRouters, instance_addresses
 from autonet.agent.state import InstanceRecord
 from autonet.dataplane import netns
 
@@ -47,7 +47,7 @@ class Telemetry(VpcRouters):
 
     # -- flows and load ----------------------------------------------------------------------
     def _addresses(self, record: InstanceRecord) -> set[str]:
-        return {a for a in (record.endpoint.get("ipv4"), record.endpoint.get("ipv6")) if a}
+        return set(instance_addresses(record.endpoint))
 
     async def flows(self, uid: str) -> list[dict[str, Any]]:
         record = self.table.get(uid)

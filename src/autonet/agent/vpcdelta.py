@@ -18,11 +18,20 @@ it sent.
 States and deltas are handled in their JSON form (`MessageToDict` with the proto's
 field names), which is also what the agent saves on disk: zero values are absent and
 64-bit numbers are strings there.
+
+Nothing of a sync is trusted: `validate` checks every value that reaches the kernel
+(transports from a fixed set, ports and identities as ints in range, addresses parsed
+by `ipaddress`, interface names of a strict pattern) before anything is applied or
+saved, and a sync that fails is refused whole (INVALID_ARGUMENT), leaving the router as
+it was.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from autonet.dataplane import nftables as nf
 
 State = dict[str, Any]
 
@@ -95,3 +104,55 @@ def apply_delta(state: State, delta: State) -> State:
     if highest := max(epoch(state), epoch(delta)):  # (absent when 0, as in the JSON form)
         patched["epoch"] = str(highest)
     return patched
+
+
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+
+
+def _vtep(vtep: Any) -> None:
+    if not isinstance(vtep, dict):
+        raise ValueError(f"vtep {vtep!r} is not a message")
+    for key in ("underlay", "ipv4", "ipv6"):
+        nf.address(vtep.get(key))
+    if not isinstance(vtep.get("mac"), str) or not _MAC.fullmatch(vtep["mac"]):
+        raise ValueError(f"vtep MAC {vtep.get('mac')!r} is not valid")
+
+
+def _rule(rule: dict[str, Any]) -> None:
+    nf.transport(rule.get("transport"))
+    nf.port(rule.get("port"))
+    nf.mark(rule.get("source_identity", 0))
+    nf.mark(rule.get("destination_identity", 0))
+
+
+def validate(message: State) -> None:
+    """ValueError (one line) unless every value of a VPC state or delta is well formed."""
+    for key in ("rules", "added_rules", "removed_rules"):
+        for rule in message.get(key, []):
+            _rule(rule)
+    for member in message.get("members", []):
+        nf.address(member.get("address"))
+        nf.mark(member.get("identity", 0))
+    for address in message.get("removed_members", []):
+        nf.address(address)
+    for service in message.get("services", []):
+        for vip in (service.get("vip4"), service.get("vip6")):
+            if vip:
+                nf.address(vip)
+        for port in service.get("ports", []):
+            nf.transport(port.get("transport"))
+            nf.port(port.get("port"))
+            for backend in port.get("backends", []):
+                nf.address(backend)
+    for peer in message.get("peers", []):
+        _vtep(peer.get("vtep"))
+        for address in peer.get("addresses", []):
+            nf.address(address)
+    if "vxlan_ifname" in message:
+        nf.ifname(message["vxlan_ifname"])
+    if "vni" in message:
+        nf.number(message["vni"], 1, (1 << 24) - 1, "VNI")
+    if "mtu" in message:
+        nf.number(message["mtu"], 68, 65535, "MTU")
+    if "local" in message:
+        _vtep(message["local"])

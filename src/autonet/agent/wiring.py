@@ -4,7 +4,10 @@ An endpoint is the instance's namespace and the veth pair to its VPC router
 (dataplane/endpoint.py); the record made for it holds the uid/gid leased to the instance
 (agent/state.py). Wiring an instance makes its router first if need be, which
 fails closed: a new router denies everything until the VPC's saved state (or a
-SyncVpc) says more. A namespace from the warm pool is taken when one is ready. QoS is
+SyncVpc) says more. The instance's veth and addresses go into the router's
+anti-spoofing sets before the veth is made, so no packet from it goes unchecked. A
+namespace from the warm pool is taken when one is ready; an attached container's
+namespace (autonet-cni) is adopted by name instead. QoS is
 a rate per direction with a priority, set by tc on both ends of the veth pair.
 """
 
@@ -14,7 +17,7 @@ import logging
 import os
 from typing import Any
 
-from autonet.agent.routers import VpcRouters
+from autonet.agent.routers import VpcRouters, instance_addresses
 from autonet.agent.state import InstanceRecord
 from autonet.agent.warmpool import WarmPool
 from autonet.dataplane import endpoint as ep
@@ -47,6 +50,9 @@ class Wiring(VpcRouters):
         for key in ("netns", "router_netns"):
             if not self.owns_netns(endpoint[key]):
                 raise ValueError(f"{key} {endpoint[key]!r} does not carry this host's tag {self.tag!r}")
+        adopted = endpoint.get("adopt_netns")
+        if adopted and not netns.exists(endpoint["netns"]) and not netns.is_network_namespace(adopted):
+            raise ValueError(f"adopt_netns {adopted!r}: not a network namespace on host {self.host}")
         async with self._instance_locks[uid]:
             record = self.table.get(uid)
             if record is None:
@@ -83,8 +89,14 @@ class Wiring(VpcRouters):
                 if saved is None:
                     router.policy.sync({}, set())
                     router.services.sync([])
-            if not netns.exists(record.netns):
+            adopted = record.endpoint.get("adopt_netns")
+            if adopted:  # an attached container's: the runtime made it, we name it
+                if not netns.exists(record.netns):
+                    netns.adopt(record.netns, adopted)
+            elif not netns.exists(record.netns):
                 self.pool.take(record.netns)  # a namespace made ahead, if one is ready
+            # Anti-spoofing before the veth exists: its first packet is already checked.
+            router.policy.set_port(record.endpoint["router_ifname"], instance_addresses(record.endpoint))
             await ep.ensure_endpoint(self.nl, self._endpoint_spec(record))
             await self._apply_qos(record)
 

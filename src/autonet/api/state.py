@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from autonet.control.context import Context
+from autonet.control.events import EventLog
 from autonet.control.registry import PluginAPI
 from autonet.model.errors import ValidationError
 from autonet.model.kinds import KindInfo, KindRegistry
@@ -46,6 +47,10 @@ class ApiState:
     identity: Identity = field(default_factory=lambda: Identity("controller"))
     # Applies and scales run one at a time: each validates against all objects first.
     apply_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    events: EventLog = field(init=False)  # recent state changes, fed by the object cache
+
+    def __post_init__(self) -> None:
+        self.events = EventLog(self.ctx.cache)
 
     @property
     def kinds(self) -> KindRegistry:

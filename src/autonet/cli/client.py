@@ -1,8 +1,12 @@
 """The CLI's view of the API: where it is, and requests whose errors are one line.
 
-The API is found from `--api` / AUTONET_API (`unix:/path` or `http://host:port`, or
-several of them separated by commas), else from `--lab` / AUTONET_LAB (a lab's name: all
-its controllers' sockets), else the default lab's. With several endpoints a request that
+The API is found from `--api` / AUTONET_API (`unix:/path`, `https://host:port` or
+`http://host:port`, or several of them separated by commas), else from `--lab` /
+AUTONET_LAB (a lab's name: all its controllers' sockets), else the default lab's.
+
+Over TCP the API wants a bearer token: `--token` / AUTONET_TOKEN, else the lab's admin
+token (`<lab dir>/admin.token`, minted at `lab up`); https endpoints are verified against
+`--ca` / AUTONET_CA, else the lab's CA. The Unix socket needs no token (it is root's). With several endpoints a request that
 cannot connect to one (refused, no socket, connect timeout) goes to the next; one that got
 an answer, or broke after it was sent, is never sent again elsewhere.
 """
@@ -13,8 +17,10 @@ import base64
 import contextlib
 import json
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -69,6 +75,28 @@ def api_address(api: str | None, lab: str | None) -> str:
     return ",".join("unix:" + str(sock) for sock in paths.lab_api_sockets(lab))
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """What a client presents over TCP: a bearer token, and the CA that verifies https."""
+
+    token: str | None = None
+    ca: str | None = None
+
+
+def credentials(token: str | None, ca: str | None, lab: str | None) -> Credentials:
+    """`--token` / AUTONET_TOKEN, `--ca` / AUTONET_CA; else the lab's own (its admin token
+    and CA, when they are there and readable)."""
+    lab = lab or os.environ.get("AUTONET_LAB") or paths.DEFAULT_LAB
+    token = token or os.environ.get("AUTONET_TOKEN")
+    if not token:
+        with contextlib.suppress(OSError):
+            token = paths.lab_token(lab).read_text().strip() or None
+    ca = ca or os.environ.get("AUTONET_CA")
+    if not ca and paths.lab_ca(lab).is_file():
+        ca = str(paths.lab_ca(lab))
+    return Credentials(token, ca)
+
+
 # The only failures after which a request goes to the next endpoint: nothing was sent.
 # Once a request has been sent (a read timed out, the connection broke, an HTTP answer
 # came back), it may have been acted on, so it is reported, never repeated elsewhere.
@@ -102,8 +130,13 @@ class Client:
     `READ_FAILOVER_TIMEOUT` (a paused controller), unless it is the last one to try."""
 
     def __init__(
-        self, address: str | Sequence[str], timeout: float = 30.0, connect_timeout: float = CONNECT_TIMEOUT
+        self,
+        address: str | Sequence[str],
+        timeout: float = 30.0,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        creds: Credentials | None = None,
     ) -> None:
+        self.creds = creds or Credentials()
         self.endpoints = split_endpoints(address)
         if not self.endpoints:
             raise CliError("no API address given (--api, AUTONET_API or --lab)")
@@ -129,7 +162,13 @@ class Client:
                 transport = httpx.HTTPTransport(uds=address.removeprefix("unix:"))
                 client = httpx.Client(base_url="http://autonet", transport=transport, timeout=self.timeout)
             else:
-                client = httpx.Client(base_url=address.rstrip("/"), timeout=self.timeout)
+                headers = {"Authorization": f"Bearer {self.creds.token}"} if self.creds.token else {}
+                verify: ssl.SSLContext | bool = True
+                if address.startswith("https:") and self.creds.ca:
+                    verify = ssl.create_default_context(cafile=self.creds.ca)
+                client = httpx.Client(
+                    base_url=address.rstrip("/"), timeout=self.timeout, headers=headers, verify=verify
+                )
             self._clients[address] = client
         return client
 

@@ -19,7 +19,12 @@ Roles: `controller` (also `c1`), `c2`..`cN`, `e1`..`e3`, `h1`..`hN`. The first c
 keeps the files of a one-controller lab (`api.sock`, `logs/controller.log`); the others
 have `api-cN.sock` and `logs/cN.log`. `pki/` holds the lab's CA and the certificates of
 its controllers (`cN`), agents (`hN`, CN = host name), etcd members and admin
-(cli/labetcd.py); with etcd every controller runs on the etcd cluster.
+(cli/labetcd.py); with etcd every controller runs on the etcd cluster. The agents' gRPC
+is mutual TLS with these certificates (agent/rpc/tls.py): agents and controllers get
+`--tls-cert/--tls-key/--ca`, and `autonet pki issue --dir <lab>/pki` rotates one live.
+The controllers serve their API over HTTPS on TCP with their certificates, the agents
+report to them with theirs, and `admin.token` is the lab's admin API token (0600,
+minted at `lab up`).
 """
 
 from __future__ import annotations
@@ -171,8 +176,23 @@ def _spawn(info: LabInfo, role: str, argv: list[str]) -> LabProcess:
     return LabProcess(role, proc.pid, process_start_time(proc.pid))
 
 
-def _api_url(info: LabInfo, index: int) -> str:
-    return f"http://{_bracket(info.address(index))}:{API_PORT}"
+def api_url(info: LabInfo, index: int) -> str:
+    """Controller number `index`'s API over the underlay (HTTPS)."""
+    return f"https://{_bracket(info.address(index))}:{API_PORT}"
+
+
+def tls_args(info: LabInfo, name: str) -> list[str]:
+    """`--tls-cert/--tls-key/--ca` of a lab daemon (cN or hN): its certificate from the
+    lab's PKI, for the agents' mutual-TLS gRPC and the controllers' https API."""
+    certs = info.pki()
+    return [
+        "--tls-cert",
+        str(certs.cert(name)),
+        "--tls-key",
+        str(certs.key(name)),
+        "--ca",
+        str(certs.ca_cert),
+    ]
 
 
 def store_args(info: LabInfo, index: int) -> list[str]:
@@ -192,7 +212,7 @@ def store_args(info: LabInfo, index: int) -> list[str]:
 
 
 def controller_argv(info: LabInfo, index: int = 1) -> list[str]:
-    member = ["--id", f"c{index}", "--advertise", _api_url(info, index)] if info.membership else []
+    member = ["--id", f"c{index}", "--advertise", api_url(info, index)] if info.membership else []
     return [
         sys.executable,
         "-m",
@@ -205,6 +225,7 @@ def controller_argv(info: LabInfo, index: int = 1) -> list[str]:
         f"tcp:{_bracket(info.address(index))}:{API_PORT}",
         *member,
         *[arg for spec in info.overwatch for arg in ("--overwatch", spec)],
+        *tls_args(info, f"c{index}"),
     ]
 
 
@@ -225,11 +246,12 @@ def agent_argv(info: LabInfo, host: str, index: int) -> list[str]:
         "--listen",
         f"{_bracket(address)}:{AGENT_PORT}",
         "--controller",
-        ",".join(_api_url(info, i) for i in range(1, info.controllers + 1)),
+        ",".join(api_url(info, i) for i in range(1, info.controllers + 1)),
         "--state-dir",
         str(info.dir / "hosts" / host),
         "--uid-range",  # lab hosts share a kernel: each leases its own block of uids
         f"{first}-{last}",
+        *tls_args(info, host),
     ]
 
 
@@ -325,6 +347,7 @@ def up(
             info.processes.append(_spawn(info, role, argv_of(info, role)))
             info.save()
         wait_ready(info, timeout)
+        mint_admin_token(info)
     except BaseException:
         if not os.environ.get("AUTONET_LAB_KEEP_FAILED"):
             down(name)
@@ -364,6 +387,13 @@ def _wait_etcd(info: LabInfo, members: list[str], timeout: float) -> None:
                 f"lab {info.name}: etcd {', '.join(waiting)} not healthy within {timeout:.0f}s{_log_tails(info)}"
             )
         time.sleep(0.1)
+
+
+def mint_admin_token(info: LabInfo) -> None:
+    """The lab's admin API token, made through c1's socket (root's) and kept in the lab
+    directory (0600): the CLI uses it for this lab's https endpoints (cli/client.py)."""
+    made = Client(info.controller_api(1)).request("POST", "/tokens", json={"role": "admin"})
+    pki.write_file(paths.lab_token(info.name), made["token"].encode() + b"\n", pki.KEY_MODE)
 
 
 def wait_ready(info: LabInfo, timeout: float) -> None:
@@ -573,11 +603,13 @@ def down(name: str) -> bool:
             naming.instance_netns_prefix(tag),
             naming.router_netns_prefix(tag),
             naming.pool_netns_prefix(tag),
+            naming.attached_netns_prefix(tag),  # only our name for them: their runtime's stay
         )
     )
     doomed = [n for n in netns.list_names("an") if n.startswith(prefixes)] + info.netns_names()
     for namespace in doomed:
-        _kill_in(namespace)
+        if not naming.is_attached_netns(namespace):
+            _kill_in(namespace)
     for namespace in doomed:
         netns.delete(namespace)
     hierarchy = cgroups.detect()
@@ -602,7 +634,7 @@ def status(name: str) -> dict[str, Any]:
         elif role in info.controller_names():
             kind, serves = (
                 "controller",
-                f"{info.controller_api(info.index(role))} {_api_url(info, info.index(role))}",
+                f"{info.controller_api(info.index(role))} {api_url(info, info.index(role))}",
             )
         else:
             kind, serves = "agent", f"{_bracket(address)}:{AGENT_PORT}"
@@ -623,7 +655,7 @@ def status(name: str) -> dict[str, Any]:
         "store": info.store,
         "underlay": info.underlay,
         "api": info.api,
-        "pki": str(info.pki().path) if info.store == "etcd" else None,
+        "pki": str(info.pki().path),
         "daemons": daemons,
     }
 

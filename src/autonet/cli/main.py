@@ -12,15 +12,21 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from autonet.cli import graph as graphs
 from autonet.cli import lab as labs
 from autonet.cli import output, paths
-from autonet.cli.client import API, ApiError, Client, CliError, api_address
+from autonet.cli.client import API, ApiError, Client, CliError, api_address, credentials
+from autonet.cli.config import ConfigOpt
+from autonet.cli.progress import WaitProgress
 from autonet.model import manifest
 from autonet.model.errors import ValidationError
+
+if TYPE_CHECKING:
+    from autonet.agent.rpc.tls import TlsFiles
 
 app = typer.Typer(
     name="autonet",
@@ -44,8 +50,23 @@ ApiOpt = Annotated[
     str | None,
     typer.Option(
         "--api",
-        help="API address: unix:/path or http://host:port; several separated by commas, tried in turn "
-        "when one cannot be reached [env AUTONET_API; default: every controller of the lab]",
+        help="API address: unix:/path, https://host:port or http://host:port; several separated by "
+        "commas, tried in turn when one cannot be reached [env AUTONET_API; default: every "
+        "controller of the lab]",
+    ),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="Bearer token for the API over TCP [env AUTONET_TOKEN; default: the lab's admin token]."
+        " Not needed on the Unix socket",
+    ),
+]
+CaOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ca", help="CA certificate (PEM) of https API endpoints [env AUTONET_CA; default: the lab's]"
     ),
 ]
 LabOpt = Annotated[str | None, typer.Option("--lab", help="Talk to the lab of this name [env AUTONET_LAB]")]
@@ -55,12 +76,13 @@ state: dict[str, Any] = {}
 
 
 @app.callback()
-def main_options(api: ApiOpt = None, lab: LabOpt = None) -> None:
-    state["api"], state["lab"] = api, lab
+def main_options(api: ApiOpt = None, lab: LabOpt = None, token: TokenOpt = None, ca: CaOpt = None) -> None:
+    state["api"], state["lab"], state["token"], state["ca"] = api, lab, token, ca
 
 
 def client() -> Client:
-    return Client(api_address(state.get("api"), state.get("lab")))
+    creds = credentials(state.get("token"), state.get("ca"), state.get("lab"))
+    return Client(api_address(state.get("api"), state.get("lab")), creds=creds)
 
 
 def fail(message: str) -> None:
@@ -87,44 +109,53 @@ def kinds_info(c: Client) -> dict[str, dict[str, Any]]:
 
 
 def wait_for(c: Client, targets: list[tuple[str, str]], timeout: float, deleting: bool = False) -> None:
-    """Until every target is done (or gone, when deleting); a Failed object ends the wait."""
+    """Until every target is done (or gone, when deleting); a Failed object ends the wait.
+    Progress (converged / total, the slowest one's state and reason) goes to stderr."""
     done_states = {k: set(v["done"]) for k, v in kinds_info(c).items()}
     deadline = time.monotonic() + timeout
-    pending: list[str] = []
-    while time.monotonic() < deadline:
-        pending = []
-        for kind, name in targets:
-            obj = c.get(kind, name)
-            if deleting:
-                if obj is not None:
-                    pending.append(f"{kind} {name} ({obj['status'].get('state')})")
-                continue
-            if obj is None:
-                fail(f"{kind} {name} disappeared")
-            assert obj is not None
-            st = obj["status"]
-            if st.get("state") == "Failed":
-                fail(f'{kind} "{name}" failed: {st.get("reason")}')
-            if st.get("state") not in done_states.get(kind, {"Provisioned"}):
-                pending.append(
-                    f"{kind} {name} ({st.get('state')}{': ' + st['reason'] if st.get('reason') else ''})"
-                )
-                continue
-            if kind == "Automaton":
-                # The API counts the automaton's instances; they are fetched only to name
-                # a failed one (listing every instance each round costs the fleet's size).
-                if st.get("failed"):
-                    mine = c.request("GET", "/objects/instances", params={"automaton": name})
-                    for inst in mine:
-                        if inst["status"].get("state") == "Failed":
-                            fail(f'Instance "{inst["name"]}" failed: {inst["status"].get("reason")}')
-                wanted = obj["spec"].get("replicas", 1)
-                if st.get("ready") != wanted or st.get("instances") != wanted:
-                    pending.append(f"Automaton {name} ({st.get('ready')}/{wanted} instances provisioned)")
-        if not pending:
-            return
-        time.sleep(0.1)
-    fail(f"timed out after {timeout:.0f}s waiting for: {', '.join(pending[:5])}")
+    progress = WaitProgress("deleting" if deleting else "waiting")
+    pending: dict[str, str] = {}
+    try:
+        while time.monotonic() < deadline:
+            pending = {}
+            for kind, name in targets:
+                why = _pending(c, kind, name, done_states, deleting)
+                if why:
+                    pending[f"{kind} {name}"] = why
+            if not pending:
+                return
+            progress.update(pending, len(targets))
+            time.sleep(0.1)
+    finally:
+        progress.close()
+    fail(f"timed out after {timeout:.0f}s waiting for: {', '.join(list(pending.values())[:5])}")
+
+
+def _pending(c: Client, kind: str, name: str, done_states: dict[str, set[str]], deleting: bool) -> str:
+    """Why one target is not there yet ("" when it is); fails the wait on a Failed one."""
+    obj = c.get(kind, name)
+    if deleting:
+        return f"{kind} {name} ({obj['status'].get('state')})" if obj is not None else ""
+    if obj is None:
+        fail(f"{kind} {name} disappeared")
+    assert obj is not None
+    st = obj["status"]
+    if st.get("state") == "Failed":
+        fail(f'{kind} "{name}" failed: {st.get("reason")}')
+    if st.get("state") not in done_states.get(kind, {"Provisioned"}):
+        return f"{kind} {name} ({st.get('state')}{': ' + st['reason'] if st.get('reason') else ''})"
+    if kind == "Automaton":
+        # The API counts the automaton's instances; they are fetched only to name
+        # a failed one (listing every instance each round costs the fleet's size).
+        if st.get("failed"):
+            mine = c.request("GET", "/objects/instances", params={"automaton": name})
+            for inst in mine:
+                if inst["status"].get("state") == "Failed":
+                    fail(f'Instance "{inst["name"]}" failed: {inst["status"].get("reason")}')
+        wanted = obj["spec"].get("replicas", 1)
+        if st.get("ready") != wanted or st.get("instances") != wanted:
+            return f"Automaton {name} ({st.get('ready')}/{wanted} instances provisioned)"
+    return ""
 
 
 @app.command()
@@ -394,6 +425,33 @@ def top(fmt: OutOpt = "table") -> None:
 
 
 @app.command()
+def graph(
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write FILE.svg, FILE.png or FILE.dot (default: DOT on stdout)"),
+    ] = None,
+) -> None:
+    """The composition graph: automatons (instances per host), links, VPCs and networks."""
+    fmt = graphs.output_format(out)
+    data = graphs.render(graphs.build_dot(graphs.fetch(client())), fmt)
+    if out is None:
+        sys.stdout.write(data.decode())
+        return
+    out.write_bytes(data)
+    typer.echo(f"graph written to {out}")
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free one)")] = 7090,
+) -> None:
+    """Serve the live dashboard on 127.0.0.1 and print its URL (with a session token)."""
+    from autonet.cli import ui as dashboard  # here: fastapi and uvicorn load only for this command
+
+    dashboard.serve(client(), port)
+
+
+@app.command()
 def qos(
     automaton: str,
     ingress: Annotated[float | None, typer.Option("--ingress", help="Mbit/s toward each instance")] = None,
@@ -431,6 +489,74 @@ def policy_check(
     verdict = client().request("GET", "/policy/check", params=params)
     typer.echo(verdict["reason"])
     raise typer.Exit(0 if verdict["allowed"] else 1)
+
+
+# --- API tokens ------------------------------------------------------------------------------
+token_app = typer.Typer(
+    help="Bearer tokens for the API over TCP: admin (everything), tenant (only the objects of "
+    "its VPCs), reader (GET only). Stored hashed; the secret is printed once, at create. "
+    "Admin only (or root on the Unix socket). See docs/security.md.",
+    no_args_is_help=True,
+)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option("--role", help="admin, tenant or reader")],
+    vpcs: Annotated[
+        list[str] | None, typer.Option("--vpc", help="A VPC a tenant token reaches (repeatable; tenant only)")
+    ] = None,
+    ttl: Annotated[
+        str | None, typer.Option("--ttl", help="Lifetime: 30s, 15m, 1h, 7d, 2w [default: no expiry]")
+    ] = None,
+    fmt: OutOpt = "table",
+) -> None:
+    """Make a token; prints it (only this once: the store keeps its hash) and its id."""
+    made = client().request("POST", "/tokens", json={"role": role, "vpcs": vpcs or [], "ttl": ttl})
+    if fmt != "table":
+        typer.echo(output.render(made, fmt))
+        return
+    typer.echo(made["token"])
+    typer.echo(
+        f"id {made['id']}, role {made['role']}"
+        + (f", VPCs {', '.join(made['vpcs'])}" if made["vpcs"] else "")
+        + (f", expires {_when(made['expires'])}" if made["expires"] else ""),
+        err=True,
+    )
+
+
+def _when(epoch: float | None) -> str:
+    import datetime as dt
+
+    if epoch is None:
+        return "never"
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@token_app.command("list")
+def token_list(fmt: OutOpt = "table") -> None:
+    """Every token: id, role, VPCs, expiry, creation (never the secret)."""
+    rows = client().request("GET", "/tokens")
+    if fmt != "table":
+        typer.echo(output.render(rows, fmt))
+        return
+    typer.echo(
+        output.grid(
+            ["ID", "ROLE", "VPCS", "EXPIRES", "CREATED"],
+            [
+                [r["id"], r["role"], ",".join(r["vpcs"]) or "-", _when(r["expires"]), r["created"]]
+                for r in rows
+            ],
+        )
+    )
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id (token list)")]) -> None:
+    """Revoke a token: every controller refuses it from the next request on."""
+    client().request("DELETE", f"/tokens/{token_id}")
+    typer.echo(f"token {token_id} revoked")
 
 
 # --- PKI -------------------------------------------------------------------------------------
@@ -581,7 +707,7 @@ def lab_status(name: LabName = paths.DEFAULT_LAB, fmt: OutOpt = "table") -> None
     ]
     typer.echo(output.grid(["ROLE", "KIND", "PID", "STATE", "SERVES"], rows))
     if info["pki"]:
-        typer.echo(f"PKI: {info['pki']} (admin.pem, admin-key.pem: etcd's admin client)")
+        typer.echo(f"PKI: {info['pki']} (hN: agents, cN: controllers, admin: etcd's admin client)")
     try:
         hosts = Client(info["api"]).objects("hosts")
     except CliError as exc:
@@ -717,8 +843,34 @@ def _logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+TlsCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert",
+        help="This daemon's certificate (PEM): the agents' mutual-TLS gRPC, and the controller's https"
+        " API (a controller's serves it; an agent's proves which host reports)",
+    ),
+]
+TlsKeyOpt = Annotated[Path | None, typer.Option("--tls-key", help="Key (PEM) of --tls-cert")]
+DaemonCaOpt = Annotated[
+    Path | None, typer.Option("--ca", help="The cluster CA (PEM) that verifies the peers' certificates")
+]
+
+
+def tls_files(cert: Path | None, key: Path | None, ca: Path | None) -> TlsFiles | None:
+    """--tls-cert/--tls-key/--ca: all three (checked readable, the key the certificate's) or none."""
+    from autonet.agent.rpc.tls import TlsFiles
+
+    with pki_errors():
+        files = TlsFiles.of(cert, key, ca)
+        if files is not None:
+            files.load()
+    return files
+
+
 @app.command()
 def controller(
+    config: ConfigOpt = None,
     store: Annotated[
         str,
         typer.Option(
@@ -772,6 +924,9 @@ def controller(
             " http://100.64.0.21:8080 (repeatable; default: the --listen addresses)",
         ),
     ] = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    ca: DaemonCaOpt = None,
     member_ttl: Annotated[
         float | None,
         typer.Option(
@@ -784,6 +939,11 @@ def controller(
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run the controller: the operators, the API and /metrics.
+
+    The Unix socket (--listen unix:...) is root's: no token. Over TCP every request needs
+    a bearer token (autonet token create) or, for agents' reports, the host's certificate.
+    With --tls-cert/--tls-key/--ca (a controller certificate) the TCP listeners serve
+    HTTPS and the controller calls the agents over mutual TLS; without, both are plaintext.
 
     With an etcd store, several controllers run at once, each owning a share of the VPCs."""
     import asyncio
@@ -804,6 +964,7 @@ def controller(
         fail("--member-ttl needs an etcd:// --store (one controller on SQLite has no membership)")
     if member_id is not None and (not member_id or "/" in member_id):
         fail(f"--id {member_id!r}: it must be non-empty and without '/'")
+    tls = tls_files(tls_cert, tls_key, ca)
     _logging(log_level)
     asyncio.run(
         serve(
@@ -815,12 +976,14 @@ def controller(
             member_id=member_id,
             advertise=advertise or (),
             member_ttl=member_ttl or 3.0,
+            tls=tls,
         )
     )
 
 
 @app.command()
 def agent(
+    config: ConfigOpt = None,
     name: Annotated[str, typer.Option("--name", help="This host's name")] = os.uname().nodename,
     cluster: Annotated[
         str, typer.Option("--cluster", help="Cluster (lab) name, part of kernel object names")
@@ -864,17 +1027,43 @@ def agent(
             help="Uids (and gids) leased to instances, one each: FIRST-LAST, none of them a user's",
         ),
     ] = "200000-299999",
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    ca: DaemonCaOpt = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve plaintext gRPC without --tls-cert/--tls-key/--ca on a non-loopback address:"
+            " anyone who reaches it may call the agent (root on this host). Tests only",
+        ),
+    ] = False,
 ) -> None:
-    """Run the per-host agent (gRPC server programming this host)."""
+    """Run the per-host agent (gRPC server programming this host).
+
+    With --tls-cert/--tls-key/--ca (this host's agent certificate, CN = --name) the gRPC
+    port is mutual TLS and answers controller certificates only, and the agent presents
+    the certificate to the controllers' https API, which takes this host's reports only
+    from it; the files are loaded again when they change. Without them it serves
+    plaintext on loopback only, unless --insecure."""
     import asyncio
 
+    from autonet.agent.rpc.tls import is_loopback
     from autonet.agent.server import serve
     from autonet.agent.state import parse_uid_range
 
     if not underlay:
         fail("--underlay: required (this host's underlay address)")
-    _logging(log_level)
     listen = listen or (f"[{underlay}]:7070" if ":" in underlay else f"{underlay}:7070")
+    tls = tls_files(tls_cert, tls_key, ca)
+    if tls is not None and insecure:
+        fail("--insecure: not with --tls-cert/--tls-key/--ca")
+    if tls is None and not insecure and not is_loopback(listen):
+        fail(
+            f"--listen {listen}: plaintext gRPC off loopback lets anyone on the network call the"
+            " agent; give --tls-cert/--tls-key/--ca (or --insecure for a test)"
+        )
+    _logging(log_level)
     metrics = metrics or (f"[{underlay}]:9101" if ":" in underlay else f"{underlay}:9101")
     if log_max_bytes < 0:
         fail("--log-max-bytes: must be >= 0")
@@ -897,6 +1086,7 @@ def agent(
             log_max_bytes,
             warm_pool,
             uids,
+            tls,
         )
     )
 

@@ -1,7 +1,8 @@
 """Where labs keep their files: $AUTONET_RUN_DIR (default /run/autonet)/labs/<name>.
 
 Each controller of a lab serves its API on a socket there: `api.sock` (c1, the lab's
-first controller), `api-c2.sock`, `api-c3.sock` ...
+first controller), `api-c2.sock`, `api-c3.sock` ... `admin.token` is the lab's admin API
+token (mode 0600), minted at `lab up`; `pki/ca.pem` its CA.
 """
 
 from __future__ import annotations
@@ -34,3 +35,13 @@ def lab_api_sockets(lab: str) -> list[Path]:
     except (OSError, ValueError, TypeError, AttributeError):
         count = 1
     return [api_socket(lab, index) for index in range(1, max(count, 1) + 1)]
+
+
+def lab_token(lab: str) -> Path:
+    """The lab's admin API token (minted at `lab up`)."""
+    return lab_dir(lab) / "admin.token"
+
+
+def lab_ca(lab: str) -> Path:
+    """The lab's CA certificate: it signs the controllers' HTTPS certificates."""
+    return lab_dir(lab) / "pki" / "ca.pem"

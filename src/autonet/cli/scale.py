@@ -401,7 +401,7 @@ class Run:
             argv = [
                 sys.executable, "-m", "autonet.cli.main", "hollow",
                 "--hosts", str(count), "--first", str(n * HOSTS_PER_PROCESS),
-                "--controller", f"http://127.0.0.1:{self.port}",
+                "--controller", f"unix:{self.socket}",
                 "--cluster", self.tmp.name, "--status", str(status),
             ]  # fmt: skip
             self.procs.start(f"hollow-{n}", argv, self.tmp / f"hollow-{n}.log")

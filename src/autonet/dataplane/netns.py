@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import socket
 import threading
@@ -163,6 +164,42 @@ def rename(old: str, new: str) -> None:
             os.unlink(target)
         raise
     delete(old)
+
+
+NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: which kind of namespace it is
+
+
+def is_network_namespace(path: str) -> bool:
+    """Whether `path` is a network namespace file (/run/netns/X, /proc/PID/ns/net)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def adopt(name: str, path: str) -> None:
+    """Give the namespace at `path` (a container runtime's) the name `name` too, by a
+    bind mount; `delete(name)` later drops only that name, never the runtime's namespace."""
+    if not is_network_namespace(path):
+        raise ValueError(f"{path}: not a network namespace")
+    _prepare_rundir()
+    target = netns_path(name)
+    if os.path.exists(target):
+        return
+    fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
+    os.close(fd)
+    try:
+        _check(_libc.mount(path.encode(), target.encode(), b"none", MS_BIND, None), "mount", name)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+        raise
 
 
 def call_in(name: str, work: Callable[[], T]) -> T:

@@ -4,11 +4,19 @@ A libnftables context talks to the kernel over a netlink socket that it opens wh
 is created, in the creating thread's namespace; so we create each context in a thread
 that has entered the target namespace (netns.call_in) and keep it. Commands are nft
 script text, applied as one atomic transaction per call. No `nft` process is spawned.
+
+Script text is a language: a value spliced into it could end a command and start
+another (`tcp; flush ruleset`). So every value our modules put into a script goes
+through one of the checks below first (a fixed set of words, ints in range, addresses
+parsed and printed back by `ipaddress`, interface names of a strict pattern), and a
+value that fails is a ValueError before any script is made.
 """
 
 from __future__ import annotations
 
 import ctypes
+import ipaddress
+import re
 import threading
 
 from autonet.dataplane import netns
@@ -30,8 +38,57 @@ NFT_CTX_DEFAULT = 0
 NFT_CTX_OUTPUT_JSON = 1 << 4
 
 
+TRANSPORTS = frozenset({"tcp", "udp"})
+_IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+
+
 class NftError(RuntimeError):
     pass
+
+
+def transport(value: object) -> str:
+    """A transport protocol from the fixed set (ValueError otherwise)."""
+    if not isinstance(value, str) or value not in TRANSPORTS:
+        raise ValueError(f"transport {value!r} is not one of {', '.join(sorted(TRANSPORTS))}")
+    return value
+
+
+def number(value: object, low: int, high: int, what: str) -> int:
+    """An int in [low, high], from an int or a string of digits (64-bit JSON fields)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{what} {value!r} is not a number")
+    if isinstance(value, str) and not value.isdigit():
+        raise ValueError(f"{what} {value!r} is not a number")
+    result = int(value)
+    if not low <= result <= high:
+        raise ValueError(f"{what} {result} is not in {low}..{high}")
+    return result
+
+
+def port(value: object) -> int:
+    return number(value, 1, 65535, "port")
+
+
+def mark(value: object) -> int:
+    """An identity (a 32-bit meta/ct mark)."""
+    return number(value, 0, 0xFFFFFFFF, "identity")
+
+
+def address(value: object) -> str:
+    """An IPv4 or IPv6 address, printed back in its canonical form."""
+    if not isinstance(value, str) or "%" in value:  # (ipaddress takes "fe80::1%<any text>")
+        raise ValueError(f"address {value!r} is not an IP address")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"address {value!r} is not an IP address") from None
+
+
+def ifname(value: object) -> str:
+    """A Linux interface name of letters, digits, '_', '.', '-' (at most 15)."""
+    if not isinstance(value, str) or not _IFNAME.fullmatch(value):
+        raise ValueError(f"interface name {value!r} is not valid")
+    return value
 
 
 class Nft:

@@ -11,15 +11,26 @@ longer wanted, so the call is idempotent and self-healing:
 
 No learning, no multicast, no flooding. The device is created from the host namespace
 (so its UDP socket lives on the underlay) directly into the router namespace.
+
+A VXLAN socket takes a packet from anyone who can reach the host's UDP port, and the
+VNI is no secret: so in the host namespace `UnderlayFilter` drops VXLAN packets whose
+source is not the underlay address of a known host (a peer of some VPC this host
+carries):
+
+    table inet autonet_underlay
+      set hosts4/hosts6   the peers' underlay addresses, counted over the VPCs
+      chain input         udp dport 4789, source not in the set: drop
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from dataclasses import dataclass, field
 
 from pyroute2 import AsyncIPRoute
 
+from autonet.dataplane import nftables as nf
 from autonet.dataplane.endpoint import IFA_F_NODAD, NUD_PERMANENT
 from autonet.dataplane.netlink import EEXIST, ENOENT, ESRCH, Netlink, call, link_index, netns_fd
 
@@ -27,6 +38,67 @@ VXLAN_PORT = 4789
 RTNH_F_ONLINK = 4
 RTPROT_AUTONET = 250  # marks the routes we own on the VXLAN device
 AF_BRIDGE = 7
+
+
+UNDERLAY_TABLE = "autonet_underlay"
+UNDERLAY_SKELETON = f"""
+table inet {UNDERLAY_TABLE} {{
+  set hosts4 {{ type ipv4_addr; }}
+  set hosts6 {{ type ipv6_addr; }}
+  chain input {{
+    type filter hook input priority filter - 10; policy accept;
+    udp dport {VXLAN_PORT} ip saddr != @hosts4 drop
+    udp dport {VXLAN_PORT} ip6 saddr != @hosts6 drop
+  }}
+}}
+"""
+
+
+class UnderlayFilter:
+    """The host namespace's VXLAN filter: only known hosts' underlay addresses may send.
+
+    Each VPC router contributes its peers; an address stays in the set while some
+    router has it as a peer (a count per address), so an update is the change only.
+    """
+
+    def __init__(self, nft: nf.Nft) -> None:
+        self.nft = nft
+        self.counts: Counter[str] = Counter()
+        self.made = False
+
+    def update(self, old: set[str], new: set[str]) -> None:
+        """One router's peers went from `old` to `new` (underlay addresses)."""
+        new = {nf.address(a) for a in new}
+        added, gone = [], []
+        for address in new - old:
+            self.counts[address] += 1
+            if self.counts[address] == 1:
+                added.append(address)
+        for address in old - new:
+            self.counts[address] -= 1
+            if self.counts[address] <= 0:
+                del self.counts[address]
+                gone.append(address)
+        script = []
+        if not self.made:  # first use (agent start): the table afresh, a known state
+            script += [
+                f"table inet {UNDERLAY_TABLE}",
+                f"delete table inet {UNDERLAY_TABLE}",
+                UNDERLAY_SKELETON,
+            ]
+            added = list(self.counts)
+            gone = []
+        for verb, addresses in (("delete", gone), ("add", added)):
+            for family, name in ((4, "hosts4"), (6, "hosts6")):
+                chosen = sorted(a for a in addresses if (":" in a) == (family == 6))
+                if chosen:
+                    script.append(f"{verb} element inet {UNDERLAY_TABLE} {name} {{ {', '.join(chosen)} }}")
+        if script:
+            self.nft.run("\n".join(script))
+        self.made = True
+
+    def hosts(self) -> set[str]:
+        return set(self.counts)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,11 @@ lookup misses, nothing is translated, and the policy rejects the connection.
 
 Clients are DNATed on their own host (prerouting of their router), so balanced traffic
 takes no extra hop.
+
+A backend taken out of a service is noted (`revokes`), so that the caller deletes the
+conntrack entries still pointing at it (as kube-proxy does for UDP): its established
+connections end at once instead of living on through conntrack. Every value in the
+script text is checked when a `ServicePort` is made.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
-from autonet.dataplane.nftables import Nft
+from autonet.dataplane import nftables as nf
+from autonet.dataplane.conntrack import Connection
 from autonet.model import maglev
 
 TABLE = "autonet_lb"
@@ -48,6 +54,12 @@ class ServicePort:
     port: int
     backends: tuple[str, ...]  # of the VIP's family
 
+    def __post_init__(self) -> None:  # the values go into nft script text: checked, canonical
+        object.__setattr__(self, "vip", nf.address(self.vip))
+        nf.transport(self.transport)
+        nf.port(self.port)
+        object.__setattr__(self, "backends", tuple(nf.address(b) for b in self.backends))
+
 
 @dataclass
 class _Applied:
@@ -70,9 +82,17 @@ def _slots(table: list[int], backends: tuple[str, ...], slots: list[int]) -> str
 
 
 class RouterServices:
-    def __init__(self, nft: Nft) -> None:
+    def __init__(self, nft: nf.Nft) -> None:
         self.nft = nft
         self.applied: dict[tuple[str, str, int], _Applied] | None = None
+        self.dropped: dict[tuple[str, str, int], set[str]] = {}  # backends the last sync took out
+
+    def revokes(self, connection: Connection) -> bool:
+        """Whether `connection` was balanced to a backend the last sync took out."""
+        if not self.dropped or connection.orig.dst == connection.reply.src:
+            return False  # (not translated: no service connection)
+        key = (connection.orig.dst, connection.protocol, connection.orig.dport)
+        return connection.reply.src in self.dropped.get(key, ())
 
     def sync(self, ports: list[ServicePort]) -> tuple[int, int]:
         """Make the router's service table match `ports`; returns (slots written, removed)."""
@@ -82,8 +102,10 @@ class RouterServices:
             self.applied = {}
         wanted = {(p.vip, p.transport, p.port): p for p in ports}
         written = removed = 0
+        self.dropped = {}
         for key in [k for k in self.applied if k not in wanted]:
             old = self.applied.pop(key)
+            self.dropped[key] = set(old.backends)
             family = ipaddress.ip_address(key[0]).version
             script += [
                 f"delete element inet {TABLE} svc{family} {{ {key[0]} . {key[1]} . {key[2]} }}",
@@ -105,6 +127,8 @@ class RouterServices:
                 current = self.applied[key] = _Applied(chain, 0, (), [])
             if current.backends == port.backends:
                 continue
+            if gone := set(current.backends) - set(port.backends):
+                self.dropped[key] = gone
             size = maglev.table_size(len(port.backends)) if port.backends else 0
             table = maglev.build(port.backends, size) if port.backends else []
             chain = current.chain

@@ -16,12 +16,12 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic import ValidationError as PydanticError
 
-from autonet.model.errors import StatusError, ValidationError
+from autonet.model.errors import StatusError, ValidationError, shown
 from autonet.model.objects import Object
 from autonet.model.status import (
     AutomatonStatus,
@@ -53,11 +53,11 @@ def check_name(kind: str, name: object) -> str:
         raise ValidationError(f"{kind}: name: required")
     if len(name) > NAME_MAX:
         raise ValidationError(
-            f'{kind} "{name[:20]}...": name: too long ({len(name)} characters, at most {NAME_MAX})'
+            f'{kind} "{shown(name[:20])}...": name: too long ({len(name)} characters, at most {NAME_MAX})'
         )
     if not NAME_RE.match(name):
         raise ValidationError(
-            f'{kind} "{name}": name: only lowercase letters, digits and inner "-" are allowed'
+            f'{kind} "{shown(name)}": name: only lowercase letters, digits and inner "-" are allowed'
         )
     return name
 
@@ -131,7 +131,7 @@ def _user(value: str | None) -> str | None:
 
 class AutomatonSpec(Spec):
     network: str
-    command: list[str] = Field(min_length=1)
+    command: list[str] = Field(default_factory=list)  # required unless external
     provides: list[Provide] = Field(default_factory=list)
     consumes: list[Protocol] = Field(default_factory=list)
     replicas: int = Field(default=1, ge=0, le=10_000)
@@ -140,6 +140,27 @@ class AutomatonSpec(Spec):
     user: Annotated[str | None, AfterValidator(_user)] = None
     resources: Resources | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    # External: its instances are containers a runtime made and attached through
+    # autonet-cni (Instance spec.attachment); autonet wires them and starts no process.
+    external: bool = False
+
+    @model_validator(mode="after")
+    def _command_or_external(self) -> Self:
+        if self.external:
+            if self.command:
+                raise ValueError(
+                    "an external automaton has no command (its instances are attached containers)"
+                )
+            if "replicas" in self.model_fields_set and self.replicas:
+                raise ValueError(
+                    "an external automaton has no replicas: containers attach through autonet-cni"
+                )
+            self.replicas = 0
+        elif not self.command:
+            raise ValueError(
+                "command: required (or external: true for containers attached through autonet-cni)"
+            )
+        return self
 
 
 class Link(Spec):
@@ -159,9 +180,19 @@ class HostSpec(Spec):
     capacity: int | None = Field(default=None, ge=0)
 
 
+class Attachment(Spec):
+    """A container attached by a runtime through autonet-cni: where it is."""
+
+    container_id: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    netns: str = Field(pattern=r"^/[^\x00]*$", max_length=4096)  # the runtime's namespace path
+    host: str  # the host the runtime (and the container) is on
+    ifname: Literal["eth0"] = "eth0"
+
+
 class InstanceSpec(Spec):
     automaton: str
     ordinal: int = Field(ge=0)
+    attachment: Attachment | None = None
 
 
 @dataclass
@@ -269,8 +300,10 @@ class KindInfo:
             errors = exc.errors()
             # A misspelt field also shows up as a missing one: name the misspelling.
             err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-            where = ".".join(str(part) for part in ("spec", *err["loc"]))
-            message = str(err["msg"]).removeprefix("Value error, ")
+            where = ".".join(
+                shown(part) if isinstance(part, str) else str(part) for part in ("spec", *err["loc"])
+            )
+            message = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
             if err["type"] == "extra_forbidden":
                 message = "unknown field"
             raise ValidationError(f'{self.name} "{name}": {where}: {message}') from None

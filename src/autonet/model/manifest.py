@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from autonet.model.addressing import service_ranges
-from autonet.model.errors import ValidationError
+from autonet.model.errors import ValidationError, shown
 from autonet.model.kinds import KindRegistry, check_name
 from autonet.model.objects import Object
 
@@ -28,11 +28,18 @@ def parse(text: str) -> list[dict[str, Any]]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValidationError(f"manifest is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or exc
+        raise ValidationError(f"manifest is not valid YAML{where}: {_one_line(problem)}") from None
+    except (ValueError, OverflowError, RecursionError) as exc:  # a scalar YAML could not build
+        raise ValidationError(f"manifest is not valid YAML: {_one_line(exc)}") from None
     for index, doc in enumerate(docs):
         if not isinstance(doc, dict):
             raise ValidationError(f"document {index + 1}: expected a mapping with kind, name, spec")
     return docs
+
+
+def _one_line(value: object) -> str:
+    return " ".join(str(value).split())
 
 
 @dataclass
@@ -62,9 +69,13 @@ def validate(
     batch: list[Object] = []
     seen: set[tuple[str, str]] = set()
     for index, doc in enumerate(docs):
+        if not isinstance(doc, dict):
+            raise ValidationError(f"document {index + 1}: expected a mapping with kind, name, spec")
         unknown = set(doc) - {"kind", "name", "spec", "metadata", "status"}
         if unknown:
-            raise ValidationError(f"document {index + 1}: unknown field(s) {', '.join(sorted(unknown))}")
+            raise ValidationError(
+                f"document {index + 1}: unknown field(s) {', '.join(sorted(map(shown, unknown)))}"
+            )
         if "kind" not in doc:
             raise ValidationError(f"document {index + 1}: kind: required")
         info = kinds.resolve(str(doc["kind"]))

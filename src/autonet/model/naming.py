@@ -1,6 +1,8 @@
 """Kernel object names: within IFNAMSIZ (15 bytes), `an`-prefixed, derived from IDs.
 
     ani<host tag:4><instance:8>   instance network namespace
+    ane<host tag:4><instance:8>   an attached container's namespace (the runtime's,
+                                  bind-mounted here by the agent: never emptied or killed)
     anr<host tag:4><vpc:8>        VPC router namespace on a host
     anv<instance:8>               router-side veth of an instance
     anx<vpc:8>                    the VPC's VXLAN device in a router namespace
@@ -52,6 +54,19 @@ def lab_uid_range(tag: str) -> tuple[int, int]:
 
 def instance_netns(tag: str, instance_uid: str) -> str:
     return _fit(f"{PREFIX}i{tag}{digest(instance_uid, 8)}")
+
+
+def attached_netns(tag: str, instance_uid: str) -> str:
+    """The agent's name for a namespace a container runtime made (autonet-cni)."""
+    return _fit(f"{PREFIX}e{tag}{digest(instance_uid, 8)}")
+
+
+def attached_netns_prefix(tag: str) -> str:
+    return f"{PREFIX}e{tag}"
+
+
+def is_attached_netns(name: str) -> bool:
+    return name.startswith(f"{PREFIX}e")
 
 
 def router_netns(tag: str, vpc_uid: str) -> str:

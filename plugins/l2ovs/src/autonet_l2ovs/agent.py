@@ -4,8 +4,9 @@ It runs Open vSwitch for the host, gives instances on `l2: ovs` networks a secon
 interface (`eth1`, a veth whose host end is a port of the network's bridge), and makes
 each network's bridge match what the controller asks: local ports, a kernel VXLAN port
 (static FDB: one all-zeros entry per peer host for broadcast and multicast, one entry
-per remote instance MAC; no learning), and OpenFlow rules: one per MAC to its port, one
-for broadcast/multicast to flood. Rules are replaced with `replace-flows`, so rules
+per remote instance MAC; no learning), and OpenFlow rules (flows.py): anti-spoofing on
+every port, conntrack and composition security, then one rule per MAC to its port and
+one for broadcast/multicast to flood. Rules are replaced with `replace-flows`, so rules
 that did not change keep their counters.
 """
 
@@ -25,6 +26,8 @@ from autonet.dataplane.endpoint import IFA_F_NODAD
 from autonet.dataplane.netlink import EEXIST, ENOENT, add_veth, call, link_index
 from autonet_l2ovs import l2_pb2 as pb
 from autonet_l2ovs import l2_pb2_grpc as pb_grpc
+from autonet_l2ovs.flows import FlowError
+from autonet_l2ovs.flows import build as build_flows
 from autonet_l2ovs.ovs import Ovs, OvsError
 
 L2_PORT = 4790  # the VPC routers' VXLAN uses 4789; this overlay has its own port
@@ -106,6 +109,11 @@ class L2Servicer(pb_grpc.L2Servicer):
         return await self._guard(context, work)
 
     async def SyncNetwork(self, request: pb.NetworkState, context: Any) -> pb.OvsStatus:
+        try:
+            flows = build_flows(request)  # validated before anything changes
+        except FlowError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
         async def work() -> None:
             nl = self.host_agent.nl
             host = await nl.host()
@@ -139,9 +147,6 @@ class L2Servicer(pb_grpc.L2Servicer):
             for port in wanted_ports:
                 if await link_index(host, port) is not None:
                     await asyncio.to_thread(self.ovs.add_port, request.bridge, port)
-            flows = [f"priority=100,dl_dst={p.mac},actions=output:{p.name}" for p in request.ports]
-            flows += [f"priority=100,dl_dst={r.mac},actions=output:{request.vxlan}" for r in request.remotes]
-            flows.append("priority=50,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00,actions=flood")
             await asyncio.to_thread(self.ovs.replace_flows, request.bridge, flows)
 
         return await self._guard(context, work)

@@ -13,8 +13,13 @@ OpenFlow rules on every host of the network, and lets the instance continue.
 Deletions are followed by watching the store: a network's hosts are re-synced whenever
 one of its instances changes, so deleted instances lose their rules everywhere.
 
-Composition security and service addresses live in the VPC routers, which L2 traffic
-does not cross: links to or from automatons on `l2: ovs` networks are refused at apply.
+Composition security on the segment is enforced by OVS itself (flows.py): every host of
+the network gets the network's openings (the links between automatons with instances on
+it, as source and destination addresses plus transport/port) and drops everything else;
+its rules follow instances, automatons and compositions. Traffic that leaves the segment
+(to other networks) crosses the VPC routers and their policy. Service addresses are
+served by the routers: an instance reaches an automaton on its own l2 segment by its
+instances' addresses (the replies would not cross the router).
 """
 
 from __future__ import annotations
@@ -27,19 +32,19 @@ import grpc
 from pydantic import BaseModel
 
 from autonet.control.context import Context
-from autonet.control.operators.network import Coalescer
+from autonet.control.operators.network import Coalescer, addresses
 from autonet.control.outcomes import Advance, Outcome, Remove, Retry
 from autonet.control.registry import PluginAPI
 from autonet.model.addressing import mac_for
-from autonet.model.errors import ValidationError
 from autonet.model.kinds import INIT, PROVISIONED, TERMINATING, KindInfo, Stage
-from autonet.model.manifest import View
 from autonet.model.naming import digest
 from autonet.model.objects import Object
+from autonet.model.policy import openings
 from autonet.model.status import Status
 from autonet.store import Conflict
 from autonet_l2ovs import l2_pb2 as pb
 from autonet_l2ovs import l2_pb2_grpc as pb_grpc
+from autonet_l2ovs.flows import PING
 
 L2_READY = "L2AgentReady"
 OVS_READY = "OvsReady"
@@ -77,6 +82,29 @@ def l2_mac(instance_uid: str) -> str:
     return mac_for(f"l2:{instance_uid}")
 
 
+def conntrack_zone(network_uid: str) -> int:
+    """The network's conntrack zone in OVS (1..65535), stable across hosts and restarts."""
+    return int(digest(network_uid, 4), 36) % 65535 + 1
+
+
+def network_allows(
+    members: list[Object], compositions: list[Object], automatons: list[Object]
+) -> list[pb.Allow]:
+    """The openings between automatons with instances on the segment (by address); one
+    ping opening per linked pair, as the routers allow echo requests between them."""
+    on_segment: dict[str, list[str]] = {}
+    for inst in members:
+        on_segment.setdefault(inst.spec["automaton"], []).extend(addresses(inst))
+    found = openings(compositions, {a.name: a for a in automatons})
+    wanted = {(o.source, o.target, o.transport, o.port) for o in found}
+    wanted |= {(o.source, o.target, PING, 0) for o in found}
+    return [
+        pb.Allow(sources=sorted(on_segment[s]), destinations=sorted(on_segment[t]), transport=tr, port=p)
+        for s, t, tr, p in sorted(wanted)
+        if s in on_segment and t in on_segment
+    ]
+
+
 async def l2_stub(ctx: Context, host: str) -> pb_grpc.L2Stub:
     agent = await ctx.agent_for(host)
     return pb_grpc.L2Stub(agent.channel)
@@ -105,21 +133,6 @@ def setup(api: PluginAPI) -> None:
         )
     )
     api.insert_stage("Instance", L2_READY, after="Wired", when=on_ovs)
-
-    @api.validator
-    def refuse_policy_on_l2(obj: Object, view: View) -> None:
-        if obj.kind != "Composition":
-            return
-        for index, link in enumerate(obj.spec.get("links", [])):
-            for end in ("from", "to"):
-                automaton = view.get("Automaton", link[end])
-                network = view.get("Network", automaton.spec["network"]) if automaton else None
-                if network is not None and network.spec.get("l2") == "ovs":
-                    raise ValidationError(
-                        f'Composition "{obj.name}": spec.links[{index}].{end}: "{link[end]}" is on l2: ovs '
-                        f'network "{network.name}"; composition security and service addresses are not '
-                        "available on l2: ovs networks (their traffic does not cross the VPC router)"
-                    )
 
     @api.operator("L2Agent", INIT)
     async def start_ovs(agent: Object, ctx: Context) -> Outcome:
@@ -170,14 +183,14 @@ def setup(api: PluginAPI) -> None:
         prefixes = {4: None, 6: None}
         for cidr in network.spec["cidrs"]:
             prefixes[6 if ":" in cidr else 4] = cidr.split("/")[1]
-        addresses = [
+        with_prefix = [
             f"{inst.status[f'ipv{v}']}/{p}" for v, p in prefixes.items() if p and inst.status.get(f"ipv{v}")
         ]
         await rpc(
             ctx, inst.status["host"], "Attach",
             pb.AttachRequest(
                 instance_uid=inst.uid, bridge=bridge_name(network.uid), port=port_name(inst.uid),
-                mac=l2_mac(inst.uid), addresses=addresses, mtu=int(inst.status["mtu"]),
+                mac=l2_mac(inst.uid), addresses=with_prefix, mtu=int(inst.status["mtu"]),
             ),
         )  # fmt: skip
         l2 = {"l2_port": port_name(inst.uid), "l2_mac": l2_mac(inst.uid)}
@@ -203,6 +216,7 @@ def setup(api: PluginAPI) -> None:
         by_host: dict[str, list[Object]] = {}
         for inst in members:
             by_host.setdefault(inst.status["host"], []).append(inst)
+        allows = network_allows(members, await ctx.list("Composition"), await ctx.list("Automaton"))
         agents = {a.name for a in await ctx.list("L2Agent") if a.state == PROVISIONED}
         calls = []
         for host_name in sorted(agents):
@@ -211,7 +225,7 @@ def setup(api: PluginAPI) -> None:
                 continue
             underlay = host.spec["underlay"]
             remotes = [
-                pb.Remote(mac=i.status["l2_mac"], underlay=hosts[h].spec["underlay"])
+                pb.Remote(mac=i.status["l2_mac"], underlay=hosts[h].spec["underlay"], addresses=addresses(i))
                 for h, insts in by_host.items()
                 if h != host_name and h in hosts
                 for i in insts
@@ -223,28 +237,41 @@ def setup(api: PluginAPI) -> None:
                 local_underlay=underlay,
                 mtu=int(host.status.get("mtu", 1500)) - VXLAN_OVERHEAD[6 if ":" in underlay else 4],
                 ports=[
-                    pb.Port(name=i.status["l2_port"], mac=i.status["l2_mac"])
+                    pb.Port(name=i.status["l2_port"], mac=i.status["l2_mac"], addresses=addresses(i))
                     for i in by_host.get(host_name, [])
                 ],
                 remotes=remotes,
                 peers=sorted(hosts[h].spec["underlay"] for h in by_host if h != host_name and h in hosts),
+                zone=conntrack_zone(network.uid),
+                allows=allows,
             )
             calls.append(rpc(ctx, host_name, "SyncNetwork", request))
         await asyncio.gather(*calls)
 
     async def follow_instances(ctx: Context) -> None:
-        """Re-sync a network's hosts when one of its L2 instances changes or goes."""
+        """Re-sync a network's hosts when one of its L2 instances goes, and every L2
+        network when a composition or an automaton changes (links and ports are rules)."""
         revision = await ctx.store.revision()
-        async for event in ctx.store.watch(revision, ["Instance"]):
-            status = event.record.data.get("status", {})
-            if (
+        async for event in ctx.store.watch(revision, ["Instance", "Composition", "Automaton"]):
+            data, kind = event.record.data, event.record.kind
+            if not ctx.acts_on(Object.from_data(data, event.record.revision)):  # (several controllers)
+                continue
+            status = data.get("status", {})
+            networks: set[str] = set()
+            if kind == "Composition" or (kind == "Automaton" and data.get("spec", {}).get("network")):
+                l2 = {n.name for n in await ctx.list("Network") if n.spec.get("l2") == "ovs"}
+                # A link's openings involve its automatons' segments only; a composition may
+                # link automatons anywhere, so every segment is re-synced (coalesced).
+                networks = l2 if kind == "Composition" else l2 & {data["spec"]["network"]}
+            elif (
                 status.get("l2_port")
                 and status.get("network")
-                and (event.type == "delete" or event.record.data["metadata"].get("deleting"))
-                and ctx.acts_on(Object.from_data(event.record.data, event.record.revision))
+                and (event.type == "delete" or data["metadata"].get("deleting"))
             ):
+                networks = {status["network"]}
+            for network in sorted(networks):
                 with contextlib.suppress(Exception):
-                    await network_sync(ctx)(status["network"])
+                    await network_sync(ctx)(network)
 
     async def refresh_agents(ctx: Context) -> None:
         """Keep each L2Agent's status showing its bridges, ports and rules with counters."""

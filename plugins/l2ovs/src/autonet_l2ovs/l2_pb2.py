@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61utonet_l2ovs/l2.proto\x12\x10\x61utonet.l2ovs.v1\"\x0e\n\x0cStartRequest\"p\n\rAttachRequest\x12\x14\n\x0cinstance_uid\x18\x01 \x01(\t\x12\x0e\n\x06\x62ridge\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\t\x12\x0b\n\x03mac\x18\x04 \x01(\t\x12\x11\n\taddresses\x18\x05 \x03(\t\x12\x0b\n\x03mtu\x18\x06 \x01(\r\"!\n\x04Port\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\"\'\n\x06Remote\x12\x0b\n\x03mac\x18\x01 \x01(\t\x12\x10\n\x08underlay\x18\x02 \x01(\t\"\xc0\x01\n\x0cNetworkState\x12\x0e\n\x06\x62ridge\x18\x01 \x01(\t\x12\r\n\x05vxlan\x18\x02 \x01(\t\x12\x0b\n\x03vni\x18\x03 \x01(\r\x12\x16\n\x0elocal_underlay\x18\x04 \x01(\t\x12\x0b\n\x03mtu\x18\x05 \x01(\r\x12%\n\x05ports\x18\x06 \x03(\x0b\x32\x16.autonet.l2ovs.v1.Port\x12)\n\x07remotes\x18\x07 \x03(\x0b\x32\x18.autonet.l2ovs.v1.Remote\x12\r\n\x05peers\x18\x08 \x03(\t\"\r\n\x0b\x44umpRequest\"4\n\x06\x42ridge\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05ports\x18\x02 \x03(\t\x12\r\n\x05\x66lows\x18\x03 \x03(\t\"X\n\tOvsStatus\x12\x0f\n\x07running\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\t\x12)\n\x07\x62ridges\x18\x03 \x03(\x0b\x32\x18.autonet.l2ovs.v1.Bridge2\xa5\x02\n\x02L2\x12G\n\x08StartOvs\x12\x1e.autonet.l2ovs.v1.StartRequest\x1a\x1b.autonet.l2ovs.v1.OvsStatus\x12\x46\n\x06\x41ttach\x12\x1f.autonet.l2ovs.v1.AttachRequest\x1a\x1b.autonet.l2ovs.v1.OvsStatus\x12J\n\x0bSyncNetwork\x12\x1e.autonet.l2ovs.v1.NetworkState\x1a\x1b.autonet.l2ovs.v1.OvsStatus\x12\x42\n\x04\x44ump\x12\x1d.autonet.l2ovs.v1.DumpRequest\x1a\x1b.autonet.l2ovs.v1.OvsStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61utonet_l2ovs/l2.proto\x12\x10\x61utonet.l2ovs.v1\"\x0e\n\x0cStartRequest\"p\n\rAttachRequest\x12\x14\n\x0cinstance_uid\x18\x01 \x01(\t\x12\x0e\n\x06\x62ridge\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\t\x12\x0b\n\x03mac\x18\x04 \x01(\t\x12\x11\n\taddresses\x18\x05 \x03(\t\x12\x0b\n\x03mtu\x18\x06 \x01(\r\"4\n\x04Port\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\x11\n\taddresses\x18\x03 \x03(\t\":\n\x06Remote\x12\x0b\n\x03mac\x18\x01 \x01(\t\x12\x10\n\x08underlay\x18\x02 \x01(\t\x12\x11\n\taddresses\x18\x03 \x03(\t\"O\n\x05\x41llow\x12\x0f\n\x07sources\x18\x01 \x03(\t\x12\x14\n\x0c\x64\x65stinations\x18\x02 \x03(\t\x12\x11\n\ttransport\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\r\"\xf7\x01\n\x0cNetworkState\x12\x0e\n\x06\x62ridge\x18\x01 \x01(\t\x12\r\n\x05vxlan\x18\x02 \x01(\t\x12\x0b\n\x03vni\x18\x03 \x01(\r\x12\x16\n\x0elocal_underlay\x18\x04 \x01(\t\x12\x0b\n\x03mtu\x18\x05 \x01(\r\x12%\n\x05ports\x18\x06 \x03(\x0b\x32\x16.autonet.l2ovs.v1.Port\x12)\n\x07remotes\x18\x07 \x03(\x0b\x32\x18.autonet.l2ovs.v1.Remote\x12\r\n\x05peers\x18\x08 \x03(\t\x12\x0c\n\x04zone\x18\t \x01(\r\x12\'\n\x06\x61llows\x18\n \x03(\x0b\x32\x17.autonet.l2ovs.v1.Allow\"\r\n\x0b\x44umpRequest\"4\n\x06\x42ridge\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05ports\x18\x02 \x03(\t\x12\r\n\x05\x66lows\x18\x03 \x03(\t\"X\n\tOvsStatus\x12\x0f\n\x07running\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\t\x12)\n\x07\x62ridges\x18\x03 \x03(\x0b\x32\x18.autonet.l2ovs.v1.Bridge2\xa5\x02\n\x02L2\x12G\n\x08StartOvs\x12\x1e.autonet.l2ovs.v1.StartRequest\x1a\x1b.autonet.l2ovs.v1.OvsStatus\x12\x46\n\x06\x41ttach\x12\x1f.autonet.l2ovs.v1.AttachRequest\x1a\x1b.autonet.l2ovs.v1.OvsStatus\x12J\n\x0bSyncNetwork\x12\x1e.autonet.l2ovs.v1.NetworkState\x1a\x1b.autonet.l2ovs.v1.OvsStatus\x12\x42\n\x04\x44ump\x12\x1d.autonet.l2ovs.v1.DumpRequest\x1a\x1b.autonet.l2ovs.v1.OvsStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,17 +36,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTACHREQUEST']._serialized_start=60
   _globals['_ATTACHREQUEST']._serialized_end=172
   _globals['_PORT']._serialized_start=174
-  _globals['_PORT']._serialized_end=207
-  _globals['_REMOTE']._serialized_start=209
-  _globals['_REMOTE']._serialized_end=248
-  _globals['_NETWORKSTATE']._serialized_start=251
-  _globals['_NETWORKSTATE']._serialized_end=443
-  _globals['_DUMPREQUEST']._serialized_start=445
-  _globals['_DUMPREQUEST']._serialized_end=458
-  _globals['_BRIDGE']._serialized_start=460
-  _globals['_BRIDGE']._serialized_end=512
-  _globals['_OVSSTATUS']._serialized_start=514
-  _globals['_OVSSTATUS']._serialized_end=602
-  _globals['_L2']._serialized_start=605
-  _globals['_L2']._serialized_end=898
+  _globals['_PORT']._serialized_end=226
+  _globals['_REMOTE']._serialized_start=228
+  _globals['_REMOTE']._serialized_end=286
+  _globals['_ALLOW']._serialized_start=288
+  _globals['_ALLOW']._serialized_end=367
+  _globals['_NETWORKSTATE']._serialized_start=370
+  _globals['_NETWORKSTATE']._serialized_end=617
+  _globals['_DUMPREQUEST']._serialized_start=619
+  _globals['_DUMPREQUEST']._serialized_end=632
+  _globals['_BRIDGE']._serialized_start=634
+  _globals['_BRIDGE']._serialized_end=686
+  _globals['_OVSSTATUS']._serialized_start=688
+  _globals['_OVSSTATUS']._serialized_end=776
+  _globals['_L2']._serialized_start=779
+  _globals['_L2']._serialized_end=1072
 # @@protoc_insertion_point(module_scope)

@@ -27,23 +27,39 @@ class AttachRequest(_message.Message):
     def __init__(self, instance_uid: _Optional[str] = ..., bridge: _Optional[str] = ..., port: _Optional[str] = ..., mac: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., mtu: _Optional[int] = ...) -> None: ...
 
 class Port(_message.Message):
-    __slots__ = ("name", "mac")
+    __slots__ = ("name", "mac", "addresses")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     name: str
     mac: str
-    def __init__(self, name: _Optional[str] = ..., mac: _Optional[str] = ...) -> None: ...
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., mac: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Remote(_message.Message):
-    __slots__ = ("mac", "underlay")
+    __slots__ = ("mac", "underlay", "addresses")
     MAC_FIELD_NUMBER: _ClassVar[int]
     UNDERLAY_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     mac: str
     underlay: str
-    def __init__(self, mac: _Optional[str] = ..., underlay: _Optional[str] = ...) -> None: ...
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mac: _Optional[str] = ..., underlay: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Allow(_message.Message):
+    __slots__ = ("sources", "destinations", "transport", "port")
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    destinations: _containers.RepeatedScalarFieldContainer[str]
+    transport: str
+    port: int
+    def __init__(self, sources: _Optional[_Iterable[str]] = ..., destinations: _Optional[_Iterable[str]] = ..., transport: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
 
 class NetworkState(_message.Message):
-    __slots__ = ("bridge", "vxlan", "vni", "local_underlay", "mtu", "ports", "remotes", "peers")
+    __slots__ = ("bridge", "vxlan", "vni", "local_underlay", "mtu", "ports", "remotes", "peers", "zone", "allows")
     BRIDGE_FIELD_NUMBER: _ClassVar[int]
     VXLAN_FIELD_NUMBER: _ClassVar[int]
     VNI_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +68,8 @@ class NetworkState(_message.Message):
     PORTS_FIELD_NUMBER: _ClassVar[int]
     REMOTES_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    ALLOWS_FIELD_NUMBER: _ClassVar[int]
     bridge: str
     vxlan: str
     vni: int
@@ -60,7 +78,9 @@ class NetworkState(_message.Message):
     ports: _containers.RepeatedCompositeFieldContainer[Port]
     remotes: _containers.RepeatedCompositeFieldContainer[Remote]
     peers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, bridge: _Optional[str] = ..., vxlan: _Optional[str] = ..., vni: _Optional[int] = ..., local_underlay: _Optional[str] = ..., mtu: _Optional[int] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., remotes: _Optional[_Iterable[_Union[Remote, _Mapping]]] = ..., peers: _Optional[_Iterable[str]] = ...) -> None: ...
+    zone: int
+    allows: _containers.RepeatedCompositeFieldContainer[Allow]
+    def __init__(self, bridge: _Optional[str] = ..., vxlan: _Optional[str] = ..., vni: _Optional[int] = ..., local_underlay: _Optional[str] = ..., mtu: _Optional[int] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., remotes: _Optional[_Iterable[_Union[Remote, _Mapping]]] = ..., peers: _Optional[_Iterable[str]] = ..., zone: _Optional[int] = ..., allows: _Optional[_Iterable[_Union[Allow, _Mapping]]] = ...) -> None: ...
 
 class DumpRequest(_message.Message):
     __slots__ = ()

@@ -44,12 +44,14 @@ class Ovs:
         return self._run("ovs-vsctl", f"--db=unix:{self.db_sock}", "--timeout=10", *args)
 
     def ofctl(self, bridge: str, *args: str, stdin: str | None = None) -> str:
+        # OpenFlow 1.3: rules in several tables (goto by resubmit) need table ids in flow
+        # mods, which the OpenFlow 1.0 default cannot carry.
         target = f"unix:{self.run_dir / bridge}.mgmt"
         if stdin is None:
-            return self._run("ovs-ofctl", args[0], target, *args[1:])
+            return self._run("ovs-ofctl", "-O", "OpenFlow13", args[0], target, *args[1:])
         path = self.dir / f"{bridge}.flows"
         path.write_text(stdin)
-        return self._run("ovs-ofctl", args[0], target, str(path))
+        return self._run("ovs-ofctl", "-O", "OpenFlow13", args[0], target, str(path))
 
     def _alive(self, daemon: str) -> bool:
         pidfile = self.run_dir / f"{daemon}.pid"
@@ -87,7 +89,10 @@ class Ovs:
         return self._run("ovs-vswitchd", "--version").splitlines()[0]
 
     def ensure_bridge(self, bridge: str) -> None:
-        self.vsctl("--may-exist", "add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev")
+        # fail_mode=secure: never the NORMAL (learning switch) fallback, even before the
+        # first rules arrive; the bridge forwards only what its rules allow.
+        settings = ["datapath_type=netdev", "fail_mode=secure"]
+        self.vsctl("--may-exist", "add-br", bridge, "--", "set", "bridge", bridge, *settings)
 
     def bridges(self) -> list[str]:
         return self.vsctl("list-br").split()

@@ -75,7 +75,7 @@ class BootstrapRequest(_message.Message):
     def __init__(self, host: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
 
 class Endpoint(_message.Message):
-    __slots__ = ("instance_uid", "instance_name", "vpc_uid", "netns", "router_netns", "router_ifname", "mac", "router_mac", "ipv4", "ipv6", "mtu", "resolv_conf", "qos")
+    __slots__ = ("instance_uid", "instance_name", "vpc_uid", "netns", "router_netns", "router_ifname", "mac", "router_mac", "ipv4", "ipv6", "mtu", "resolv_conf", "qos", "adopt_netns")
     INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_NAME_FIELD_NUMBER: _ClassVar[int]
     VPC_UID_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,7 @@ class Endpoint(_message.Message):
     MTU_FIELD_NUMBER: _ClassVar[int]
     RESOLV_CONF_FIELD_NUMBER: _ClassVar[int]
     QOS_FIELD_NUMBER: _ClassVar[int]
+    ADOPT_NETNS_FIELD_NUMBER: _ClassVar[int]
     instance_uid: str
     instance_name: str
     vpc_uid: str
@@ -102,7 +103,8 @@ class Endpoint(_message.Message):
     mtu: int
     resolv_conf: str
     qos: Qos
-    def __init__(self, instance_uid: _Optional[str] = ..., instance_name: _Optional[str] = ..., vpc_uid: _Optional[str] = ..., netns: _Optional[str] = ..., router_netns: _Optional[str] = ..., router_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., router_mac: _Optional[str] = ..., ipv4: _Optional[str] = ..., ipv6: _Optional[str] = ..., mtu: _Optional[int] = ..., resolv_conf: _Optional[str] = ..., qos: _Optional[_Union[Qos, _Mapping]] = ...) -> None: ...
+    adopt_netns: str
+    def __init__(self, instance_uid: _Optional[str] = ..., instance_name: _Optional[str] = ..., vpc_uid: _Optional[str] = ..., netns: _Optional[str] = ..., router_netns: _Optional[str] = ..., router_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., router_mac: _Optional[str] = ..., ipv4: _Optional[str] = ..., ipv6: _Optional[str] = ..., mtu: _Optional[int] = ..., resolv_conf: _Optional[str] = ..., qos: _Optional[_Union[Qos, _Mapping]] = ..., adopt_netns: _Optional[str] = ...) -> None: ...
 
 class Process(_message.Message):
     __slots__ = ("instance_uid", "command", "user", "env", "resources")

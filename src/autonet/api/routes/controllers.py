@@ -15,10 +15,11 @@ One controller on SQLite is the only one: it owns everything (shard `*`, epoch 0
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from autonet.api.auth import ALLOW_CLUSTER_READ, Principal
 from autonet.api.state import API, State
 from autonet.control.shards import Shards
 from autonet.store import StoreError
@@ -59,7 +60,9 @@ async def _lease_state(shards: Shards, lease: int) -> tuple[bool, float | None]:
 
 
 @router.get("/controllers")
-async def list_controllers(state: State) -> list[dict[str, Any]]:
+async def list_controllers(
+    state: State, caller: Annotated[Principal, Depends(ALLOW_CLUSTER_READ)]
+) -> list[dict[str, Any]]:
     """Every controller: id, endpoints, state, shards and epochs, lease time left."""
     shards, identity = state.ctx.shards, state.identity
     if shards is None:

@@ -7,11 +7,12 @@ in control/load.py); the Host and Instance operators decide every state change.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
+from autonet.api.auth import ALLOW_HOST, Principal
 from autonet.api.state import API, ApiError, State
 from autonet.control.context import Context
 from autonet.control.operators.instances import process_stopped
@@ -21,6 +22,9 @@ from autonet.model.objects import Object
 from autonet.store import Conflict, Put
 
 router = APIRouter(prefix=API)
+# Over TCP only an agent certificate whose CN is the host (and only for itself); the
+# Unix socket (root) for anything.
+Agent = Annotated[Principal, Depends(ALLOW_HOST)]
 
 
 class Registration(BaseModel):
@@ -65,8 +69,12 @@ async def stopped(ctx: Context, host: str, event: ProcessEvent) -> bool:
 
 
 @router.post("/hosts/register")
-async def register_host(body: Registration, state: State) -> dict[str, Any]:
+async def register_host(body: Registration, state: State, caller: Agent) -> dict[str, Any]:
     ctx = state.ctx
+    if caller.role == "host" and caller.host != body.name:
+        raise ApiError(
+            403, f'forbidden: the certificate of host "{caller.host}" cannot register host "{body.name}"'
+        )
     spec: dict[str, Any] = {"underlay": body.underlay, "rpc": body.rpc, "tag": body.tag}
     if body.capacity is not None:
         spec["capacity"] = body.capacity
@@ -92,7 +100,7 @@ async def register_host(body: Registration, state: State) -> dict[str, Any]:
 
 
 @router.post("/hosts/{name}/heartbeat")
-async def heartbeat(name: str, body: Heartbeat, state: State) -> dict[str, Any]:
+async def heartbeat(name: str, body: Heartbeat, state: State, caller: Agent) -> dict[str, Any]:
     """Liveness lives in memory; the Host is written only when its boot ID changes,
     and then only that fact: the Host operators decide what follows."""
     ctx = state.ctx
@@ -120,13 +128,13 @@ async def heartbeat(name: str, body: Heartbeat, state: State) -> dict[str, Any]:
 
 
 @router.post("/hosts/{name}/load")
-async def ingest_load(name: str, body: LoadSample, state: State) -> dict[str, Any]:
+async def ingest_load(name: str, body: LoadSample, state: State, caller: Agent) -> dict[str, Any]:
     await state.ctx.load.ingest(name, body.instances)
     return {"host": name, "instances": len(body.instances)}
 
 
 @router.post("/hosts/{name}/events")
-async def process_event(name: str, body: ProcessEvent, state: State) -> dict[str, Any]:
+async def process_event(name: str, body: ProcessEvent, state: State, caller: Agent) -> dict[str, Any]:
     """A process stopped: its instance stops serving at once and waits to be ready again."""
     if body.process == "running" or not await stopped(state.ctx, name, body):
         return {"action": "none"}

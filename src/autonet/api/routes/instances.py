@@ -9,14 +9,16 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from google.protobuf.json_format import MessageToDict
 from pydantic import BaseModel, ConfigDict, Field
 
 from autonet.agent.rpc import agent_pb2 as pb
+from autonet.api import scope
+from autonet.api.auth import ALLOW_OPERATE, ALLOW_READ, Principal
 from autonet.api.state import API, ApiError, State, ndjson
 from autonet.control.agents import AgentClient
 from autonet.control.context import Context
@@ -37,10 +39,11 @@ class ExecBody(BaseModel):
     timeout: float = 0.0
 
 
-async def placed_instance(ctx: Context, name: str) -> Object:
+async def placed_instance(ctx: Context, name: str, caller: Principal, what: str) -> Object:
     inst = await ctx.get("Instance", name)
     if inst is None:
         raise ApiError(404, f'Instance "{name}" not found')
+    await scope.check_reach(ctx, caller, inst, what)
     if not inst.status.get("host") or inst.state in ("Init", "Scheduled", "Addressed"):
         raise ApiError(409, f'Instance "{name}" is not wired yet (state {inst.state})')
     return inst
@@ -61,8 +64,10 @@ async def agent_of(ctx: Context, inst: Object) -> AgentClient:
 
 
 @router.post("/instances/{name}/exec")
-async def exec_in(name: str, body: ExecBody, state: State) -> StreamingResponse:
-    inst = await placed_instance(state.ctx, name)
+async def exec_in(
+    name: str, body: ExecBody, state: State, caller: Annotated[Principal, Depends(ALLOW_OPERATE)]
+) -> StreamingResponse:
+    inst = await placed_instance(state.ctx, name, caller, "exec in")
     agent = await agent_of(state.ctx, inst)
     request = pb.ExecRequest(
         instance_uid=inst.uid,
@@ -87,10 +92,16 @@ async def exec_in(name: str, body: ExecBody, state: State) -> StreamingResponse:
 
 
 @router.get("/instances/{name}/logs")
-async def logs(name: str, state: State, tail: int = 0, follow: bool = False) -> Response:
+async def logs(
+    name: str,
+    state: State,
+    caller: Annotated[Principal, Depends(ALLOW_READ)],
+    tail: int = 0,
+    follow: bool = False,
+) -> Response:
     if tail < 0:
         raise ApiError(422, "tail: must be >= 0")
-    inst = await placed_instance(state.ctx, name)
+    inst = await placed_instance(state.ctx, name, caller, "read the logs of")
     agent = await agent_of(state.ctx, inst)
     request = pb.LogsRequest(instance_uid=inst.uid, tail_lines=tail, follow=follow)
     if not follow:
@@ -116,8 +127,10 @@ async def logs(name: str, state: State, tail: int = 0, follow: bool = False) -> 
 
 
 @router.get("/instances/{name}/flows")
-async def flows(name: str, state: State) -> list[dict[str, Any]]:
-    inst = await placed_instance(state.ctx, name)
+async def flows(
+    name: str, state: State, caller: Annotated[Principal, Depends(ALLOW_READ)]
+) -> list[dict[str, Any]]:
+    inst = await placed_instance(state.ctx, name, caller, "read the flows of")
     agent = await agent_of(state.ctx, inst)
     with unavailable():
         reply = await agent.call("Flows", pb.InstanceRef(instance_uid=inst.uid))

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
+from autonet.api.auth import ALLOW_ADMIN, ALLOW_CLUSTER_READ, ALLOW_HEALTH, Principal
 from autonet.api.state import API, State
 
 router = APIRouter()
+
+ClusterReader = Annotated[Principal, Depends(ALLOW_CLUSTER_READ)]
 
 LOAD_SCOPES = ("instance", "automaton", "host")
 LOAD_FIELDS = ("rx_bps", "tx_bps", "rx_pps", "tx_pps", "flows")
 
 
 @router.get("/healthz")
-async def healthz(state: State) -> dict[str, Any]:
+async def healthz(state: State, caller: Annotated[Principal, Depends(ALLOW_HEALTH)]) -> dict[str, Any]:
     return {"ok": True, "revision": await state.ctx.store.revision(), "plugins": state.plugins.plugins}
 
 
 @router.get(f"{API}/stats")
-async def stats(state: State) -> dict[str, Any]:
+async def stats(state: State, caller: ClusterReader) -> dict[str, Any]:
     """Timing summaries kept in this controller's memory (control/stats.py): the
     placement decision (`placement.*`) and every handler (`handler <Kind>/<State>`);
     and how VPC syncs went (snapshots, deltas, hosts skipped, gaps repaired)."""
@@ -30,14 +33,14 @@ async def stats(state: State) -> dict[str, Any]:
 
 
 @router.delete(f"{API}/stats")
-async def reset_stats(state: State) -> dict[str, Any]:
+async def reset_stats(state: State, caller: Annotated[Principal, Depends(ALLOW_ADMIN)]) -> dict[str, Any]:
     """Start the timing samples afresh (a benchmark measures one phase at a time)."""
     state.ctx.timings.reset()
     return {"reset": True}
 
 
 @router.get("/metrics")
-async def metrics(state: State) -> PlainTextResponse:
+async def metrics(state: State, caller: ClusterReader) -> PlainTextResponse:
     """Prometheus: per instance, automaton and host rates and flows; objects per state."""
     ctx = state.ctx
     snapshot = await ctx.load.snapshot(ctx)

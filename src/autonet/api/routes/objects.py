@@ -8,18 +8,23 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from autonet.api import scope
+from autonet.api.auth import ALLOW_READ, ALLOW_WRITE, Principal
 from autonet.api.state import API, ApiError, ApiState, State, ndjson
 from autonet.control.context import Context
 from autonet.model import manifest
 from autonet.model.kinds import FAILED, INIT, LOST, PROVISIONED, TERMINATING
 from autonet.model.objects import Object
 from autonet.store import Conflict, Put
+
+Reader = Annotated[Principal, Depends(ALLOW_READ)]
+Writer = Annotated[Principal, Depends(ALLOW_WRITE)]
 
 router = APIRouter(prefix=API)
 
@@ -69,7 +74,7 @@ async def mark_deleting(ctx: Context, obj: Object) -> None:
 
 
 @router.get("/kinds")
-async def list_kinds(state: State) -> list[dict[str, Any]]:
+async def list_kinds(state: State, caller: Reader) -> list[dict[str, Any]]:
     return [
         {
             "kind": k.name,
@@ -83,11 +88,12 @@ async def list_kinds(state: State) -> list[dict[str, Any]]:
 
 
 @router.post("/apply")
-async def apply(body: Documents, state: State) -> dict[str, Any]:
+async def apply(body: Documents, state: State, caller: Writer) -> dict[str, Any]:
     kinds, ctx = state.kinds, state.ctx
     async with state.apply_lock:
         existing = {(o.kind, o.name): o for o in await user_objects(state)}
         objs = manifest.validate(body.documents, kinds, existing.values(), state.plugins.validators)
+        scope.check_apply(caller, objs, existing)  # all or nothing: before anything is written
         ops = []
         results = []
         for obj in objs:
@@ -112,13 +118,16 @@ async def apply(body: Documents, state: State) -> dict[str, Any]:
 
 
 @router.post("/delete")
-async def delete_many(body: Documents, state: State) -> dict[str, Any]:
+async def delete_many(body: Documents, state: State, caller: Writer) -> dict[str, Any]:
     results = []
     targets = []
     for index, doc in enumerate(body.documents):
         if "kind" not in doc or "name" not in doc:
             raise ApiError(422, f"document {index + 1}: kind and name are required")
         info = state.resolve(str(doc["kind"]))
+        obj = await state.ctx.get(info.name, str(doc["name"]))
+        if obj is not None:  # all or nothing: every target is checked before any is marked
+            await scope.check_reach(state.ctx, caller, obj, "delete")
         targets.append((info, str(doc["name"])))
     for info, name in targets:
         obj = await state.ctx.get(info.name, name)
@@ -131,52 +140,66 @@ async def delete_many(body: Documents, state: State) -> dict[str, Any]:
 
 
 @router.delete("/objects/{kind}/{name}")
-async def delete_one(kind: str, name: str, state: State) -> dict[str, Any]:
+async def delete_one(kind: str, name: str, state: State, caller: Writer) -> dict[str, Any]:
     info = state.resolve(kind)
     if not info.user_managed and info.name not in ("Instance", "Host"):
         raise ApiError(422, f"{info.name} objects are managed by autonet and cannot be deleted")
     obj = await state.ctx.get(info.name, name)
     if obj is None:
         raise ApiError(404, f'{info.name} "{name}" not found')
+    await scope.check_reach(state.ctx, caller, obj, "delete")
     await mark_deleting(state.ctx, obj)
     return {"results": [{"kind": info.name, "name": name, "action": "deleting"}]}
 
 
 @router.get("/objects/{kind}")
-async def list_objects(kind: str, state: State, automaton: str | None = None) -> list[dict[str, Any]]:
-    """All objects of a kind; instances may be narrowed to one automaton's."""
+async def list_objects(
+    kind: str, state: State, caller: Reader, automaton: str | None = None
+) -> list[dict[str, Any]]:
+    """All objects of a kind (a tenant's: those of its VPCs); instances may be narrowed
+    to one automaton's."""
     info = state.resolve(kind)
     if automaton is not None and info.name == "Instance":
-        return await decorate(state.ctx, await state.ctx.by("Instance", "automaton", automaton))
-    return await decorate(state.ctx, await state.ctx.list(info.name))
+        found = await state.ctx.by("Instance", "automaton", automaton)
+    else:
+        found = await state.ctx.list(info.name)
+    shown = await decorate(state.ctx, await scope.visible(state.ctx, caller, found))
+    return [scope.redact(caller, data) for data in shown]
 
 
 @router.get("/objects/{kind}/{name}")
-async def get_object(kind: str, name: str, state: State) -> dict[str, Any]:
+async def get_object(kind: str, name: str, state: State, caller: Reader) -> dict[str, Any]:
     info = state.resolve(kind)
-    obj = await state.ctx.get(info.name, name)
-    if obj is None:
-        raise ApiError(404, f'{info.name} "{name}" not found')
-    return (await decorate(state.ctx, [obj]))[0]
+    obj = await scope.check_visible(state.ctx, caller, await state.ctx.get(info.name, name), info.name, name)
+    return scope.redact(caller, (await decorate(state.ctx, [obj]))[0])
 
 
 @router.get("/watch")
-async def watch(state: State, revision: int = 0, kind: str | None = None) -> StreamingResponse:
-    kind_names = [state.resolve(kind).name] if kind else None
+async def watch(
+    state: State, caller: Reader, revision: int = 0, kind: str | None = None
+) -> StreamingResponse:
+    """Changes as they come; only the kinds of the registry (never tokens), and for a
+    tenant only its VPCs' objects."""
+    kind_names = [state.resolve(kind).name] if kind else [info.name for info in state.kinds.all()]
 
     async def stream() -> AsyncIterator[bytes]:
         async for event in state.ctx.store.watch(revision, kind_names):
+            if caller.tenant:
+                obj = Object.from_data(event.record.data, event.record.revision)
+                if not await scope.visible(state.ctx, caller, [obj]):
+                    continue
             yield ndjson({"type": event.type, "revision": event.record.revision, "object": event.record.data})
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")
 
 
 @router.post("/automatons/{name}/scale")
-async def scale(name: str, body: ScaleRequest, state: State) -> dict[str, Any]:
+async def scale(name: str, body: ScaleRequest, state: State, caller: Writer) -> dict[str, Any]:
     async with state.apply_lock:
         obj = await state.ctx.get("Automaton", name)
         if obj is None or obj.metadata.deleting:
             raise ApiError(404, f'Automaton "{name}" not found')
+        await scope.check_reach(state.ctx, caller, obj, "scale")
         if obj.spec.get("replicas") != body.replicas:
             obj = obj.with_status(state=INIT, reason="")  # a copy: cached objects are shared
             obj.spec["replicas"] = body.replicas

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from autonet.api.state import API, ApiError, State
+from autonet.api import scope
+from autonet.api.auth import ALLOW_READ, Principal
+from autonet.api.state import API, State
 from autonet.control.context import Context
 from autonet.model import policy
 from autonet.model.objects import Object
 
 router = APIRouter(prefix=API)
+Reader = Annotated[Principal, Depends(ALLOW_READ)]
 
 
 async def automaton_index(ctx: Context) -> dict[str, Object]:
@@ -20,9 +23,18 @@ async def automaton_index(ctx: Context) -> dict[str, Object]:
 
 @router.get("/policy/check")
 async def policy_check(
-    source: str, target: str, state: State, port: int | None = None, transport: str | None = None
+    source: str,
+    target: str,
+    state: State,
+    caller: Reader,
+    port: int | None = None,
+    transport: str | None = None,
 ) -> dict[str, Any]:
     ctx = state.ctx
+    if caller.tenant:  # both ends its own (an unknown one is answered by the check itself)
+        for end in (source, target):
+            if (automaton := await ctx.get("Automaton", end)) is not None:
+                await scope.check_visible(ctx, caller, automaton, "Automaton", end)
     allowed, reason = policy.check(
         source, target, await ctx.list("Composition"), await automaton_index(ctx), port, transport
     )
@@ -30,8 +42,7 @@ async def policy_check(
 
 
 @router.get("/compositions/{name}/matrix")
-async def composition_matrix(name: str, state: State) -> list[dict[str, Any]]:
-    composition = await state.ctx.get("Composition", name)
-    if composition is None:
-        raise ApiError(404, f'Composition "{name}" not found')
+async def composition_matrix(name: str, state: State, caller: Reader) -> list[dict[str, Any]]:
+    found = await state.ctx.get("Composition", name)
+    composition = await scope.check_visible(state.ctx, caller, found, "Composition", name)
     return [vars(o) for o in policy.openings([composition], await automaton_index(state.ctx))]

@@ -6,7 +6,8 @@ which the VPC routers' composition security matches on. Both are released with i
 
 Scaling up creates instances with the lowest free ordinals; scaling down sends the
 highest ordinals to `Terminating`. Instances on a lost host (state `Lost`) do not count:
-the automaton replaces them elsewhere. A changed command, user or environment sends running instances back to
+the automaton replaces them elsewhere. An external automaton keeps no replicas: its
+instances are containers attached through autonet-cni (api/routes/attachments.py). A changed command, user or environment sends running instances back to
 `Routed`, where their process is restarted with the new spec.
 """
 
@@ -134,6 +135,11 @@ async def lease_vips(automaton: Object, ctx: Context) -> tuple[dict[str, Any], l
 @operators.handles("Automaton", "Init")
 async def reconcile_replicas(automaton: Object, ctx: Context) -> Outcome:
     vips, lease_ops = await lease_vips(automaton, ctx)
+    if automaton.spec.get("external"):  # its instances come and go through autonet-cni
+        await reshape(automaton, ctx)
+        return Advance(
+            status={"replicas": 0, **vips}, also=lease_ops, after=lambda: ctx.network.sync(vips["vpc"])
+        )
     wanted = int(automaton.spec.get("replicas", 1))
     current = await instances_of(ctx, automaton.name)
     # Instances on a lost host do not count: they are replaced, and removed when

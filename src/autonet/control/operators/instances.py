@@ -3,6 +3,11 @@
     Init -> Scheduled -> Addressed -> Wired -> Routed -> Running -> Provisioned
     Terminating -> (removed)
 
+An instance with `spec.attachment` is a container a runtime made and attached through
+autonet-cni: it is placed on the attachment's host, wired into the runtime's namespace
+(which the agent adopts, never empties and never removes), and gets no process: once
+wired and routed it is Provisioned.
+
 Addresses are leases in the store (kind `Lease`, `ip/<network>/<address>`), created
 with compare-and-swap in the same transaction that records them on the instance: an
 address is never held twice, and a crash between the two writes cannot happen.
@@ -23,7 +28,7 @@ from autonet.control.placement import choose_host, host_load
 from autonet.control.registry import OperatorSet
 from autonet.model import naming
 from autonet.model.addressing import family_cidr, mac_for
-from autonet.model.kinds import LOST, PROVISIONED, TERMINATING
+from autonet.model.kinds import LOST, PROVISIONED, READY, TERMINATING
 from autonet.model.objects import Object
 from autonet.model.status import AddressedStatus, InstanceStatus
 from autonet.store import Conflict, Put
@@ -76,6 +81,21 @@ async def process_stopped(ctx: Context, host: str, uid: str, name: str, why: str
 operators = OperatorSet()
 
 
+async def place_attached(inst: Object, ctx: Context, host_name: str) -> Outcome:
+    host = await ctx.get("Host", host_name)
+    if host is None:
+        raise Fail(f'host "{host_name}" is not a host of this cluster (the attachment names it)')
+    if host.state != READY:
+        raise Retry(f"waiting for host {host_name} to be Ready (it is {host.state})", delay=1.0)
+    placed = inst.with_status(state=ctx.kinds["Instance"].next_state(inst), host=host.name, reason="")
+    await ctx.store.commit([Put(inst.kind, inst.name, placed.to_data(), inst.metadata.revision)])
+    return Stay()
+
+
+def is_attached(inst: Object) -> bool:
+    return bool(inst.spec.get("attachment"))
+
+
 @operators.handles("Instance", "Init")
 async def schedule(inst: Object, ctx: Context) -> Outcome:
     timings = ctx.timings
@@ -85,6 +105,9 @@ async def schedule(inst: Object, ctx: Context) -> Outcome:
         # inputs plus choosing; the lock wait and the commit are kept apart.
         started = time.perf_counter()
         timings.add("placement.lock_wait", started - waited)
+        attachment = inst.spec.get("attachment")
+        if attachment:  # a container is where its runtime made it
+            return await place_attached(inst, ctx, attachment["host"])
         hosts = await ctx.list("Host")
         if ctx.cache.ready:  # O(hosts): counts kept by the cache's index
             load: Mapping[str, int] = {h.name: ctx.cache.size("Instance", "placed", h.name) for h in hosts}
@@ -121,7 +144,7 @@ async def address(inst: Object, ctx: Context) -> Outcome:
         network_spec=network.spec,
         vpc=vpc.name,
         vpc_uid=vpc.uid,
-        netns=naming.instance_netns(tag, inst.uid),
+        netns=(naming.attached_netns if is_attached(inst) else naming.instance_netns)(tag, inst.uid),
         router_netns=naming.router_netns(tag, vpc.uid),
         router_ifname=naming.router_ifname(inst.uid),
         mac=mac_for(inst.uid),
@@ -152,6 +175,7 @@ async def wire(inst: Object, ctx: Context) -> Outcome:
             mtu=s.mtu,
             resolv_conf=resolv_conf(s.vpc),
             qos=qos_message(automaton.spec.get("qos")),
+            adopt_netns=(inst.spec.get("attachment") or {}).get("netns", ""),
         ),
     )
     return Advance(status={"qos": automaton.spec.get("qos") or {}})
@@ -172,6 +196,8 @@ async def route(inst: Object, ctx: Context) -> Outcome:
 @operators.handles("Instance", "Routed")
 async def start_process(inst: Object, ctx: Context) -> Outcome:
     automaton, _, _ = await owner_objects(ctx, inst)
+    if is_attached(inst):  # its runtime runs the container's processes
+        return Advance(status={"process_hash": ""})
     agent = await ctx.agent_for(inst.status["host"])
     spec = automaton.spec
     env = {
@@ -203,6 +229,8 @@ async def confirm(inst: Object, ctx: Context) -> Outcome:
     if row is None:
         return MoveTo("Addressed", status={"reason": "the agent lost it: wiring again"})
     automaton, _, _ = await owner_objects(ctx, inst)
+    if is_attached(inst):  # wired is ready: what runs in it is its runtime's business
+        return Advance(after=lambda: ctx.network.sync(inst.status["vpc"]))
     wanted = {f"{p['transport']}/{p['port']}" for p in automaton.spec.get("provides", [])}
     missing = sorted(wanted - set(row.listening))
     if row.process == "running" and row.pid and not missing:
