@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -96,9 +97,15 @@ def test_follow_streams_new_output_and_ctrl_c_ends_it_quietly(lab: Lab) -> None:
         env={**os.environ, "AUTONET_LAB": lab.name},
     )
     try:
+        # Interrupt it once it follows (its first line is out), however slowly it started.
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "logs -f printed nothing within 60 s"
+        first = proc.stdout.readline()
         time.sleep(3)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=15)
+        rest, err = proc.communicate(timeout=15)
+        out = first + rest
     finally:
         if proc.poll() is None:
             proc.kill()
