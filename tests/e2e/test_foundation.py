@@ -26,7 +26,11 @@ SHOP = (Path(__file__).parents[2] / "examples" / "shop.yaml").read_text()
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with Lab(hosts=1) as lab:
+    # This module restarts an agent to test the agent's own reconcile. On a loaded
+    # machine the restart can take longer than the default 3 s host timeout, and a host
+    # declared Lost has its instances replaced (test_faults covers that path), so the
+    # controller here waits longer before judging a host.
+    with Lab(hosts=1, env={"AUTONET_HOST_TIMEOUT": "20"}) as lab:
         yield lab
 
 
