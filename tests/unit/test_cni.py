@@ -76,9 +76,10 @@ def test_the_result_has_the_interface_addresses_routes_and_dns() -> None:
 @pytest.mark.parametrize(
     ("spec", "words"),
     [
-        ({"network": "blue-a"}, "command: required (or external: true"),
+        ({"network": "blue-a"}, "command: required (or image: to run a container image, or external"),
         ({"network": "blue-a", "external": True, "replicas": 2}, "has no replicas"),
-        ({"network": "blue-a", "external": True, "command": ["x"]}, "has no command"),
+        ({"network": "blue-a", "external": True, "command": ["x"]}, "has no command or image"),
+        ({"network": "blue-a", "external": True, "image": "x"}, "has no command or image"),
     ],
 )
 async def test_external_automatons_have_no_command_and_no_replicas(

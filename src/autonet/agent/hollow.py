@@ -280,6 +280,8 @@ class HollowServicer(pb_grpc.AgentServicer):
             raise AssertionError  # abort raises; for the type checker
         command = list(request.command)
         process: dict[str, Any] = {"command": command, "user": request.user, "env": dict(request.env)}
+        if request.image:
+            process["image"] = request.image
         if request.HasField("resources"):
             process["resources"] = MessageToDict(request.resources, preserving_proto_field_name=True)
         if inst.process != process or not inst.pid:

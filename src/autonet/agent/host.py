@@ -30,7 +30,7 @@ from autonet.agent.supervisor import Supervised, process_start_time
 from autonet.agent.telemetry import Telemetry
 from autonet.agent.warmpool import WarmPool
 from autonet.agent.wiring import Wiring
-from autonet.dataplane import cgroups, netns
+from autonet.dataplane import cgroups, containers, netns
 from autonet.dataplane import endpoint as ep
 from autonet.dataplane.netlink import Netlink
 from autonet.model import naming
@@ -116,6 +116,12 @@ class HostAgent(Wiring, Processes, Telemetry):
                 self.nl.forget(name)
                 netns.delete(name)
                 done["removed_netns"] += 1
+        held = {containers.container_name(uid) for uid in self.table.records}
+        stray = [name for name in await asyncio.to_thread(containers.of_host, self.tag) if name not in held]
+        if stray:
+            log.info("reconcile: removing containers no instance owns: %s", ", ".join(stray))
+            await asyncio.to_thread(containers.remove, stray)
+        done["removed_containers"] = len(stray)
         for name in cgroups.groups_of_host(self.hierarchy, self.tag) - wanted:
             log.info("reconcile: removing cgroup %s that no instance owns", name)
             await self._remove_cgroup(cgroups.Group(self.hierarchy, self.tag, name))

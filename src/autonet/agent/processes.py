@@ -3,7 +3,9 @@
 Each instance runs one process, supervised by agent/supervisor.py: started in the
 instance's namespace and cgroup (dataplane/cgroups.py, made with the automaton's
 `resources` before the process starts) as the instance's own uid (or root, if its
-automaton asks), restarted with backoff, adopted again after an agent restart.
+automaton asks), restarted with backoff, adopted again after an agent restart. An automaton with an
+`image` has its instances run it with podman in the instance's namespace, as the same
+uid (dataplane/containers.py), under the same supervision.
 Every change of a process's state is queued in `events` for the controller (a dead
 process leaves its service at once), and its PID and restart count are written to the
 instance table. The processes' logs are capped by copytruncate rotation
@@ -24,7 +26,7 @@ from autonet.agent import logs
 from autonet.agent.base import AgentBase
 from autonet.agent.state import InstanceRecord, UidsExhausted
 from autonet.agent.supervisor import Spec, Supervised
-from autonet.dataplane import cgroups, netns
+from autonet.dataplane import cgroups, containers, netns
 from autonet.model import naming
 
 log = logging.getLogger(__name__)
@@ -70,11 +72,14 @@ class Processes(AgentBase):
         assert record.process is not None
         group = self.cgroup(record)
         refused, user = "", ""  # refused: never started
+        image = str(record.process.get("image") or "")
         try:
             user = self.run_as(record)
             joined = self.instance_cgroup(record)
         except (cgroups.CgroupError, UidsExhausted) as exc:  # e.g. a host restarted without a controller
             refused, joined = f"cannot start: {exc}", []
+        if image and not containers.available():
+            refused = f"cannot start: image {image} needs podman, which host {self.host} lacks"
         spec = Spec(
             netns=record.netns,
             command=list(record.process["command"]),
@@ -82,8 +87,14 @@ class Processes(AgentBase):
             env=dict(record.process.get("env") or {}),
             resolv_conf=str(self.resolv_path(record.uid)),
             log_path=self.log_path(record.name),
-            cgroups=joined,
-            oom_kills=group.oom_kills,
+            # podman itself stays out of the instance's cgroup: the container gets the
+            # same limits from podman (dataplane/containers.py).
+            cgroups=[] if image else joined,
+            oom_kills=None if image else group.oom_kills,
+            image=image,
+            container=containers.container_name(record.uid) if image else "",
+            host_tag=self.tag,
+            resources=dict(record.process.get("resources") or {}),
         )
 
         def remember(proc: Supervised) -> None:

@@ -40,6 +40,7 @@ from autonet.agent.rpc.tls import TlsFiles, secure_server
 from autonet.agent.state import DEFAULT_UID_RANGE, InstanceRecord, UidsExhausted
 from autonet.agent.supervisor import agent_path_env
 from autonet.agent.warmpool import DEFAULT_SIZE as DEFAULT_POOL
+from autonet.dataplane import containers
 from autonet.dataplane.cgroups import CgroupError
 from autonet.dataplane.nsexec import launcher_argv
 
@@ -135,6 +136,13 @@ class AgentServicer(pb_grpc.AgentServicer):
             "user": "root" if request.user == "root" else "",
             "env": dict(request.env),
         }
+        if request.image:
+            if not containers.valid_image(request.image):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"image {request.image!r} is not a local image reference",
+                )
+            process["image"] = request.image
         if request.HasField("resources"):
             process["resources"] = MessageToDict(request.resources, preserving_proto_field_name=True)
         try:
@@ -218,10 +226,17 @@ class AgentServicer(pb_grpc.AgentServicer):
             raise
         env = dict((record.process or {}).get("env") or {})
         env.update(request.env)
-        proc = await asyncio.create_subprocess_exec(
-            *launcher_argv(
+        if (record.process or {}).get("image"):  # into its container, which has the rest of env
+            argv = containers.exec_argv(
+                containers.container_name(record.uid), list(request.command), user, dict(request.env)
+            )
+            env = {}
+        else:
+            argv = launcher_argv(
                 record.netns, list(request.command), user, str(self.agent.resolv_path(record.uid)), cgroups
-            ),
+            )
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -3,7 +3,10 @@
 A process is started through dataplane/nsexec.py (netns, resolv.conf, cgroups, user), in
 its own session so that stopping it reaches its children, with stdout and stderr appended to
 the instance's log file. Exits are noticed through a pidfd, without polling. A process
-that outlives a crashed agent is adopted again by PID and start time. A process ended by
+that outlives a crashed agent is adopted again by PID and start time. An instance of an
+image runs as `podman run` in the foreground (dataplane/containers.py), supervised the
+same way; its container is removed before each start and when it stops, so none that
+outlived its `podman run` stands in the way. A process ended by
 the OOM killer of its cgroup (its count of OOM kills went up while it ran) says so in
 its `last_exit`.
 """
@@ -22,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autonet.agent import logs
+from autonet.dataplane import containers
 from autonet.dataplane.nsexec import launcher_argv
 
 log = logging.getLogger(__name__)
@@ -74,6 +79,25 @@ class Spec:
     log_path: Path
     cgroups: list[str] = field(default_factory=list)  # the directories of its cgroup
     oom_kills: Callable[[], int] | None = None  # its cgroup's count of OOM kills so far
+    image: str = ""  # a container image to run (command: its arguments) with podman
+    container: str = ""  # the container's name, with an image
+    host_tag: str = ""  # its host's, on the container's label
+    resources: dict[str, float] = field(default_factory=dict)  # an image's podman limits
+
+    def argv(self) -> list[str]:
+        if self.image:
+            return containers.run_argv(
+                name=self.container,
+                image=self.image,
+                command=self.command,
+                netns=self.netns,
+                user=self.user,
+                env=self.env,
+                resolv_conf=self.resolv_conf,
+                host_tag=self.host_tag,
+                resources=self.resources,
+            )
+        return launcher_argv(self.netns, self.command, self.user, self.resolv_conf, self.cgroups)
 
 
 class Supervised:
@@ -100,20 +124,16 @@ class Supervised:
     def _spawn(self) -> None:
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.spec.log_path, "ab") as logfile:
-            logfile.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} start {self.spec.command}\n".encode())
+            what = f"{self.spec.image} {self.spec.command}" if self.spec.image else self.spec.command
+            logfile.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} start {what}\n".encode())
             logfile.flush()
             proc = subprocess.Popen(
-                launcher_argv(
-                    self.spec.netns,
-                    self.spec.command,
-                    self.spec.user,
-                    self.spec.resolv_conf,
-                    self.spec.cgroups,
-                ),
+                self.spec.argv(),
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=subprocess.STDOUT,
-                env=agent_path_env(self.spec.env),
+                # A container's environment is in its argv, not podman's.
+                env=agent_path_env({} if self.spec.image else self.spec.env),
                 start_new_session=True,
                 close_fds=True,
             )
@@ -150,6 +170,39 @@ class Supervised:
             return f"killed by signal {os.WTERMSIG(status)}"
         return f"exited with code {os.WEXITSTATUS(status)}"
 
+    async def _remove_container(self) -> None:
+        """The instance's container, if one outlived its `podman run` (or is still
+        stopping): gone before the next start, and when the instance stops."""
+        if not self.spec.container:
+            return
+        proc = await asyncio.create_subprocess_exec(
+            *containers.remove_argv(self.spec.container),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=agent_path_env({}),
+        )
+        _, err = await proc.communicate()
+        if proc.returncode:
+            log.warning(
+                "%s: cannot remove container %s: %s", self.name, self.spec.container, err.decode().strip()
+            )
+
+    def _container_exit_reason(self) -> str:
+        """What podman's exit code says (the container is gone with `--rm`, its state too)."""
+        if self.last_exit == f"exited with code {containers.PODMAN_FAILED}":
+            return f" (podman: {self._last_log_line()})"
+        if self.last_exit == f"exited with code {containers.KILLED}" and self.spec.resources.get("memory_mb"):
+            return " (killed: SIGKILL, e.g. by the OOM killer over its resources.memory_mb)"
+        return ""
+
+    def _last_log_line(self) -> str:
+        """Podman's own error (e.g. an image not in local storage) is its output's last line."""
+        try:
+            return logs.tail(self.spec.log_path, 1, 500).decode(errors="replace").strip()
+        except OSError:
+            return "see the instance's log"
+
     def _oom_kills(self) -> int:
         return self.spec.oom_kills() if self.spec.oom_kills else 0
 
@@ -163,8 +216,9 @@ class Supervised:
                 log.info("%s: adopted running process %d", self.name, self.pid)
             else:
                 try:
+                    await self._remove_container()
                     self._spawn()
-                except OSError as exc:
+                except (OSError, ValueError) as exc:
                     self.last_exit = f"cannot start: {exc}"
                     self.pid = 0
                 child = True
@@ -176,6 +230,8 @@ class Supervised:
                 self.last_exit = await self._wait_exit(self.pid, child)
                 if self._oom_kills() > ooms:
                     self.last_exit += " (out of memory: over its resources.memory_mb)"
+                elif self.spec.image:
+                    self.last_exit += self._container_exit_reason()
             self.pid = 0
             if self._stopping:
                 break
@@ -212,5 +268,7 @@ class Supervised:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        with contextlib.suppress(OSError):
+            await self._remove_container()
         self.state = "stopped"
         self.pid = 0

@@ -45,6 +45,15 @@ class Telemetry(VpcRouters):
     flow_ids: FlowIds
     _counters: dict[str, Counters]
 
+    @staticmethod
+    def _listening(record: InstanceRecord, pid: int) -> list[str]:
+        """What listens in the instance's namespace. A container's supervised process is
+        `podman run`, in the host's namespace: any process in the instance's will do."""
+        if (record.process or {}).get("image"):
+            inside = netns.pids_in(record.netns)
+            return listening_ports(inside[0]) if inside else []
+        return listening_ports(pid)
+
     # -- flows and load ----------------------------------------------------------------------
     def _addresses(self, record: InstanceRecord) -> set[str]:
         return set(instance_addresses(record.endpoint))
@@ -121,7 +130,7 @@ class Telemetry(VpcRouters):
                     "pid": proc.pid if proc else 0,
                     "restarts": proc.restarts if proc else 0,
                     "last_exit": proc.last_exit if proc else "",
-                    "listening": listening_ports(proc.pid) if proc and proc.pid else [],
+                    "listening": self._listening(record, proc.pid) if proc and proc.pid else [],
                     "process_uid": 0 if (record.process or {}).get("user") == "root" else record.process_uid,
                 }
             )

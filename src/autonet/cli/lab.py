@@ -45,7 +45,7 @@ from typing import Any
 from autonet.agent.supervisor import process_start_time
 from autonet.cli import labetcd, paths
 from autonet.cli.client import Client, CliError
-from autonet.dataplane import cgroups, netns, topology
+from autonet.dataplane import cgroups, containers, netns, topology
 from autonet.dataplane.netlink import Netlink, call, link_index
 from autonet.dataplane.nsexec import launcher_argv
 from autonet.model import naming, pki
@@ -614,6 +614,7 @@ def down(name: str) -> bool:
         netns.delete(namespace)
     hierarchy = cgroups.detect()
     for tag in info.host_tags():
+        containers.remove(containers.of_host(tag))  # their podman monitors were killed above
         with contextlib.suppress(cgroups.CgroupError):
             cgroups.remove_host(hierarchy, tag)
     if info.scratch:

@@ -45,6 +45,10 @@ LOST = "Lost"
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 NAME_MAX = 40
 PROTOCOL_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+# A local container image reference, name[:tag][@digest]; never starting with '-', so
+# that it cannot be taken for a podman flag.
+IMAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$"
+IMAGE_MAX_LENGTH = 255
 
 
 def check_name(kind: str, name: object) -> str:
@@ -116,6 +120,12 @@ class Resources(Spec):
     cpu: float | None = Field(default=None, ge=0.01, le=1024)  # cores: 0.5 is half of one
 
 
+def _image(value: str | None) -> str | None:
+    if value is not None and (len(value) > IMAGE_MAX_LENGTH or not re.fullmatch(IMAGE_PATTERN, value)):
+        raise ValueError(f"{value!r} is not a local image reference (name[:tag][@digest])")
+    return value
+
+
 def _user(value: str | None) -> str | None:
     # Instances run as their own uid, leased by their host's agent; the only other
     # choice is root, which gives isolation up (and is admin-only in the API). A named
@@ -131,7 +141,10 @@ def _user(value: str | None) -> str | None:
 
 class AutomatonSpec(Spec):
     network: str
-    command: list[str] = Field(default_factory=list)  # required unless external
+    command: list[str] = Field(default_factory=list)  # required unless image or external
+    # A container image from the hosts' local storage, run with podman in each instance's
+    # namespace; `command`, if given, replaces the image's own command.
+    image: Annotated[str | None, AfterValidator(_image)] = None
     provides: list[Provide] = Field(default_factory=list)
     consumes: list[Protocol] = Field(default_factory=list)
     replicas: int = Field(default=1, ge=0, le=10_000)
@@ -147,18 +160,19 @@ class AutomatonSpec(Spec):
     @model_validator(mode="after")
     def _command_or_external(self) -> Self:
         if self.external:
-            if self.command:
+            if self.command or self.image:
                 raise ValueError(
-                    "an external automaton has no command (its instances are attached containers)"
+                    "an external automaton has no command or image (its instances are attached containers)"
                 )
             if "replicas" in self.model_fields_set and self.replicas:
                 raise ValueError(
                     "an external automaton has no replicas: containers attach through autonet-cni"
                 )
             self.replicas = 0
-        elif not self.command:
+        elif not self.command and not self.image:
             raise ValueError(
-                "command: required (or external: true for containers attached through autonet-cni)"
+                "command: required (or image: to run a container image, or external: true for "
+                "containers attached through autonet-cni)"
             )
         return self
 

@@ -107,7 +107,7 @@ class Endpoint(_message.Message):
     def __init__(self, instance_uid: _Optional[str] = ..., instance_name: _Optional[str] = ..., vpc_uid: _Optional[str] = ..., netns: _Optional[str] = ..., router_netns: _Optional[str] = ..., router_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., router_mac: _Optional[str] = ..., ipv4: _Optional[str] = ..., ipv6: _Optional[str] = ..., mtu: _Optional[int] = ..., resolv_conf: _Optional[str] = ..., qos: _Optional[_Union[Qos, _Mapping]] = ..., adopt_netns: _Optional[str] = ...) -> None: ...
 
 class Process(_message.Message):
-    __slots__ = ("instance_uid", "command", "user", "env", "resources")
+    __slots__ = ("instance_uid", "command", "user", "env", "resources", "image")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -120,12 +120,14 @@ class Process(_message.Message):
     USER_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
     instance_uid: str
     command: _containers.RepeatedScalarFieldContainer[str]
     user: str
     env: _containers.ScalarMap[str, str]
     resources: Resources
-    def __init__(self, instance_uid: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., user: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ...) -> None: ...
+    image: str
+    def __init__(self, instance_uid: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., user: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[str] = ...) -> None: ...
 
 class Resources(_message.Message):
     __slots__ = ("memory_mb", "pids", "cpu")

@@ -35,8 +35,9 @@ RESTART_FROM = {"Running", "Provisioned"}
 
 def process_hash(spec: dict[str, Any]) -> str:
     relevant = {key: spec.get(key) for key in ("command", "user", "env")}
-    if spec.get("resources"):  # only when set: the digests of automatons without it stay
-        relevant["resources"] = spec["resources"]
+    for optional in ("resources", "image"):  # only when set: the digests of others stay
+        if spec.get(optional):
+            relevant[optional] = spec[optional]
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -212,7 +212,8 @@ async def start_process(inst: Object, ctx: Context) -> Outcome:
         "EnsureProcess",
         pb.Process(
             instance_uid=inst.uid,
-            command=spec["command"],
+            command=spec.get("command") or [],
+            image=spec.get("image") or "",
             user="root" if spec.get("user") == "root" else "",  # else: the instance's own uid
             env=env,
             resources=pb.Resources(**{k: v for k, v in resources.items() if v}) if resources else None,
