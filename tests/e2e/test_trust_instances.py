@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from autonet.agent.supervisor import process_start_time
+from autonet.model import naming
 from tests.e2e.lab import Lab, wait_for
 
 pytestmark = pytest.mark.lab
@@ -92,7 +93,8 @@ FORKS = (
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with Lab(hosts=1) as lab:
+    # A restarted agent must find its instances still placed on it (not Lost and replaced).
+    with Lab(hosts=1, env={"AUTONET_HOST_TIMEOUT": "30"}) as lab:
         lab.apply(TENANTS)
         yield lab
 
@@ -184,6 +186,22 @@ def test_a_pids_limit_makes_fork_fail_beyond_it(lab: Lab) -> None:
     # Control: the same program in an instance with no pids limit forks every time.
     free = lab.exec_in("victim-0", "python3", "-c", FORKS)
     assert free.out.strip() == "all 20", free.err
+
+
+def test_a_restarted_agent_keeps_each_instance_on_its_uid_and_in_its_cgroup(lab: Lab) -> None:
+    before = {name: inst(lab, name)["status"] for name in ("atk-0", "victim-0")}
+    status_uid = {name: inst(lab, name)["metadata"]["uid"] for name in before}
+    lab.ok("lab", "kill", "h1")
+    lab.ok("lab", "restart", "h1")
+    wait_for(lambda: lab.json("get", "host", "h1")["status"]["state"] == "Ready", 30, "h1 Ready")
+    tag = naming.host_tag(lab.name, "h1")
+    for name, status in before.items():
+        assert inst(lab, name)["metadata"]["uid"] == status_uid[name]  # the same instance
+        # The process was adopted, not restarted, and exec finds the same uid in the table.
+        assert proc_status(status["pid"])["Uid"].split()[0] == str(status["process_uid"])
+        assert lab.exec_in(name, "id", "-u").out.strip() == str(status["process_uid"])
+        with open(f"/proc/{status['pid']}/cgroup") as handle:
+            assert f"memory:/autonet/{tag}/{status['netns']}\n" in handle.read()
 
 
 def test_uids_are_freed_on_scale_in_and_reused(lab: Lab) -> None:
