@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +35,13 @@ FAILURE_KINDS = {
     "unreachable": ("No route to host", "Network is unreachable"),
     "timeout": ("timed out",),
 }
+
+
+def interruptible() -> None:
+    """A `preexec_fn`: Ctrl-C (SIGINT) reaches the command as it would from a terminal.
+    A suite run in the background (as CI runs it) has SIGINT ignored, which children
+    inherit, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def failure_kind(stderr: str) -> str:

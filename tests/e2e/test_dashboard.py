@@ -24,7 +24,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from tests.e2e.lab import Lab
+from tests.e2e.lab import Lab, interruptible
 
 pytestmark = pytest.mark.lab
 
@@ -100,6 +100,7 @@ def dashboard(lab: Lab) -> Iterator[str]:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        preexec_fn=interruptible,
     )
     try:
         assert proc.stdout is not None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.lab import Lab
+from tests.e2e.lab import Lab, interruptible
 
 pytestmark = pytest.mark.lab
 
@@ -95,6 +95,7 @@ def test_follow_streams_new_output_and_ctrl_c_ends_it_quietly(lab: Lab) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "AUTONET_LAB": lab.name},
+        preexec_fn=interruptible,
     )
     try:
         # Interrupt it once it follows (its first line is out), however slowly it started.
