@@ -54,6 +54,15 @@ def test_nodes_carry_instances_per_host_and_links_their_protocol_and_port() -> N
     assert "color=black" in dot and "red" not in dot and "darkorange" not in dot
 
 
+def test_an_image_or_an_attachment_says_what_runs() -> None:
+    objects = shop()
+    objects["automatons"][0]["spec"]["image"] = "localhost/site:1"
+    objects["automatons"][1]["spec"] = {"network": "blue-a", "external": True, "consumes": ["http"]}
+    dot = graph.build_dot(objects)
+    assert '"web\\nimage localhost/site:1\\n3/3 provisioned' in dot
+    assert '"client\\nattached (CNI)\\n' in dot
+
+
 def test_failed_instances_and_lost_hosts_mark_the_automaton() -> None:
     dot = graph.build_dot(shop(("Provisioned", "Failed", "Provisioned")))
     web_line = next(line for line in dot.splitlines() if line.strip().startswith('"automaton/web" ['))

@@ -59,13 +59,19 @@ def _state(obj: dict[str, Any]) -> str:
 def _automaton_label(
     automaton: dict[str, Any], instances: list[dict[str, Any]], host_states: dict[str, str]
 ) -> tuple[str, str]:
-    """The automaton's label (name, provisioned/replicas, count per host) and its colour."""
+    """The automaton's label (name, its image if any, provisioned/replicas, count per
+    host) and its colour."""
     name = automaton["name"]
     replicas = int((automaton.get("spec") or {}).get("replicas", 0) or 0)
     provisioned = [i for i in instances if _state(i) == PROVISIONED]
     failed = [i for i in instances if _state(i) == FAILED]
     per_host = Counter(str((i.get("status") or {}).get("host") or "?") for i in provisioned)
+    spec = automaton.get("spec") or {}
     lines = [name, f"{len(provisioned)}/{replicas} provisioned"]
+    if spec.get("image"):  # what runs: a container image, or containers a runtime attached
+        lines.insert(1, f"image {spec['image']}")
+    elif spec.get("external"):
+        lines.insert(1, "attached (CNI)")
     for host, count in sorted(per_host.items()):
         down = "" if host_states.get(host, READY) == READY else f" ({host_states[host]})"
         lines.append(f"{host}: {count}{down}")

@@ -82,7 +82,8 @@ async function refreshObjects() {
   const blank = {};
   syncTable("automatons", automatons.map((a) => ({ ...a, state: a.status.state })), (a) => {
     const l = loadOf.automaton[a.name] || blank;
-    return [["name", a.name], ["network", a.spec.network], ["ready", `${a.status.ready ?? 0}/${a.spec.replicas ?? 1}`],
+    const runs = a.spec.image ? `image ${a.spec.image}` : a.spec.external ? "attached (CNI)" : (a.spec.command || []).join(" ");
+    return [["name", a.name], ["network", a.spec.network], ["runs", runs], ["ready", `${a.status.ready ?? 0}/${a.spec.replicas ?? 1}`],
       ["failed", a.status.failed ?? 0], ["rx", rate(l.rx_bps)], ["tx", rate(l.tx_bps)], ["flows", l.flows ?? 0]];
   });
   syncTable("instances", instances.map((i) => ({ ...i, state: i.status.state })), (i) => {
