@@ -68,6 +68,7 @@ class Lab:
         env: dict[str, str] | None = None,
         controllers: int = 1,
         store: str | None = None,
+        up_args: tuple[str, ...] = (),
     ) -> None:
         self.name = "t" + uuid.uuid4().hex[:8]
         self.hosts = hosts
@@ -75,6 +76,7 @@ class Lab:
         self.controllers = controllers
         self.store = store
         self.env = dict(env or {})  # for every command, so `lab up` hands it on to the daemons
+        self.up_args = up_args  # more `lab up` flags (e.g. --overwatch)
         self.up_seconds = 0.0  # how long `lab up` took
 
     def __enter__(self) -> Lab:
@@ -90,6 +92,7 @@ class Lab:
             args += ["--controllers", str(self.controllers)]
         if self.store:
             args += ["--store", self.store]
+        args += self.up_args
         started = time.monotonic()
         result = self.cli("lab", "up", *args)
         self.up_seconds = time.monotonic() - started

@@ -107,7 +107,7 @@ def test_a_failed_host_is_replaced_and_comes_back_clean(lab: Lab) -> None:
 
 
 def test_a_partitioned_host_is_replaced_and_comes_back_clean(lab: Lab) -> None:
-    figures = run_host_fault(lab, "partition", hold=15)
+    figures = run_host_fault(lab, "partition", hold=8)
     print(f"partition: {figures}")
 
 

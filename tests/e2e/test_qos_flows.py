@@ -206,18 +206,7 @@ def test_prometheus_metrics_on_the_controller_and_an_agent(lab: Lab) -> None:
 
 
 def test_the_overwatch_plugin_caps_a_flooding_automaton() -> None:
-    with Lab(hosts=2) as lab:
-        lab.ok("lab", "down", "--name", lab.name)  # rebuild with the plugin enabled
-        lab.ok(
-            "lab",
-            "up",
-            "--name",
-            lab.name,
-            "--hosts",
-            "2",
-            "--overwatch",
-            "flood-cap:threshold_mbps=200,cap_mbps=40",
-        )
+    with Lab(hosts=2, up_args=("--overwatch", "flood-cap:threshold_mbps=200,cap_mbps=40")) as lab:
         lab.apply(APP.replace("  qos: {ingress_mbps: 100}\n", ""))
         transfer = background_iperf(lab, 10)
         try:
