@@ -16,13 +16,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from autonet.cli import graph as graphs
-from autonet.cli import lab as labs
 from autonet.cli import output, paths
 from autonet.cli.client import API, ApiError, Client, CliError, api_address, credentials
 from autonet.cli.config import ConfigOpt
 from autonet.cli.progress import WaitProgress
-from autonet.model import manifest
 from autonet.model.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -96,6 +93,8 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from None
     try:
+        from autonet.model import manifest  # (pydantic's models load for the commands that need them)
+
         docs = manifest.parse(text)
     except ValidationError as exc:
         raise CliError(f"{path}: {exc}") from None
@@ -432,6 +431,8 @@ def graph(
     ] = None,
 ) -> None:
     """The composition graph: automatons (instances per host), links, VPCs and networks."""
+    from autonet.cli import graph as graphs
+
     fmt = graphs.output_format(out)
     data = graphs.render(graphs.build_dot(graphs.fetch(client())), fmt)
     if out is None:
@@ -647,7 +648,7 @@ def lab_up(
         int,
         typer.Option(
             "--controllers",
-            help=f"Number of controllers, c1..cN (1 to {labs.MAX_CONTROLLERS}); more than one implies --store etcd",
+            help=f"Number of controllers, c1..cN (1 to {paths.MAX_LAB_CONTROLLERS}); more than one implies --store etcd",
         ),
     ] = 1,
     store: Annotated[
@@ -661,6 +662,8 @@ def lab_up(
 ) -> None:
     """Build a lab: underlay switch, controllers (and etcd), one agent per host, in namespaces."""
     started = time.monotonic()
+    from autonet.cli import lab as labs
+
     info = labs.up(
         name,
         hosts,
@@ -687,12 +690,16 @@ def controller_takes_membership() -> bool:
 @lab_app.command("down")
 def lab_down(name: LabName = paths.DEFAULT_LAB) -> None:
     """Stop a lab's daemons and processes; remove its namespaces and files."""
+    from autonet.cli import lab as labs
+
     typer.echo(f"lab {name} down" if labs.down(name) else f"lab {name} is not up")
 
 
 @lab_app.command("status")
 def lab_status(name: LabName = paths.DEFAULT_LAB, fmt: OutOpt = "table") -> None:
     """Show a lab's daemons (controllers, etcd members, agents: PID, running or dead) and hosts."""
+    from autonet.cli import lab as labs
+
     info = labs.status(name)
     if fmt != "table":
         typer.echo(output.render(info, fmt))
@@ -728,6 +735,8 @@ def lab_restart(
 
     Returns once a restarted controller's API answers, or a restarted etcd member is healthy.
     """
+    from autonet.cli import lab as labs
+
     proc = labs.respawn(name, role)
     typer.echo(f"lab {name}: {role} restarted (pid {proc.pid})")
 
@@ -743,6 +752,8 @@ def lab_kill(
     name: LabName = paths.DEFAULT_LAB,
 ) -> None:
     """kill -9 a lab daemon and leave it dead (`lab restart ROLE` starts it again)."""
+    from autonet.cli import lab as labs
+
     proc = labs.kill(name, role)
     typer.echo(f"lab {name}: {role} killed (pid {proc.pid})")
 
@@ -750,6 +761,8 @@ def lab_kill(
 @lab_app.command("fail")
 def lab_fail(host: HostArg, name: LabName = paths.DEFAULT_LAB) -> None:
     """A host crashes: SIGKILL to its agent and instances, underlay link down (namespaces stay)."""
+    from autonet.cli import lab as labs
+
     killed = labs.fail(name, host)
     typer.echo(f"lab {name}: {host} failed ({killed} process(es) killed, underlay down)")
 
@@ -757,6 +770,8 @@ def lab_fail(host: HostArg, name: LabName = paths.DEFAULT_LAB) -> None:
 @lab_app.command("partition")
 def lab_partition(host: HostArg, name: LabName = paths.DEFAULT_LAB) -> None:
     """A host loses its underlay link; its agent and instances keep running."""
+    from autonet.cli import lab as labs
+
     labs.partition(name, host)
     typer.echo(f"lab {name}: {host} partitioned (underlay down)")
 
@@ -764,6 +779,8 @@ def lab_partition(host: HostArg, name: LabName = paths.DEFAULT_LAB) -> None:
 @lab_app.command("heal")
 def lab_heal(host: HostArg, name: LabName = paths.DEFAULT_LAB) -> None:
     """A failed or partitioned host comes back: underlay up, a dead agent started again."""
+    from autonet.cli import lab as labs
+
     proc = labs.heal(name, host)
     started = f", agent started (pid {proc.pid})" if proc else ""
     typer.echo(f"lab {name}: {host} healed (underlay up{started})")
@@ -772,6 +789,8 @@ def lab_heal(host: HostArg, name: LabName = paths.DEFAULT_LAB) -> None:
 @lab_app.command("list")
 def lab_list() -> None:
     """The labs that are up on this machine."""
+    from autonet.cli import lab as labs
+
     for name in labs.list_labs():
         typer.echo(name)
 

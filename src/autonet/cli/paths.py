@@ -45,3 +45,6 @@ def lab_token(lab: str) -> Path:
 def lab_ca(lab: str) -> Path:
     """The lab's CA certificate: it signs the controllers' HTTPS certificates."""
     return lab_dir(lab) / "pki" / "ca.pem"
+
+
+MAX_LAB_CONTROLLERS = 9  # a lab's controllers sit at underlay .1 to .9
