@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from autonet.dataplane import netns
+from autonet.model import naming
 from tests.e2e.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -106,12 +107,15 @@ class Runtime:
         self.namespaces.append(name)
         return name
 
-    def cni(self, command: str, container: str, namespace: str, config: dict[str, Any]) -> tuple[int, Any]:
+    def cni(
+        self, command: str, container: str, namespace: str, config: dict[str, Any], path: str = ""
+    ) -> tuple[int, Any]:
+        """Run the plugin for the container in `namespace` (or at the namespace `path`)."""
         env = {
             **os.environ,
             "CNI_COMMAND": command,
             "CNI_CONTAINERID": container,
-            "CNI_NETNS": netns.netns_path(namespace) if namespace else "",
+            "CNI_NETNS": path or (netns.netns_path(namespace) if namespace else ""),
             "CNI_IFNAME": "eth0",
             "CNI_PATH": str(Path(plugin()).parent),
         }
@@ -239,3 +243,33 @@ def test_bad_requests_get_cni_errors_and_change_nothing(lab: Lab, runtime: Runti
     code, error = runtime.cni("CHECK", "c-unknown", sandbox, runtime.config("edge"))
     assert code == 1 and error["code"] == 3
     assert {i["name"] for i in lab.instances()} == before
+
+
+def test_the_hosts_own_namespaces_are_never_attached(lab: Lab, runtime: Runtime) -> None:
+    """A caller that may attach names namespaces that are not a container's: the agent's
+    own (the host's network) and an instance's. Both are refused, and neither changes."""
+    agent = next(p.pid for p in lab.info.processes if p.role == "h1")
+    web = next(i for i in lab.instances("web") if i["status"]["host"] == "h1")
+    targets = [
+        (f"/proc/{agent}/ns/net", "the host's own network namespace", naming.lab_netns(lab.name, "h1")),
+        (netns.netns_path(web["status"]["netns"]), "a namespace autonet manages", web["status"]["netns"]),
+    ]
+    for index, (path, words, name) in enumerate(targets):
+        links = interfaces(name) if netns.exists(name) else None
+        container = f"c-evil-{index}"
+        code, error = runtime.cni("ADD", container, "", runtime.config("edge"), path=path)
+        assert code == 1 and words in error["msg"], error
+        assert runtime.cni("DEL", container, "", runtime.config("edge"), path=path) == (0, None)
+        if links is not None:
+            assert interfaces(name) == links  # no eth0 moved in, nothing renamed
+    probe = runtime.sandbox()  # the control: an ordinary namespace attaches and is answered
+    code, result = runtime.cni("ADD", "c-fine", probe, runtime.config("edge"))
+    assert code == 0, result
+    fetched = runtime.run(probe, "sh", "-c", FETCH_WEB)
+    assert fetched.returncode == 0, fetched.stderr
+    assert fetched.stdout.splitlines()[-1] in {i["name"] for i in lab.instances("web")}
+
+
+def interfaces(name: str) -> list[str]:
+    listed = subprocess.run(["ip", "-n", name, "-o", "link"], capture_output=True, text=True, check=True)
+    return sorted(line.split(":")[1].strip() for line in listed.stdout.splitlines())

@@ -382,3 +382,43 @@ async def test_certificates_that_are_no_host(api: Api) -> None:
     controller = pki.issue(api.ca, pki.Role.CONTROLLER, "c1").cert_pem().decode()
     async with api.client(cert=controller) as c:
         assert (await c.post(f"{API}/hosts/register", json=host_registration("c1"))).status_code == 401
+
+
+async def test_only_a_hosts_certificate_or_an_admin_attaches_containers(api: Api) -> None:
+    edge = {"kind": "Automaton", "name": "a-edge", "spec": {"network": "a-n", "external": True}}
+    async with api.client(local=True) as root:
+        assert (await root.post(f"{API}/apply", json={"documents": [edge]})).status_code == 200
+    async with api.client(cert=api.agent_cert("h1")) as h1:
+        assert (await h1.post(f"{API}/hosts/register", json=host_registration("h1"))).status_code == 200
+    async with api.client(cert=api.agent_cert("h2")) as h2:
+        assert (
+            await h2.post(f"{API}/hosts/register", json=host_registration("h2", "100.64.0.12"))
+        ).status_code == 200
+    attach = f"{API}/automatons/a-edge/attachments"
+    body = {"container_id": "c1", "netns": "/run/netns/cni-1", "host": "h1"}
+    # A tenant of the automaton's own VPC may not: it would name any namespace on a host.
+    async with api.client(await api.token("tenant", ("a",))) as tenant:
+        refused = await tenant.post(attach, json=body)
+        assert refused.status_code == 403, refused.text
+        assert (
+            "attaching a runtime's container is not allowed with a tenant credential"
+            in refused.json()["error"]
+        )
+    # h2's certificate may not attach on h1 ...
+    async with api.client(cert=api.agent_cert("h2")) as h2:
+        elsewhere = await h2.post(attach, json=body)
+        assert elsewhere.status_code == 403
+        assert (
+            'the certificate of host "h2" cannot attach a container on host "h1"' in elsewhere.json()["error"]
+        )
+    assert [i for i in await api_objects(api, "instances") if i["spec"]["automaton"] == "a-edge"] == []
+    # ... the control: h1's certificate may, and reads and detaches what it attached.
+    async with api.client(cert=api.agent_cert("h1")) as h1:
+        made = await h1.post(attach, json=body)
+        assert made.status_code == 200 and made.json()["name"] == "a-edge-0", made.text
+        assert (await h1.get(f"{attach}/c1")).status_code == 200
+    async with api.client(cert=api.agent_cert("h2")) as h2:
+        assert (await h2.get(f"{attach}/c1")).status_code == 403
+        assert (await h2.delete(f"{attach}/c1")).status_code == 403
+    async with api.client(await api.token("admin")) as admin:
+        assert (await admin.delete(f"{attach}/c1")).json()["action"] == "deleting"

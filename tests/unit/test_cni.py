@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from autonet.cli import cni
+from autonet.dataplane import netns
 from tests.unit.test_api import HOST, client  # noqa: F401  (the app fixture)
 
 API = "/api/v1"
@@ -114,3 +119,40 @@ async def test_attach_is_idempotent_and_detach_too(client: httpx.AsyncClient) ->
     assert gone.json() == {"instance": "edge-0", "action": "deleting"}
     never = await client.delete(f"{API}/automatons/edge/attachments/c9")
     assert never.json() == {"instance": None, "action": "none"}
+
+
+def test_credentials_for_https_come_from_files_the_config_names(tmp_path: Path) -> None:
+    token = tmp_path / "cni.token"
+    token.write_text("ant.abc.def\n")
+    config = {**CONF, "api": "https://ctl:7080", "token_file": str(token),
+              "ca": "/etc/autonet/ca.pem", "cert": "/c.pem", "key": "/k.pem"}  # fmt: skip
+    request = cni.read_request(ENV, io.StringIO(json.dumps(config)))
+    api = cni.client_for(request)
+    assert api.endpoints == ["https://ctl:7080"]
+    assert (api.creds.token, api.creds.ca, api.creds.cert, api.creds.key) == (
+        "ant.abc.def", "/etc/autonet/ca.pem", "/c.pem", "/k.pem",
+    )  # fmt: skip
+    for bad, words in ((str(tmp_path / "missing"), "token_file"), ("relative.token", "an absolute path")):
+        code, error = run(ENV, {**CONF, "api": "https://ctl:7080", "token_file": bad})
+        assert code == 1 and error["code"] == 7 and words in error["msg"], error
+
+
+def test_the_machines_and_the_callers_own_namespaces_are_not_adoptable(tmp_path: Path) -> None:
+    managed = ("ani", "anr", "anl")
+    assert "not a network namespace" in netns.not_adoptable(str(tmp_path), managed)
+    assert "the host's own network namespace" in netns.not_adoptable(f"/proc/{os.getpid()}/ns/net", managed)
+    # PID 1's: refused as the machine's initial one, or (in a sandbox that hides it) as unreadable.
+    assert netns.not_adoptable("/proc/1/ns/net", managed).startswith("/proc/1/ns/net: ")
+    # This process runs in the initial namespace too: a child in a namespace of its own
+    # (what a runtime makes for a container) is the control that may be adopted.
+    child = subprocess.Popen(["unshare", "--net", "sleep", "30"])
+    try:
+        deadline = time.monotonic() + 10
+        path = f"/proc/{child.pid}/ns/net"
+        while os.readlink(path) == os.readlink("/proc/self/ns/net"):  # until unshare ran
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert netns.not_adoptable(path, managed) == ""
+    finally:
+        child.kill()
+        child.wait()

@@ -13,6 +13,7 @@ a rate per direction with a priority, set by tc on both ends of the veth pair.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -23,6 +24,7 @@ from autonet.agent.warmpool import WarmPool
 from autonet.dataplane import endpoint as ep
 from autonet.dataplane import netns
 from autonet.dataplane import qos as qos_tc
+from autonet.model import naming
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,10 @@ class Wiring(VpcRouters):
             if not self.owns_netns(endpoint[key]):
                 raise ValueError(f"{key} {endpoint[key]!r} does not carry this host's tag {self.tag!r}")
         adopted = endpoint.get("adopt_netns")
-        if adopted and not netns.exists(endpoint["netns"]) and not netns.is_network_namespace(adopted):
-            raise ValueError(f"adopt_netns {adopted!r}: not a network namespace on host {self.host}")
+        if adopted and not netns.exists(endpoint["netns"]):
+            refused = await asyncio.to_thread(netns.not_adoptable, adopted, naming.MANAGED_NETNS_PREFIXES)
+            if refused:
+                raise ValueError(f"adopt_netns refused on host {self.host}: {refused}")
         async with self._instance_locks[uid]:
             record = self.table.get(uid)
             if record is None:

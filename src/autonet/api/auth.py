@@ -315,6 +315,10 @@ ALLOW_CLUSTER_READ = Rule("reading cluster-wide figures", "admin", "reader")
 ALLOW_ADMIN = Rule("this admin operation", "admin")
 ALLOW_HEALTH = Rule("health", *ANYONE)
 ALLOW_HOST = Rule("host reports", "host", host_self=True)
+# A container runtime's attachments name a namespace on a host: only that host (its
+# certificate; the route checks the body's host) or an admin may, never a tenant, who
+# could otherwise pull another tenant's container namespace into its own VPC.
+ALLOW_ATTACH = Rule("attaching a runtime's container", "admin", "host")
 ALLOW_PUBLIC = Rule("the dashboard's files", "anonymous", *ANYONE)
 RULES = (
     ALLOW_READ,
@@ -324,5 +328,6 @@ RULES = (
     ALLOW_ADMIN,
     ALLOW_HEALTH,
     ALLOW_HOST,
+    ALLOW_ATTACH,
     ALLOW_PUBLIC,
 )

@@ -77,10 +77,13 @@ def api_address(api: str | None, lab: str | None) -> str:
 
 @dataclass(frozen=True)
 class Credentials:
-    """What a client presents over TCP: a bearer token, and the CA that verifies https."""
+    """What a client presents over TCP: a bearer token (or a client certificate), and
+    the CA that verifies https."""
 
     token: str | None = None
     ca: str | None = None
+    cert: str | None = None  # a client certificate and its key (a host's, for autonet-cni)
+    key: str | None = None
 
 
 def credentials(token: str | None, ca: str | None, lab: str | None) -> Credentials:
@@ -164,8 +167,10 @@ class Client:
             else:
                 headers = {"Authorization": f"Bearer {self.creds.token}"} if self.creds.token else {}
                 verify: ssl.SSLContext | bool = True
-                if address.startswith("https:") and self.creds.ca:
+                if address.startswith("https:") and (self.creds.ca or self.creds.cert):
                     verify = ssl.create_default_context(cafile=self.creds.ca)
+                    if self.creds.cert:
+                        verify.load_cert_chain(self.creds.cert, self.creds.key)
                 client = httpx.Client(
                     base_url=address.rstrip("/"), timeout=self.timeout, headers=headers, verify=verify
                 )

@@ -8,6 +8,9 @@ in the environment and the network's configuration on stdin:
      "automaton": "edge",               # an automaton with spec.external: true
      "host": "h1",                      # this host's name in autonet (default: hostname)
      "api": "unix:/run/autonet/api.sock" or "lab": "NAME",   # where the API is
+     # over HTTPS: "api": "https://ctl:7080", "ca": "/etc/autonet/pki/ca.pem", and the
+     # host's certificate "cert": ".../agent.pem", "key": ".../agent-key.pem" (or an
+     # admin token's "token_file")
      "timeout": 60}
 
 ADD makes the container an instance of the automaton (POST .../attachments): autonet
@@ -22,6 +25,7 @@ Errors are CNI error objects on stdout (`code`, `msg`, `details`) with exit stat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -30,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO
 
-from autonet.cli.client import Client, CliError, api_address
+from autonet.cli.client import Client, CliError, api_address, credentials
 
 CNI_VERSION = "1.0.0"
 SUPPORTED_VERSIONS = ["0.4.0", "1.0.0"]
@@ -127,13 +131,33 @@ def read_request(environ: dict[str, str], stdin: TextIO) -> Request:
     return request
 
 
+def _path_key(config: dict[str, Any], key: str) -> str | None:
+    value = config.get(key)
+    if value is not None and (not isinstance(value, str) or not value.startswith("/")):
+        raise CniError(INVALID_CONFIG, f"{key}: an absolute path, not {value!r}")
+    return value
+
+
 def client_for(request: Request) -> Client:
+    """The API client the config names: a Unix socket, or the controller's HTTPS API with
+    the host's own certificate (`cert`, `key`: its agent's) or an admin token read from
+    `token_file` (a file only root reads: CNI configs are often world-readable), and the
+    cluster CA from `ca`."""
     api = request.config.get("api")
     lab = request.config.get("lab")
+    lab = lab if isinstance(lab, str) else None
+    token_file, ca = _path_key(request.config, "token_file"), _path_key(request.config, "ca")
+    cert, key = _path_key(request.config, "cert"), _path_key(request.config, "key")
+    token = None
+    if token_file:
+        try:
+            with open(token_file) as handle:
+                token = handle.read().strip() or None
+        except OSError as exc:
+            raise CniError(INVALID_CONFIG, f"token_file {token_file}: {exc.strerror}") from None
     try:
-        return Client(
-            api_address(api if isinstance(api, str) else None, lab if isinstance(lab, str) else None)
-        )
+        creds = dataclasses.replace(credentials(token, ca, lab), cert=cert, key=key)
+        return Client(api_address(api if isinstance(api, str) else None, lab), creds=creds)
     except CliError as exc:
         raise CniError(INVALID_CONFIG, str(exc)) from None
 

@@ -183,6 +183,29 @@ def is_network_namespace(path: str) -> bool:
         os.close(fd)
 
 
+def not_adoptable(path: str, managed: tuple[str, ...]) -> str:
+    """Why the namespace at `path` must not be handed to an attachment ('' if it may):
+    it is the machine's initial namespace, this process's own (the host's), or one named
+    with a `managed` prefix (autonet's own: an instance's, a router's, a lab host's, or
+    one attached already). An attachment wires and addresses the namespace it is given, so any of
+    these would hand a caller the host's own network or another instance's."""
+    if not is_network_namespace(path):
+        return f"{path}: not a network namespace"
+    target = os.stat(path)
+    key = (target.st_dev, target.st_ino)
+    for own, what in (("/proc/1/ns/net", "the machine's initial"), ("/proc/self/ns/net", "the host's own")):
+        with contextlib.suppress(OSError):
+            seen = os.stat(own)
+            if (seen.st_dev, seen.st_ino) == key:
+                return f"{path}: {what} network namespace"
+    for name in (n for n in list_names() if n.startswith(managed)):
+        with contextlib.suppress(OSError):
+            seen = os.stat(netns_path(name))
+            if (seen.st_dev, seen.st_ino) == key:
+                return f"{path}: a namespace autonet manages ({name})"
+    return ""
+
+
 def adopt(name: str, path: str) -> None:
     """Give the namespace at `path` (a container runtime's) the name `name` too, by a
     bind mount; `delete(name)` later drops only that name, never the runtime's namespace."""

@@ -61,6 +61,11 @@ def attached_netns(tag: str, instance_uid: str) -> str:
     return _fit(f"{PREFIX}e{tag}{digest(instance_uid, 8)}")
 
 
+# Namespaces autonet names itself: instances (i), routers (r), the warm pool (w),
+# attached containers (e, its own name for them) and lab roles (l).
+MANAGED_NETNS_PREFIXES = tuple(f"{PREFIX}{kind}" for kind in "irwel")
+
+
 def attached_netns_prefix(tag: str) -> str:
     return f"{PREFIX}e{tag}"
 

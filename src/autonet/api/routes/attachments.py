@@ -6,24 +6,39 @@ the container is); asking again for the same container answers the same instance
 CNI's ADD must be safe to repeat. `GET .../attachments/CONTAINER` is that instance,
 `DELETE .../attachments/CONTAINER` sends it to Terminating, and answers as well when
 there is nothing to delete (CNI's DEL is idempotent).
+
+Only a host's own certificate (for containers on that host) or an admin may call them:
+an attachment names a namespace path on a host, and a tenant naming another tenant's
+container namespace would pull it into its own VPC (docs/security.md).
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from autonet.api import scope
-from autonet.api.auth import Principal
-from autonet.api.routes.objects import Reader, Writer, decorate, mark_deleting
+from autonet.api.auth import ALLOW_ATTACH, Principal
+from autonet.api.routes.objects import decorate, mark_deleting
 from autonet.api.state import API, ApiError, ApiState, State
 from autonet.model.kinds import Attachment
 from autonet.model.objects import Metadata, Object
 from autonet.store import Put
 
 router = APIRouter(prefix=API)
+
+
+Attacher = Annotated[Principal, Depends(ALLOW_ATTACH)]
+
+
+def check_host(caller: Principal, host: str, what: str) -> None:
+    """A host's certificate acts for containers on that host only."""
+    if caller.role == "host" and caller.host != host:
+        raise ApiError(
+            403, f'forbidden: the certificate of host "{caller.host}" cannot {what} on host "{host}"'
+        )
 
 
 async def external_automaton(state: ApiState, caller: Principal, name: str, what: str) -> Object:
@@ -46,8 +61,9 @@ async def attached(state: ApiState, automaton: str, container_id: str) -> Object
 
 
 @router.post("/automatons/{name}/attachments")
-async def attach(name: str, body: Attachment, state: State, caller: Writer) -> dict[str, Any]:
+async def attach(name: str, body: Attachment, state: State, caller: Attacher) -> dict[str, Any]:
     """Attach a container (its namespace path, its host) as an instance of `name`."""
+    check_host(caller, body.host, "attach a container")
     async with state.apply_lock:
         automaton = await external_automaton(state, caller, name, "attach a container to")
         host = await state.ctx.get("Host", body.host)
@@ -83,21 +99,23 @@ async def attach(name: str, body: Attachment, state: State, caller: Writer) -> d
 
 
 @router.get("/automatons/{name}/attachments/{container_id}")
-async def get_attachment(name: str, container_id: str, state: State, caller: Reader) -> dict[str, Any]:
+async def get_attachment(name: str, container_id: str, state: State, caller: Attacher) -> dict[str, Any]:
     await external_automaton(state, caller, name, "read")
     found = await attached(state, name, container_id)
     if found is None:
         raise ApiError(404, f"container {container_id} is not attached to {name}")
+    check_host(caller, found.spec["attachment"]["host"], "read a container")
     return scope.redact(caller, (await decorate(state.ctx, [found]))[0])
 
 
 @router.delete("/automatons/{name}/attachments/{container_id}")
-async def detach(name: str, container_id: str, state: State, caller: Writer) -> dict[str, Any]:
+async def detach(name: str, container_id: str, state: State, caller: Attacher) -> dict[str, Any]:
     """Detach a container: its instance goes (and with it the veth, the addresses and
     the agent's name for the namespace; the runtime's namespace stays the runtime's)."""
     await external_automaton(state, caller, name, "detach a container from")
     found = await attached(state, name, container_id)
     if found is None:
         return {"instance": None, "action": "none"}
+    check_host(caller, found.spec["attachment"]["host"], "detach a container")
     await mark_deleting(state.ctx, found)
     return {"instance": found.name, "action": "deleting"}
