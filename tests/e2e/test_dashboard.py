@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -124,11 +125,13 @@ def browser() -> Iterator[webdriver.Chrome]:
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(argument)
     options.add_argument("--window-size=1400,1100")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    with tempfile.TemporaryDirectory(prefix="an-chromium-") as profile:  # else it leaves one in /tmp
+        options.add_argument(f"--user-data-dir={profile}")
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()
 
 
 def rows(browser: webdriver.Chrome, table: str) -> dict[str, str]:
@@ -197,12 +200,10 @@ def test_the_page_lists_the_lab_draws_every_link_and_follows_changes(
     eventually(
         lambda: any("Instance web-2" in e and "Deleted" in e for e in events(browser)), "web-2's deletion"
     )
-    assert (
-        eventually(
-            lambda: browser.find_element(By.CSS_SELECTOR, '#automatons tr[data-name="web"]').text, "web's row"
-        ).split()[2]
-        == "2/2"
-    )
+    ready = '#automatons tr[data-name="web"] td.ready'
+    assert eventually(lambda: browser.find_element(By.CSS_SELECTOR, ready).text, "web's row") == "2/2"
+    runs = browser.find_element(By.CSS_SELECTOR, '#automatons tr[data-name="web"] td.runs').text
+    assert runs.startswith("python3 -m autonet.examples.http_echo")  # what the automaton runs
 
     # A host fails: it and its instances turn Lost on the page.
     on_h2 = sorted(name for name, host in placed.items() if host == "h2" and name != "web-2")

@@ -9,10 +9,13 @@ end by design and are left out.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -30,9 +33,18 @@ SEED: list[dict[str, Any]] = [
 ]
 
 
+STORE_DIR = Path(tempfile.mkdtemp(prefix="an-fuzz-"))  # made at import: schemathesis needs the app then
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_the_store() -> Iterator[None]:
+    yield
+    shutil.rmtree(STORE_DIR, ignore_errors=True)
+
+
 def build() -> tuple[Any, str]:
     """The app over a fresh store with a few objects, and an admin token for it."""
-    store = open_store(f"sqlite:///{Path(tempfile.mkdtemp(prefix='an-fuzz-')) / 'store.db'}")
+    store = open_store(f"sqlite:///{STORE_DIR / 'store.db'}")
     plugins = load_plugins(PluginAPI(), only=["builtin"])
     app = create_app(Context(store=store, kinds=plugins.kinds), plugins)
 
