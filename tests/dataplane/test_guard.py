@@ -285,6 +285,18 @@ async def test_only_known_hosts_reach_the_vxlan_port(
             send_udp(name, source, f"fd00:215:{n}::1", VXLAN_PORT, f"v6-{name}")
         assert sorted(heard(listener)) == sorted([f"100.64.215.6 v4-{peer}", f"fd00:215:1::2 v6-{peer}"])
 
+        # A plugin's overlay port is policed once it asks; a port nobody polices is not.
+        underlay.police(4790)
+        for port in (4790, 4791):
+            listener = listen(host, port, processes)
+            for source, name in (("100.64.215.6", peer), ("100.64.215.10", stranger)):
+                destination = "100.64.215.5" if name == peer else "100.64.215.9"
+                send_udp(name, source, destination, port, f"{port}-{name}")
+            expected = [f"100.64.215.6 {port}-{peer}"] + (
+                [f"100.64.215.10 {port}-{stranger}"] if port == 4791 else []
+            )
+            assert sorted(heard(listener)) == sorted(expected), port
+
         underlay.update(known, set())  # no VPC has the peer any more
         listener = listen(host, VXLAN_PORT, processes)
         send_udp(peer, "100.64.215.6", "100.64.215.5", VXLAN_PORT, "late")

@@ -6,9 +6,11 @@ command inside an instance, `assert_no_connection()` checks that a connection fa
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -35,6 +37,45 @@ FAILURE_KINDS = {
     "unreachable": ("No route to host", "Network is unreachable"),
     "timeout": ("timed out",),
 }
+
+
+def crafted_vxlan(
+    vni: int, dst_mac: str, source: str, destination: str, port: int, src_mac: str = "02:00:00:00:00:01"
+) -> bytes:
+    """A VXLAN packet as an attacker on the underlay would make it: the VNI, an inner
+    Ethernet frame to `dst_mac` carrying an IPv4 UDP datagram `source` -> `destination`:port."""
+    payload = b"crafted"
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+        ipaddress.IPv4Address(source).packed, ipaddress.IPv4Address(destination).packed,
+    )  # fmt: skip
+    checksum = sum(struct.unpack("!10H", header))
+    checksum = (checksum & 0xFFFF) + (checksum >> 16)
+    checksum = ~((checksum & 0xFFFF) + (checksum >> 16)) & 0xFFFF
+    header = header[:10] + struct.pack("!H", checksum) + header[12:]
+    frame = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x00"
+    return struct.pack("!II", 0x08000000, vni << 8) + frame + header + udp
+
+
+SEND_UDP = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 0))
+for _ in range(3):
+    s.sendto(bytes.fromhex(sys.argv[4]), (sys.argv[2], int(sys.argv[3])))
+print('sent')
+"""
+
+
+def send_udp(namespace: str, source: str, destination: str, port: int, packet: bytes) -> None:
+    """Three datagrams of `packet` from `source` in `namespace` to destination:port."""
+    result = subprocess.run(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", SEND_UDP,
+         source, destination, str(port), packet.hex()],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.stdout.strip() == "sent", result.stderr
 
 
 def interruptible() -> None:

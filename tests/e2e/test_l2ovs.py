@@ -3,6 +3,7 @@ and composition security enforced by OVS on the segment (conntrack, anti-spoofin
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from autonet_l2ovs.agent import L2_PORT
 
-from tests.e2e.lab import Lab, failure_kind
+from tests.e2e.lab import Lab, crafted_vxlan, failure_kind, send_udp
 
 pytestmark = pytest.mark.lab
 
@@ -191,6 +193,38 @@ def test_a_spoofed_source_address_is_dropped_at_the_port(lab: Lab) -> None:
     assert forged.stdout.strip() == "sent", forged.stderr  # it left the instance
     time.sleep(2)
     assert lab.ok("logs", "node-1").count(f"udp from {src}") == seen, "a forged datagram got through"
+
+
+def test_a_crafted_l2_vxlan_packet_from_a_non_host_never_reaches_an_instance(lab: Lab) -> None:
+    """An attacker on the underlay that is no host sends the L2 network's VXLAN (port
+    4790, the VNI read from the kernel) with a frame from a linked instance's MAC and
+    address: the target's host drops it. The control: the same bytes from that
+    instance's real host arrive."""
+    sender, target = node(lab, "node-0"), node(lab, "node-1")
+    host = target["status"]["host"]
+    info = lab.info
+    namespace = info.netns(host)
+    vxlans = json.loads(
+        subprocess.run(["ip", "-n", namespace, "-j", "-d", "link", "show", "type", "vxlan"],
+                       capture_output=True, text=True, check=True).stdout
+    )  # fmt: skip
+    l2 = next(link for link in vxlans if link["linkinfo"]["info_data"].get("port") == L2_PORT)
+    packet = crafted_vxlan(
+        int(l2["linkinfo"]["info_data"]["id"]), target["status"]["l2_mac"],
+        sender["status"]["ipv4"], target["status"]["ipv4"], 7000, src_mac=sender["status"]["l2_mac"],
+    )  # fmt: skip
+    heard = f"udp from {sender['status']['ipv4']}"
+    before = lab.ok("logs", "node-1").count(heard)
+    destination = info.address(info.index(host))
+    send_udp(info.netns("controller"), info.address(info.index("controller")), destination, L2_PORT, packet)
+    time.sleep(1)
+    assert lab.ok("logs", "node-1").count(heard) == before, "a non-host's L2 VXLAN packet reached node-1"
+    real = sender["status"]["host"]
+    send_udp(info.netns(real), info.address(info.index(real)), destination, L2_PORT, packet)
+    deadline = time.monotonic() + 10
+    while lab.ok("logs", "node-1").count(heard) == before:
+        assert time.monotonic() < deadline, "the same packet from the real host never arrived"
+        time.sleep(0.3)
 
 
 def test_removing_the_link_stops_live_and_new_connections(lab: Lab) -> None:

@@ -13,10 +13,8 @@ removal; it worked before. The time is measured and printed.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -27,7 +25,7 @@ import pytest
 
 from autonet.dataplane.overlay import VXLAN_PORT
 from autonet.model import naming
-from tests.e2e.lab import Lab, wait_for
+from tests.e2e.lab import Lab, crafted_vxlan, send_udp, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -205,48 +203,11 @@ def vxlan_packet(lab: Lab, listener: dict[str, Any], inner_source: str) -> bytes
         ).stdout
     )[0]
     vni, vtep_mac = int(link["linkinfo"]["info_data"]["id"]), link["address"]
-    payload = b"crafted"
-    source = ipaddress.IPv4Address(inner_source).packed
-    destination = ipaddress.IPv4Address(listener["status"]["ipv4"]).packed
-    udp = struct.pack("!HHHH", 40000, PORT, 8 + len(payload), 0) + payload
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, source, destination)
-    checksum = sum(struct.unpack("!10H", header))
-    checksum = (checksum & 0xFFFF) + (checksum >> 16)
-    checksum = ~((checksum & 0xFFFF) + (checksum >> 16)) & 0xFFFF
-    header = header[:10] + struct.pack("!H", checksum) + header[12:]
-    frame = bytes.fromhex(vtep_mac.replace(":", "")) + bytes.fromhex("020000000001") + b"\x08\x00"
-    return struct.pack("!II", 0x08000000, vni << 8) + frame + header + udp
-
-
-SEND = """
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 0))
-for _ in range(3):
-    s.sendto(bytes.fromhex(sys.argv[3]), (sys.argv[2], {port}))
-print('sent')
-"""
+    return crafted_vxlan(vni, vtep_mac, inner_source, listener["status"]["ipv4"], PORT)
 
 
 def send_vxlan(namespace: str, source: str, destination: str, packet: bytes) -> None:
-    result = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            namespace,
-            sys.executable,
-            "-c",
-            SEND.format(port=VXLAN_PORT),
-            source,
-            destination,
-            packet.hex(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.stdout.strip() == "sent", result.stderr
+    send_udp(namespace, source, destination, VXLAN_PORT, packet)
 
 
 def test_a_crafted_vxlan_packet_from_a_non_host_never_reaches_an_instance(lab: Lab) -> None:

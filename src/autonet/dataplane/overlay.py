@@ -14,12 +14,13 @@ No learning, no multicast, no flooding. The device is created from the host name
 
 A VXLAN socket takes a packet from anyone who can reach the host's UDP port, and the
 VNI is no secret: so in the host namespace `UnderlayFilter` drops VXLAN packets whose
-source is not the underlay address of a known host (a peer of some VPC this host
-carries):
+source is not the underlay address of a known host (a peer of some VPC or segment this
+host carries):
 
     table inet autonet_underlay
       set hosts4/hosts6   the peers' underlay addresses, counted over the VPCs
-      chain input         udp dport 4789, source not in the set: drop
+      set ports           the overlays' UDP ports: 4789, and those plugins add (4790: l2ovs)
+      chain input         udp dport in ports, source not in the set: drop
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ UNDERLAY_SKELETON = f"""
 table inet {UNDERLAY_TABLE} {{
   set hosts4 {{ type ipv4_addr; }}
   set hosts6 {{ type ipv6_addr; }}
+  set ports {{ type inet_service; }}
   chain input {{
     type filter hook input priority filter - 10; policy accept;
-    udp dport {VXLAN_PORT} ip saddr != @hosts4 drop
-    udp dport {VXLAN_PORT} ip6 saddr != @hosts6 drop
+    udp dport @ports ip saddr != @hosts4 drop
+    udp dport @ports ip6 saddr != @hosts6 drop
   }}
 }}
 """
@@ -57,14 +59,25 @@ table inet {UNDERLAY_TABLE} {{
 class UnderlayFilter:
     """The host namespace's VXLAN filter: only known hosts' underlay addresses may send.
 
-    Each VPC router contributes its peers; an address stays in the set while some
+    Each VPC router (and each plugin's segment) contributes its peers; an address stays in the set while some
     router has it as a peer (a count per address), so an update is the change only.
     """
 
     def __init__(self, nft: nf.Nft) -> None:
         self.nft = nft
         self.counts: Counter[str] = Counter()
+        self.ports = {VXLAN_PORT}
         self.made = False
+
+    def police(self, port: int) -> None:
+        """Filter UDP `port` too (another overlay's, e.g. a plugin's VXLAN): only known
+        hosts' underlay addresses may send to it. Its peers come through `update`."""
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is not a UDP port")
+        if port not in self.ports:
+            self.ports.add(port)
+            if self.made:
+                self.nft.run(f"add element inet {UNDERLAY_TABLE} ports {{ {port} }}")
 
     def update(self, old: set[str], new: set[str]) -> None:
         """One router's peers went from `old` to `new` (underlay addresses)."""
@@ -88,6 +101,9 @@ class UnderlayFilter:
             ]
             added = list(self.counts)
             gone = []
+            script.append(
+                f"add element inet {UNDERLAY_TABLE} ports {{ {', '.join(map(str, sorted(self.ports)))} }}"
+            )
         for verb, addresses in (("delete", gone), ("add", added)):
             for family, name in ((4, "hosts4"), (6, "hosts6")):
                 chosen = sorted(a for a in addresses if (":" in a) == (family == 6))

@@ -44,6 +44,7 @@ class L2Servicer(pb_grpc.L2Servicer):
         self.host_agent = api.host_agent
         self.ovs = Ovs(Path(api.state_dir))
         self.lock = asyncio.Lock()
+        self.underlays: dict[str, set[str]] = {}  # each segment's peers, in the underlay filter
 
     def _status(self) -> pb.OvsStatus:
         if not self.ovs.running():
@@ -129,6 +130,12 @@ class L2Servicer(pb_grpc.L2Servicer):
                 index = await link_index(host, request.vxlan)
                 await asyncio.to_thread(_tx_offload_off, None, request.vxlan)
             assert index is not None
+            # Only the segment's peer hosts may send to this port (the core's underlay filter).
+            underlay = self.host_agent.underlay_filter()
+            underlay.police(L2_PORT)
+            peers = set(request.peers) | {r.underlay for r in request.remotes}
+            underlay.update(self.underlays.get(request.vxlan, set()), peers)
+            self.underlays[request.vxlan] = peers
             await call(host.link("set", index=index, state="up"))
             wanted_fdb = {("00:00:00:00:00:00", peer) for peer in request.peers}
             wanted_fdb |= {(r.mac, r.underlay) for r in request.remotes}
