@@ -26,7 +26,7 @@ import pytest
 
 from autonet.dataplane import netns
 from autonet.model import naming
-from tests.e2e.lab import Lab
+from tests.e2e.lab import Lab, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -273,3 +273,89 @@ def test_the_hosts_own_namespaces_are_never_attached(lab: Lab, runtime: Runtime)
 def interfaces(name: str) -> list[str]:
     listed = subprocess.run(["ip", "-n", name, "-o", "link"], capture_output=True, text=True, check=True)
     return sorted(line.split(":")[1].strip() for line in listed.stdout.splitlines())
+
+
+class PodmanCni:
+    """podman with its CNI backend, configured for this test alone (CONTAINERS_CONF:
+    `network_backend = "cni"`, autonet-cni on the plugin path, a config directory of
+    its own): the runtime runs the plugin, as it would for any CNI network."""
+
+    def __init__(self, lab: Lab, directory: Path) -> None:
+        self.directory = directory
+        (directory / "net.d").mkdir()
+        (directory / "containers.conf").write_text(
+            "[network]\n"
+            'network_backend = "cni"\n'
+            f'cni_plugin_dirs = ["{Path(plugin()).parent}", "/usr/lib/cni"]\n'
+            f'network_config_dir = "{directory / "net.d"}"\n'
+        )
+        for automaton in ("edge", "stranger"):
+            plugin_config = {"type": "autonet-cni", "automaton": automaton, "host": "h1", "lab": lab.name}
+            conflist = {"cniVersion": "1.0.0", "name": f"an{automaton}", "plugins": [plugin_config]}
+            (directory / "net.d" / f"an{automaton}.conflist").write_text(json.dumps(conflist))
+        self.env = {**os.environ, "CONTAINERS_CONF": str(directory / "containers.conf")}
+        self.containers: list[tuple[str, str]] = []
+
+    def podman(self, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", *args]
+        return subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=120)
+
+    def start(self, network: str) -> str:
+        name = f"an-cni-{uuid.uuid4().hex[:8]}"
+        self.containers.append((name, network))
+        started = self.podman("run", "--detach", "--name", name, "--network", network,
+                              "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
+                              IMAGE, "sleep", "120")  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        return name
+
+    def disconnect(self, name: str, network: str) -> None:
+        """podman runs DEL here, in this process's environment. (When a container stops,
+        podman's cleanup process runs DEL too, but from a mount namespace of its own in
+        which the lab's API socket under /run is not always there: a test cannot rely on it.)"""
+        done = self.podman("network", "disconnect", network, name)
+        assert done.returncode == 0, done.stderr
+
+    def close(self) -> None:
+        for name, network in self.containers:
+            self.podman("network", "disconnect", network, name)
+            self.podman("rm", "--force", "--time", "0", name)
+
+
+def test_podman_with_its_cni_backend_attaches_and_detaches_through_the_plugin(
+    lab: Lab, tmp_path: Path
+) -> None:
+    runtime = PodmanCni(lab, tmp_path)
+    ids: dict[str, str] = {}
+    try:
+        edge = runtime.start("anedge")
+        stranger = runtime.start("anstranger")
+        attached = {
+            i["spec"]["attachment"]["container_id"]: i for i in lab.instances() if i["spec"].get("attachment")
+        }
+        ids = {
+            name: runtime.podman("inspect", "--format", "{{.Id}}", name).stdout.strip()
+            for name in (edge, stranger)
+        }
+        assert ids[edge] in attached and ids[stranger] in attached  # podman ran ADD for each
+        assert attached[ids[edge]]["status"]["state"] == "Provisioned"
+        allowed = runtime.podman("exec", edge, "sh", "-c", FETCH_WEB)
+        assert allowed.returncode == 0, allowed.stderr
+        assert allowed.stdout.splitlines()[-1] in {i["name"] for i in lab.instances("web")}
+        refused = runtime.podman("exec", stranger, "sh", "-c", FETCH_WEB)
+        assert refused.returncode != 0 and "Connection refused" in refused.stderr, refused.stderr
+        runtime.disconnect(edge, "anedge")  # podman runs DEL: the instance goes
+
+        def attached_ids() -> set[str]:
+            return {
+                i["spec"]["attachment"]["container_id"]
+                for i in lab.instances()
+                if i["spec"].get("attachment")
+            }
+
+        wait_for(lambda: ids[edge] not in attached_ids(), 30, "the removed container's instance gone")
+        assert ids[stranger] in attached_ids()  # the control: the other container stays attached
+    finally:
+        runtime.close()
+    left = {i["spec"]["attachment"]["container_id"] for i in lab.instances() if i["spec"].get("attachment")}
+    assert not left & set(ids.values())
