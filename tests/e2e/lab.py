@@ -16,12 +16,15 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from autonet.cli import lab as labs
 from autonet.cli.client import wait_until as wait_for  # noqa: F401  (the tests' name for it)
 from autonet.dataplane import netns
-from autonet.model import naming
+from autonet.model import manifest, naming
 
 TCP_CONNECT = (
     "import socket, sys\n"
@@ -37,6 +40,16 @@ FAILURE_KINDS = {
     "unreachable": ("No route to host", "Network is unreachable"),
     "timeout": ("timed out",),
 }
+
+
+EXAMPLE_SHOP = (Path(__file__).parents[2] / "examples" / "shop.yaml").read_text()
+
+
+def shop_with(additions: str) -> str:
+    """examples/shop.yaml (VPC blue, network blue-a, web x3, client, composition shop)
+    with `additions`: more documents, or new versions of its own (same kind and name)."""
+    docs = manifest.overlay(manifest.parse(EXAMPLE_SHOP), manifest.parse(additions))
+    return yaml.safe_dump_all(docs, sort_keys=False)
 
 
 def crafted_vxlan(

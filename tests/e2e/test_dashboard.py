@@ -25,7 +25,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from tests.e2e.lab import Lab, interruptible
+from tests.e2e.lab import Lab, interruptible, shop_with
 
 pytestmark = pytest.mark.lab
 
@@ -33,23 +33,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 T = TypeVar("T")
 
-SHOP = """
-kind: Vpc
-name: blue
-spec: {cidrs: [100.80.0.0/16]}
----
-kind: Network
-name: blue-a
-spec: {vpc: blue, cidrs: [100.80.1.0/24]}
----
-kind: Automaton
-name: web
-spec:
-  network: blue-a
-  command: [python3, -m, autonet.examples.http_echo, --port, "8080"]
-  provides: [{protocol: http, transport: tcp, port: 8080}]
-  replicas: 3
----
+SHOP = shop_with("""
 kind: Automaton
 name: db
 spec:
@@ -59,10 +43,6 @@ spec:
   consumes: []
 ---
 kind: Automaton
-name: client
-spec: {network: blue-a, command: [sleep, infinity], consumes: [http]}
----
-kind: Automaton
 name: api
 spec: {network: blue-a, command: [sleep, infinity], consumes: [pg]}
 ---
@@ -70,7 +50,7 @@ kind: Composition
 name: shop
 spec:
   links: [{from: client, to: web, protocol: http}, {from: api, to: db, protocol: pg}]
-"""
+""")
 
 
 def eventually(probe: Callable[[], T], what: str, timeout: float = 30.0) -> T:

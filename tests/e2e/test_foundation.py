@@ -17,11 +17,11 @@ import pytest
 from autonet.agent.supervisor import process_start_time
 from autonet.dataplane import netns
 from autonet.model import naming
-from tests.e2e.lab import TCP_CONNECT, Lab, failure_kind
+from tests.e2e.lab import EXAMPLE_SHOP, TCP_CONNECT, Lab, failure_kind
 
 pytestmark = pytest.mark.lab
 
-SHOP = (Path(__file__).parents[2] / "examples" / "shop.yaml").read_text()
+SHOP = EXAMPLE_SHOP
 
 
 @pytest.fixture(scope="module")

@@ -15,40 +15,15 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.lab import Lab
+from tests.e2e.lab import Lab, shop_with
 
 pytestmark = pytest.mark.lab
 
-SHOP = """
-kind: Vpc
-name: blue
-spec: {cidrs: [100.80.0.0/16, "fd00:80::/48"]}
----
-kind: Network
-name: blue-a
-spec: {vpc: blue, cidrs: [100.80.1.0/24, "fd00:80:0:1::/64"]}
----
-kind: Automaton
-name: web
-spec:
-  network: blue-a
-  command: [python3, -m, autonet.examples.http_echo, --port, "8080"]
-  provides: [{protocol: http, transport: tcp, port: 8080}]
-  replicas: 3
----
-kind: Automaton
-name: client
-spec: {network: blue-a, command: [sleep, infinity], consumes: [http]}
----
+SHOP = shop_with("""
 kind: Automaton
 name: outsider
 spec: {network: blue-a, command: [sleep, infinity], consumes: [http]}
----
-kind: Composition
-name: shop
-spec:
-  links: [{from: client, to: web, protocol: http}]
-"""
+""")
 
 SPREAD = """
 import collections, sys, urllib.request

@@ -28,7 +28,7 @@ from autonet.model.addressing import mac_for, pick_address, pick_vni
 from autonet.model.errors import ExhaustedError, ValidationError
 from autonet.model.flowid import FlowIdGenerator, host_of
 from autonet.model.kinds import KindRegistry, builtin_kinds
-from autonet.model.manifest import parse, validate
+from autonet.model.manifest import overlay, parse, validate
 from autonet.model.objects import Object
 from autonet.store import Put, open_store
 
@@ -270,3 +270,19 @@ def test_placement_prefers_the_host_with_less_traffic() -> None:
     assert choose_host(hosts, load, busy).name == "h2"  # type: ignore[union-attr]
     full = [Object(kind="Host", name="h3", spec={"capacity": 1}, status={"state": "Ready"})]
     assert choose_host(full, host_load([Object(kind="Instance", name="x", status={"host": "h3"})])) is None
+
+
+def test_overlay_replaces_documents_by_kind_and_name_and_appends_the_rest() -> None:
+    base = parse(SHOP)
+    changes = parse(
+        "kind: Automaton\nname: client\nspec: {network: blue-a, command: [\"true\"], consumes: [http, pg]}\n"
+        "---\nkind: Automaton\nname: db\nspec: {network: blue-a, command: [\"true\"]}\n"
+    )
+    merged = overlay(base, changes)
+    assert [(d["kind"], d["name"]) for d in merged] == [
+        *((d["kind"], d["name"]) for d in base if d["name"] != "client"),
+        ("Automaton", "client"),
+        ("Automaton", "db"),
+    ]
+    assert next(d for d in merged if d["name"] == "client")["spec"]["consumes"] == ["http", "pg"]
+    validate(merged, KINDS, [])  # still one manifest: no name twice

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -40,23 +41,9 @@ CALLS = 60
 QOS_MBPS = 20
 TRANSFER_MB = 10
 
-SHOP = """
-kind: Vpc
-name: blue
-spec: {cidrs: [100.80.0.0/16, "fd00:80::/48"]}
----
-kind: Network
-name: blue-a
-spec: {vpc: blue, cidrs: [100.80.1.0/24, "fd00:80:0:1::/64"]}
----
-kind: Automaton
-name: web
-spec:
-  network: blue-a
-  command: [python3, -m, autonet.examples.http_echo, --port, "8080"]
-  provides: [{protocol: http, transport: tcp, port: 8080}]
-  replicas: 3
----
+# The shop of examples/shop.yaml (VPC blue, network blue-a, web x3), with a bulk sink, a
+# client linked to both, and an intruder linked to nothing.
+DEMO_ADDITIONS = """
 kind: Automaton
 name: sink
 spec:
@@ -77,6 +64,13 @@ name: shop
 spec:
   links: [{from: client, to: web, protocol: http}, {from: client, to: sink, protocol: bulk}]
 """
+
+
+def demo_manifest() -> list[dict[str, Any]]:
+    """The example shop's documents, with the demo's versions of those it changes."""
+    shop = manifest.parse((resources.files("autonet.examples") / "shop.yaml").read_text())
+    return manifest.overlay(shop, manifest.parse(DEMO_ADDITIONS))
+
 
 # Many requests from one process: the answers (instance names) counted.
 SPREAD = (
@@ -278,7 +272,7 @@ def step_delete(c: Client, info: labs.LabInfo, docs: list[dict[str, Any]]) -> No
 
 def run(keep: bool) -> None:
     began = time.monotonic()
-    docs = manifest.parse(SHOP)
+    docs = demo_manifest()
     if labs.LabInfo.load(LAB) is not None:
         say("an old demo lab is up: taking it down first")
         labs.down(LAB)

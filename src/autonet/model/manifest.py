@@ -58,6 +58,13 @@ class View:
 Check = Callable[[Object, View], None]
 
 
+def overlay(base: list[dict[str, Any]], changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`base` with `changes` laid over it: a change with a document's kind and name
+    replaces it, the others are appended (e.g. an example manifest, extended)."""
+    changed = {(doc.get("kind"), doc.get("name")) for doc in changes}
+    return [doc for doc in base if (doc.get("kind"), doc.get("name")) not in changed] + changes
+
+
 def validate(
     docs: Iterable[dict[str, Any]],
     kinds: KindRegistry,
