@@ -112,7 +112,7 @@ def lab() -> Iterator[Lab]:
         tag = lab.host_tags()[0]
         yield lab
     # `lab down` kills podman's monitors with the host: the lab's containers go too.
-    assert containers.of_host(tag) == []
+    assert containers.of_hosts([tag]) == []
 
 
 def test_an_image_serves_by_name_as_the_instances_own_uid(lab: Lab) -> None:

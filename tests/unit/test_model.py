@@ -275,8 +275,8 @@ def test_placement_prefers_the_host_with_less_traffic() -> None:
 def test_overlay_replaces_documents_by_kind_and_name_and_appends_the_rest() -> None:
     base = parse(SHOP)
     changes = parse(
-        "kind: Automaton\nname: client\nspec: {network: blue-a, command: [\"true\"], consumes: [http, pg]}\n"
-        "---\nkind: Automaton\nname: db\nspec: {network: blue-a, command: [\"true\"]}\n"
+        'kind: Automaton\nname: client\nspec: {network: blue-a, command: ["true"], consumes: [http, pg]}\n'
+        '---\nkind: Automaton\nname: db\nspec: {network: blue-a, command: ["true"]}\n'
     )
     merged = overlay(base, changes)
     assert [(d["kind"], d["name"]) for d in merged] == [

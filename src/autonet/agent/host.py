@@ -117,10 +117,14 @@ class HostAgent(Wiring, Processes, Telemetry):
                 netns.delete(name)
                 done["removed_netns"] += 1
         held = {containers.container_name(uid) for uid in self.table.records}
-        stray = [name for name in await asyncio.to_thread(containers.of_host, self.tag) if name not in held]
+        stray = [
+            name for name in await asyncio.to_thread(containers.of_hosts, [self.tag]) if name not in held
+        ]
         if stray:
             log.info("reconcile: removing containers no instance owns: %s", ", ".join(stray))
-            await asyncio.to_thread(containers.remove, stray)
+            complaint = await asyncio.to_thread(containers.remove, stray)
+            if complaint:
+                log.warning("reconcile: podman: %s", complaint)
         done["removed_containers"] = len(stray)
         for name in cgroups.groups_of_host(self.hierarchy, self.tag) - wanted:
             log.info("reconcile: removing cgroup %s that no instance owns", name)

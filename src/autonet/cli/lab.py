@@ -596,6 +596,9 @@ def down(name: str) -> bool:
     # to hand over its leadership).
     _stop(*(p for p in info.processes if p.role not in info.etcd_names()))
     _stop(*(p for p in info.processes if p.role in info.etcd_names()), sig=signal.SIGKILL)
+    # The hosts' containers, while podman's monitors (in the hosts' namespaces) still run
+    # to see them out: killed mid-cleanup, a container can stay `Stopping` for a while.
+    containers.remove(containers.of_hosts(info.host_tags()))
     prefixes = tuple(
         p
         for tag in info.host_tags()
@@ -612,9 +615,11 @@ def down(name: str) -> bool:
             _kill_in(namespace)
     for namespace in doomed:
         netns.delete(namespace)
+    left = containers.remove_of_hosts(info.host_tags())  # any that outlived their monitors
+    if left:
+        print(f"lab {name}: containers not removed: {', '.join(left)}", file=sys.stderr)
     hierarchy = cgroups.detect()
     for tag in info.host_tags():
-        containers.remove(containers.of_host(tag))  # their podman monitors were killed above
         with contextlib.suppress(cgroups.CgroupError):
             cgroups.remove_host(hierarchy, tag)
     if info.scratch:

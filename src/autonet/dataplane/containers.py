@@ -34,6 +34,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Iterable
 
 from autonet.model.kinds import IMAGE_MAX_LENGTH, IMAGE_PATTERN
 
@@ -119,22 +121,47 @@ def remove_argv(name: str) -> list[str]:
     return [PODMAN, *HOST_FLAGS, "rm", "--force", "--ignore", "--time", str(STOP_TIMEOUT), name]
 
 
-def of_host(host_tag: str) -> list[str]:
-    """The names of the containers (running or not) of host `host_tag`'s instances."""
-    if not available():
+def of_hosts(host_tags: Iterable[str]) -> list[str]:
+    """The names of the containers (running or not) of these hosts' instances (one
+    `podman ps` for them all)."""
+    tags = set(host_tags)
+    if not tags or not available():
         return []
     listed = subprocess.run(
-        [PODMAN, *HOST_FLAGS, "ps", "--all", "--filter", f"label={HOST_LABEL}={host_tag}",
-         "--format", "{{.Names}}"],
+        [PODMAN, *HOST_FLAGS, "ps", "--all", "--filter", f"label={HOST_LABEL}",
+         "--format", f'{{{{.Names}}}} {{{{index .Labels "{HOST_LABEL}"}}}}'],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    return [name for name in listed.stdout.split() if name.startswith(NAME_PREFIX)]
+    found = (line.split() for line in listed.stdout.splitlines())
+    return [
+        fields[0]
+        for fields in found
+        if len(fields) == 2 and fields[1] in tags and fields[0].startswith(NAME_PREFIX)
+    ]
 
 
-def remove(names: list[str]) -> None:
-    """Remove these containers at once (SIGKILL), whether they run or not."""
-    if names:
-        subprocess.run(
-            [PODMAN, *HOST_FLAGS, "rm", "--force", "--ignore", "--time", "0", *names],
-            capture_output=True, timeout=120, check=False,
-        )  # fmt: skip
+def remove(names: list[str]) -> str:
+    """Remove these containers at once (SIGKILL), whether they run or not; podman's
+    complaint if it could not."""
+    if not names:
+        return ""
+    done = subprocess.run(
+        [PODMAN, *HOST_FLAGS, "rm", "--force", "--ignore", "--time", "0", *names],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    return done.stderr.strip() if done.returncode else ""
+
+
+def remove_of_hosts(host_tags: Iterable[str], attempts: int = 5) -> list[str]:
+    """Remove every container of these hosts, again while some are left (one may still
+    be busy in podman's own cleanup when first asked); the names still there after that."""
+    tags = list(host_tags)
+    left = of_hosts(tags)
+    for attempt in range(attempts):
+        if not left:
+            break
+        remove(left)
+        if attempt:
+            time.sleep(0.5 * attempt)
+        left = of_hosts(tags)
+    return left
