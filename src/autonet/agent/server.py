@@ -43,6 +43,7 @@ from autonet.agent.warmpool import DEFAULT_SIZE as DEFAULT_POOL
 from autonet.dataplane import containers
 from autonet.dataplane.cgroups import CgroupError
 from autonet.dataplane.nsexec import launcher_argv
+from autonet.model.kinds import valid_image
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class AgentServicer(pb_grpc.AgentServicer):
             "env": dict(request.env),
         }
         if request.image:
-            if not containers.valid_image(request.image):
+            if not valid_image(request.image):
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"image {request.image!r} is not a local image reference",

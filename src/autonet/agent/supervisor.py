@@ -175,18 +175,9 @@ class Supervised:
         stopping): gone before the next start, and when the instance stops."""
         if not self.spec.container:
             return
-        proc = await asyncio.create_subprocess_exec(
-            *containers.remove_argv(self.spec.container),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=agent_path_env({}),
-        )
-        _, err = await proc.communicate()
-        if proc.returncode:
-            log.warning(
-                "%s: cannot remove container %s: %s", self.name, self.spec.container, err.decode().strip()
-            )
+        complaint = await asyncio.to_thread(containers.remove, [self.spec.container], containers.STOP_TIMEOUT)
+        if complaint:
+            log.warning("%s: cannot remove container %s: %s", self.name, self.spec.container, complaint)
 
     def _container_exit_reason(self) -> str:
         """What podman's exit code says (the container is gone with `--rm`, its state too)."""

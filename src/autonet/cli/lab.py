@@ -55,7 +55,6 @@ AGENT_PORT = 7070
 API_PORT = 7080
 BRIDGE = "br0"
 MAX_HOSTS = 200
-MAX_CONTROLLERS = paths.MAX_LAB_CONTROLLERS  # underlay .1 to .9
 ETCD_INDEX = 250  # etcd member N at underlay .(250+N)
 STORES = ("sqlite", "etcd")
 FIRST_CONTROLLER = "controller"  # c1's role in lab.json and the name of its log
@@ -305,8 +304,8 @@ def up(
         raise CliError(f"--hosts: must be between 1 and {MAX_HOSTS}")
     if underlay not in ("ipv4", "ipv6"):
         raise CliError("--underlay: must be ipv4 or ipv6")
-    if not 1 <= controllers <= MAX_CONTROLLERS:
-        raise CliError(f"--controllers: must be between 1 and {MAX_CONTROLLERS}")
+    if not 1 <= controllers <= paths.MAX_LAB_CONTROLLERS:
+        raise CliError(f"--controllers: must be between 1 and {paths.MAX_LAB_CONTROLLERS}")
     store = store or ("etcd" if controllers > 1 else "sqlite")
     if store not in STORES:
         raise CliError("--store: must be sqlite or etcd")

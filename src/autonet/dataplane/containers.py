@@ -31,13 +31,12 @@ the hard limits it is given).
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import time
 from collections.abc import Iterable
 
-from autonet.model.kinds import IMAGE_MAX_LENGTH, IMAGE_PATTERN
+from autonet.model.kinds import valid_image
 
 PODMAN = "podman"
 NAME_PREFIX = "an-"
@@ -50,10 +49,6 @@ LIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096")
 PODMAN_FAILED = 125  # podman's exit code when it could not run the container at all
 KILLED = 128 + 9  # the container's command ended by SIGKILL (the OOM killer's signal)
 STOP_TIMEOUT = 2  # seconds `podman rm -f` gives a container between SIGTERM and SIGKILL
-
-
-def valid_image(image: str) -> bool:
-    return len(image) <= IMAGE_MAX_LENGTH and re.fullmatch(IMAGE_PATTERN, image) is not None
 
 
 def container_name(instance_uid: str) -> str:
@@ -116,9 +111,9 @@ def exec_argv(name: str, command: list[str], user: str, env: dict[str, str]) -> 
     return [*argv, name, *command]
 
 
-def remove_argv(name: str) -> list[str]:
-    """Remove the container `name` if there is one (SIGTERM, SIGKILL after STOP_TIMEOUT)."""
-    return [PODMAN, *HOST_FLAGS, "rm", "--force", "--ignore", "--time", str(STOP_TIMEOUT), name]
+def remove_argv(*names: str, grace: int = STOP_TIMEOUT) -> list[str]:
+    """Remove these containers if they are there (SIGTERM, SIGKILL after `grace` s)."""
+    return [PODMAN, *HOST_FLAGS, "rm", "--force", "--ignore", "--time", str(grace), *names]
 
 
 def of_hosts(host_tags: Iterable[str]) -> list[str]:
@@ -140,15 +135,17 @@ def of_hosts(host_tags: Iterable[str]) -> list[str]:
     ]
 
 
-def remove(names: list[str]) -> str:
-    """Remove these containers at once (SIGKILL), whether they run or not; podman's
-    complaint if it could not."""
+def remove(names: list[str], grace: int = 0) -> str:
+    """Remove these containers, whether they run or not (SIGKILL after `grace` s);
+    podman's complaint if it could not."""
     if not names:
         return ""
-    done = subprocess.run(
-        [PODMAN, *HOST_FLAGS, "rm", "--force", "--ignore", "--time", "0", *names],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    try:
+        done = subprocess.run(
+            remove_argv(*names, grace=grace), capture_output=True, text=True, timeout=120, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return "podman rm did not return within 120 s"
     return done.stderr.strip() if done.returncode else ""
 
 

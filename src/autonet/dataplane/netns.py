@@ -191,18 +191,18 @@ def not_adoptable(path: str, managed: tuple[str, ...]) -> str:
     these would hand a caller the host's own network or another instance's."""
     if not is_network_namespace(path):
         return f"{path}: not a network namespace"
-    target = os.stat(path)
-    key = (target.st_dev, target.st_ino)
+
+    def same(other: str) -> bool:  # the same namespace: the same nsfs inode
+        with contextlib.suppress(OSError):
+            return os.path.samefile(path, other)
+        return False
+
     for own, what in (("/proc/1/ns/net", "the machine's initial"), ("/proc/self/ns/net", "the host's own")):
-        with contextlib.suppress(OSError):
-            seen = os.stat(own)
-            if (seen.st_dev, seen.st_ino) == key:
-                return f"{path}: {what} network namespace"
+        if same(own):
+            return f"{path}: {what} network namespace"
     for name in (n for n in list_names() if n.startswith(managed)):
-        with contextlib.suppress(OSError):
-            seen = os.stat(netns_path(name))
-            if (seen.st_dev, seen.st_ino) == key:
-                return f"{path}: a namespace autonet manages ({name})"
+        if same(netns_path(name)):
+            return f"{path}: a namespace autonet manages ({name})"
     return ""
 
 

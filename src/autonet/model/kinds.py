@@ -120,8 +120,13 @@ class Resources(Spec):
     cpu: float | None = Field(default=None, ge=0.01, le=1024)  # cores: 0.5 is half of one
 
 
+def valid_image(value: str) -> bool:
+    """Whether `value` is a local image reference (checked again by the agent)."""
+    return len(value) <= IMAGE_MAX_LENGTH and re.fullmatch(IMAGE_PATTERN, value) is not None
+
+
 def _image(value: str | None) -> str | None:
-    if value is not None and (len(value) > IMAGE_MAX_LENGTH or not re.fullmatch(IMAGE_PATTERN, value)):
+    if value is not None and not valid_image(value):
         raise ValueError(f"{value!r} is not a local image reference (name[:tag][@digest])")
     return value
 
